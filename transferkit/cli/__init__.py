@@ -1,0 +1,5 @@
+"""The ``transferkit`` command."""
+
+from .main import main
+
+__all__ = ["main"]

@@ -1,0 +1,140 @@
+"""The domain dataset: inputs, optional labels, and the name of the domain they come from."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+
+MODALITIES = ("image", "text", "tabular")
+UNLABELED = -1
+
+
+@dataclass
+class DomainDataset:
+    """Inputs of one domain, with optional integer labels.
+
+    Parameters
+    ----------
+    inputs
+        ``"image"``: float32 array ``(n, H, W)`` or ``(n, H, W, C)`` with values in [0, 1], or a
+        lazy sequence whose items are such ``(H, W, C)`` arrays (an image folder).
+        ``"text"``: a sequence of ``n`` strings. ``"tabular"``: float array ``(n, d)``.
+    labels
+        int64 array ``(n,)`` with values in ``0..n_classes-1``; ``-1`` marks an unlabeled
+        sample (the skada convention). ``None`` when the domain has no labels at all.
+    name
+        The domain's name, used in tables and file names.
+    modality
+        One of ``"image"``, ``"text"``, ``"tabular"``.
+    classes
+        Class names, index-aligned with the label values.
+    spec
+        The spec string the dataset was built from, when it came from one.
+    """
+
+    inputs: Any
+    labels: np.ndarray | None
+    name: str
+    modality: str
+    classes: list[str] | None = None
+    spec: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise DataError(f"modality={self.modality!r} must be one of {MODALITIES}.")
+        n = len(self.inputs)
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels)
+            if self.labels.ndim != 1 or len(self.labels) != n:
+                raise DataError(
+                    f"dataset {self.name!r}: {n} inputs but labels of shape "
+                    f"{self.labels.shape}; give one integer label per input."
+                )
+            if not np.issubdtype(self.labels.dtype, np.integer):
+                raise DataError(
+                    f"dataset {self.name!r}: labels must be integers, got dtype "
+                    f"{self.labels.dtype}; map class names to 0..K-1 first."
+                )
+            self.labels = self.labels.astype(np.int64)
+            if self.classes is not None and len(self.labels) and self.labels.max() >= len(self.classes):
+                raise DataError(
+                    f"dataset {self.name!r}: label {int(self.labels.max())} is outside the "
+                    f"label space 0..{len(self.classes) - 1}."
+                )
+        if self.modality == "image" and isinstance(self.inputs, np.ndarray):
+            if self.inputs.ndim not in (3, 4):
+                raise DataError(
+                    f"dataset {self.name!r}: image inputs must have shape (n, H, W) or "
+                    f"(n, H, W, C), got {self.inputs.shape}."
+                )
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def n_classes(self) -> int:
+        if self.classes is not None:
+            return len(self.classes)
+        if self.labels is None or not (self.labels >= 0).any():
+            return 0
+        return int(self.labels.max()) + 1
+
+    @property
+    def labeled_mask(self) -> np.ndarray:
+        if self.labels is None:
+            return np.zeros(len(self), dtype=bool)
+        return self.labels >= 0
+
+    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> DomainDataset:
+        """A new dataset holding ``indices`` (views where possible, no copy of lazy inputs)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if isinstance(self.inputs, np.ndarray):
+            inputs = self.inputs[idx]
+        elif hasattr(self.inputs, "subset"):
+            inputs = self.inputs.subset(idx)
+        else:
+            inputs = [self.inputs[i] for i in idx]
+        return DomainDataset(
+            inputs=inputs,
+            labels=None if self.labels is None else self.labels[idx],
+            name=name or self.name,
+            modality=self.modality,
+            classes=self.classes,
+            spec=self.spec,
+            meta=dict(self.meta),
+        )
+
+    def get_input(self, i: int):
+        return self.inputs[i]
+
+    def fingerprint(self) -> str:
+        """A content hash of the inputs (not the labels): the feature cache key."""
+        h = hashlib.sha256()
+        h.update(self.modality.encode())
+        inp = self.inputs
+        if isinstance(inp, np.ndarray):
+            h.update(str(inp.shape).encode() + str(inp.dtype).encode())
+            h.update(np.ascontiguousarray(inp).tobytes())
+        elif hasattr(inp, "fingerprint"):
+            h.update(inp.fingerprint().encode())
+        else:
+            for item in inp:
+                if isinstance(item, str):
+                    h.update(item.encode("utf-8") + b"\x00")
+                else:
+                    h.update(np.ascontiguousarray(item).tobytes())
+        return h.hexdigest()[:20]
+
+    def __repr__(self) -> str:
+        nl = int(self.labeled_mask.sum())
+        return (
+            f"DomainDataset(name={self.name!r}, modality={self.modality!r}, n={len(self)}, "
+            f"labeled={nl}, n_classes={self.n_classes})"
+        )

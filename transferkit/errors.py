@@ -1,0 +1,28 @@
+"""The one exception family.
+
+Every error transferkit raises on purpose derives from :class:`TransferKitError`. Messages name
+the parameter, file or value that was wrong and say what to do. The CLI turns these into a
+one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+
+class TransferKitError(Exception):
+    """Base class of every error transferkit raises on purpose."""
+
+
+class ConfigError(TransferKitError, ValueError):
+    """A parameter, config key or spec string is invalid."""
+
+
+class DataError(TransferKitError, ValueError):
+    """Input data is missing, unreadable or inconsistent."""
+
+
+class WeightsError(TransferKitError, RuntimeError):
+    """Model weights cannot be found, loaded safely, or matched to an architecture."""
+
+
+class MissingDependencyError(TransferKitError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

@@ -1,0 +1,184 @@
+"""Run an experiment: every strategy x every seed on the same target splits, one table.
+
+Baselines are first-class: ``scratch`` trains under the same budget and splits as the method
+it is compared with. Model selection uses the labeled validation split only; the test split
+is scored once, after ``fit``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._registry import get
+from .config import ExperimentConfig
+from .errors import DataError
+
+
+def make_splits(target, split, seed: int, load=None) -> tuple:
+    """``(train, val, test)`` datasets from the target per ``split`` (a :class:`SplitConfig`)."""
+    from .data import sample_per_class, stratified_split
+
+    if target.labels is None or not (target.labels >= 0).any():
+        raise DataError(
+            f"target {target.name!r} has no labels; the strategies in this issue need labeled target "
+            "samples (set split.labels_per_class, or give a label column/folder per class)."
+        )
+    idx = np.flatnonzero(target.labels >= 0)
+    y = target.labels[idx]
+    if split.labels_per_class is not None:
+        tr, rest = sample_per_class(y, split.labels_per_class, seed, dataset=target.name)
+    else:
+        tr, rest = stratified_split(y, [split.train_fraction, 1 - split.train_fraction], seed, dataset=target.name)
+    train = target.subset(idx[tr], name=f"{target.name}/train")
+    rest_idx = idx[rest]
+    val = test = None
+    if split.val is not None:
+        val = load(split.val)
+    if split.test is not None:
+        test = load(split.test)
+    if val is None and test is None:
+        if split.val_fraction > 0:
+            va, te = stratified_split(target.labels[rest_idx], [split.val_fraction, 1 - split.val_fraction], seed)
+            val, test = target.subset(rest_idx[va], name=f"{target.name}/val"), target.subset(rest_idx[te], name=f"{target.name}/test")
+        else:
+            test = target.subset(rest_idx, name=f"{target.name}/test")
+    elif test is None:
+        test = target.subset(rest_idx, name=f"{target.name}/test")
+    elif val is None and split.val_fraction > 0:
+        val = target.subset(rest_idx, name=f"{target.name}/val")
+    if test is None or len(test) == 0:
+        raise DataError(f"target {target.name!r}: no samples left for the test split; use fewer labels per class.")
+    return train, val, test
+
+
+def _backbone_factory(cfg: ExperimentConfig):
+    from .backbones import create_backbone
+
+    b = cfg.backbone
+
+    def factory(pretrained: bool = True):
+        return create_backbone(b.name, pretrained=pretrained and b.pretrained, weights=b.weights if pretrained else None,
+                               image_size=b.image_size, arch=b.arch)
+
+    factory.name = b.name
+    return factory
+
+
+def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, overwrite: bool = False,
+                   echo=print) -> dict:
+    """Run ``cfg``; write ``results.json``, ``results.md``, the resolved config and the
+    environment under ``out_dir``; return the results dict.
+
+    ``results["summary"][strategy]`` holds ``accuracy_mean``, ``accuracy_std`` (sample std
+    over seeds, ``ddof=1``), ``n_seeds``, ``val_accuracy_mean``, ``train_time_mean`` and
+    ``trainable_params``.
+    """
+    import yaml
+
+    from .data.spec import load_dataset
+    from .train.rundir import environment_info, prepare_run_dir, write_json, write_text
+
+    out = prepare_run_dir(out_dir or cfg.output_dir or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", overwrite)
+    write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_json(out / "environment.json", environment_info(cfg.seeds))
+    t_start = time.perf_counter()
+    target = load_dataset(cfg.target)
+    source = load_dataset(cfg.source) if cfg.source is not None else None
+    factory = _backbone_factory(cfg)
+    strategies = [(s, get("strategy", s.name)) for s in cfg.strategies]
+    echo(f"target: {target!r}")
+    if source is not None:
+        echo(f"source: {source!r}")
+    runs: list[dict] = []
+    for seed in cfg.seeds:
+        train, val, test = make_splits(target, cfg.split, seed, load=load_dataset)
+        for scfg, cls in strategies:
+            run_dir = out / scfg.key / f"seed{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            params = dict(scfg.params)
+            params.setdefault("seed", seed)
+            common = {"cache_dir": cfg.cache_dir, "device": cfg.device, "progress": cfg.progress}
+            for k, v in common.items():
+                if v is not None:
+                    params.setdefault(k, v)
+            strat = cls(backbone=factory, **params)
+            strat.fit(train, val, run_dir=run_dir)
+            row = {
+                "strategy": scfg.key,
+                "method": scfg.name,
+                "seed": seed,
+                "accuracy": strat.score(test),
+                "val_accuracy": strat.score(val) if val is not None else None,
+                "train_accuracy": strat.score(train),
+                "train_time": strat.train_time_,
+                "trainable_params": strat.trainable_params_,
+                "n_train": len(train),
+                "n_val": len(val) if val is not None else 0,
+                "n_test": len(test),
+                "best_epoch": getattr(strat, "best_epoch_", None),
+                "run_dir": str(run_dir),
+            }
+            if hasattr(strat, "model_"):
+                from safetensors.torch import save_file
+
+                save_file({k: v.detach().cpu().contiguous() for k, v in strat.model_.state_dict().items()},
+                          str(run_dir / "model.safetensors"), metadata={"transferkit.backbone": factory.name})
+            write_json(run_dir / "result.json", row)
+            runs.append(row)
+            echo(f"  seed {seed}  {scfg.key:<20} test acc {row['accuracy']:.3f}  "
+                 f"(val {row['val_accuracy'] if row['val_accuracy'] is not None else float('nan'):.3f}, "
+                 f"{row['train_time']:.1f}s)")
+    summary = summarize(runs)
+    results = {
+        "name": cfg.name,
+        "target": target.spec or target.name,
+        "source": (source.spec or source.name) if source is not None else None,
+        "backbone": cfg.backbone.name,
+        "seeds": cfg.seeds,
+        "selection": "labeled target validation split (best epoch / C); test split scored once after fit",
+        "summary": summary,
+        "runs": runs,
+        "run_dirs": sorted({str(Path(r["run_dir"])) for r in runs}),
+        "output_dir": str(out),
+        "wall_time": time.perf_counter() - t_start,
+    }
+    write_json(out / "results.json", results)
+    write_text(out / "results.md", format_table(summary, markdown=True) + "\n")
+    return results
+
+
+def summarize(runs: list[dict]) -> dict:
+    summary: dict[str, dict] = {}
+    for key in dict.fromkeys(r["strategy"] for r in runs):
+        rs = [r for r in runs if r["strategy"] == key]
+        acc = np.array([r["accuracy"] for r in rs], dtype=float)
+        val = [r["val_accuracy"] for r in rs if r["val_accuracy"] is not None]
+        summary[key] = {
+            "accuracy_mean": float(acc.mean()),
+            "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+            "n_seeds": len(rs),
+            "val_accuracy_mean": float(np.mean(val)) if val else None,
+            "train_time_mean": float(np.mean([r["train_time"] for r in rs])),
+            "trainable_params": int(rs[0]["trainable_params"]),
+        }
+    return summary
+
+
+def format_table(summary: dict, markdown: bool = False) -> str:
+    """The results table: accuracy mean ± std over seeds, train time, trainable parameters."""
+    head = ["strategy", "test accuracy", "val accuracy", "train time (s)", "trainable params", "seeds"]
+    rows = []
+    for k, s in summary.items():
+        va = "-" if s["val_accuracy_mean"] is None else f"{s['val_accuracy_mean']:.3f}"
+        rows.append([k, f"{s['accuracy_mean']:.3f} ± {s['accuracy_std']:.3f}", va, f"{s['train_time_mean']:.1f}",
+                     f"{s['trainable_params']:,}", str(s["n_seeds"])])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])

@@ -1,0 +1,17 @@
+"""Fine-tuning from layer groups: freezing, per-group learning rates, layer-wise decay,
+progressive unfreezing, BatchNorm freezing and learning-rate schedules."""
+
+from .groups import (
+    ProgressiveUnfreezer,
+    apply_freeze,
+    build_param_groups,
+    frozen_bn_modules,
+    parse_unfreeze,
+    set_bn_eval,
+)
+from .schedule import make_schedule
+
+__all__ = [
+    "ProgressiveUnfreezer", "apply_freeze", "build_param_groups", "frozen_bn_modules", "make_schedule",
+    "parse_unfreeze", "set_bn_eval",
+]

@@ -1,0 +1,55 @@
+"""What every strategy shares: fit on a labeled target train split, score on any split."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import DataError
+
+
+def count_params(model, trainable_only: bool = True) -> int:
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only))
+
+
+class Strategy:
+    """Base of the registered strategies (scikit-learn conventions: no logic in ``__init__``,
+    fitted attributes end in ``_``, ``fit`` returns ``self``).
+
+    Fitted attributes
+    -----------------
+    train_time_ : float
+        Seconds spent in ``fit`` (feature extraction included).
+    trainable_params_ : int
+        Parameters updated by training.
+    history_ : list[dict]
+        Per-epoch metrics (empty for closed-form heads).
+    """
+
+    name = "strategy"
+
+    def get_params(self) -> dict:
+        import inspect
+
+        sig = inspect.signature(type(self).__init__)
+        return {k: getattr(self, k) for k in sig.parameters if k != "self"}
+
+    def fit(self, train, val=None, *, run_dir=None):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict_logits(self, dataset) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict(self, dataset) -> np.ndarray:
+        return self.predict_logits(dataset).argmax(1)
+
+    def score(self, dataset) -> float:
+        """Accuracy on the labeled samples of ``dataset``."""
+        if dataset.labels is None or not (dataset.labels >= 0).any():
+            raise DataError(f"cannot score on {dataset.name!r}: it has no labels.")
+        mask = dataset.labels >= 0
+        return float((self.predict(dataset)[mask] == dataset.labels[mask]).mean())
+
+    def _timer(self):
+        return time.perf_counter()

@@ -1,0 +1,154 @@
+"""Feature extraction: frozen pretrained backbone, cached features, a new linear head."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .._registry import register
+from .._validation import check_choice, check_number
+from ..features import FeatureExtractor
+from .base import Strategy
+
+
+@register("strategy", "feature_extraction")
+class FeatureExtraction(Strategy):
+    """Frozen backbone + new linear head (logistic regression, or a trained linear layer).
+
+    Features are computed once per (backbone, data) and cached on disk, so every seed and every
+    head reuses them.
+
+    Parameters
+    ----------
+    backbone
+        Backbone name or instance.
+    head
+        ``"logistic"``: multinomial logistic regression (L-BFGS, L2 penalty ``1/C``) on the raw
+        features; ``"linear"``: a linear layer trained with AdamW on the features.
+    C
+        Inverse L2 strength of the logistic head. ``"auto"`` picks it from a small grid by
+        validation accuracy (never test).
+    standardize
+        Standardize features before the head. Off by default: ImageNet features are already
+        on a common scale, and standardizing them amplifies dead dimensions.
+    image_size, batch_size, cache_dir, progress, seed
+        See :class:`transferkit.features.FeatureExtractor`.
+    """
+
+    name = "feature_extraction"
+
+    def __init__(self, backbone="efficientnet_lite0", head="logistic", C=1.0, standardize=False,
+                 image_size=None, batch_size=64, epochs=100, lr=1e-2, weight_decay=1e-4,
+                 cache_dir=None, progress=False, seed=0, device="cpu", pretrained=True):
+        self.backbone = backbone
+        self.head = head
+        self.C = C
+        self.standardize = standardize
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.cache_dir = cache_dir
+        self.progress = progress
+        self.seed = seed
+        self.device = device
+        self.pretrained = pretrained
+
+    def _extractor(self):
+        if not hasattr(self, "extractor_"):
+            bb = self.backbone
+            if isinstance(bb, str):
+                from ..backbones import create_backbone
+
+                bb = create_backbone(bb, image_size=self.image_size, pretrained=self.pretrained)
+            self.extractor_ = FeatureExtractor(bb, batch_size=self.batch_size, cache_dir=self.cache_dir,
+                                               progress=self.progress, device=self.device).fit()
+        return self.extractor_
+
+    def transform(self, dataset) -> np.ndarray:
+        f = self._extractor().transform(dataset)
+        return (f - self.mean_) / self.scale_ if self.standardize else f
+
+    def fit(self, train, val=None, *, run_dir=None):
+        check_choice("head", self.head, ("logistic", "linear"))
+        t0 = time.perf_counter()
+        mask = train.labeled_mask
+        ex = self._extractor()
+        F_all = ex.transform(train)
+        Ftr, ytr = F_all[mask], train.labels[mask]
+        if self.standardize:
+            self.mean_, self.scale_ = Ftr.mean(0), Ftr.std(0) + 1e-6
+            Ftr = (Ftr - self.mean_) / self.scale_
+        self.classes_ = np.arange(train.n_classes)
+        if self.head == "logistic":
+            self.clf_, self.C_ = self._fit_logistic(Ftr, ytr, val)
+            self.trainable_params_ = int(self.clf_.coef_.size + self.clf_.intercept_.size)
+            self.history_ = []
+        else:
+            self._fit_linear(Ftr, ytr, val, run_dir)
+        self.train_time_ = time.perf_counter() - t0
+        return self
+
+    def _fit_logistic(self, X, y, val):
+        from sklearn.linear_model import LogisticRegression
+
+        grid = [0.01, 0.1, 1.0, 10.0] if self.C == "auto" else [check_number("C", self.C, low=0, low_inclusive=False)]
+        if len(grid) > 1 and val is None:
+            grid = [1.0]
+        best = None
+        Fv = self.transform(val) if len(grid) > 1 else None
+        for C in grid:
+            clf = LogisticRegression(C=C, max_iter=5000, tol=1e-6)
+            clf.fit(X, y)
+            if len(grid) == 1:
+                return clf, C
+            m = val.labeled_mask
+            acc = (clf.predict(Fv[m]) == val.labels[m]).mean()
+            if best is None or acc > best[0]:
+                best = (acc, clf, C)
+        return best[1], best[2]
+
+    def _fit_linear(self, X, y, val, run_dir):
+        import torch
+
+        from ..data import DomainDataset
+        from ..finetune import build_param_groups
+        from ..nn import TransferModel
+        from ..train import Trainer
+        from ..backbones.base import Backbone, BackboneSpec
+
+        class _Identity(Backbone):
+            def __init__(self, d):
+                super().__init__(BackboneSpec(name="features", modality="tabular", feature_dim=d))
+
+            def preprocess(self, inputs):
+                return torch.as_tensor(np.asarray(inputs, dtype=np.float32))
+
+            def forward(self, x):
+                return x
+
+        torch.manual_seed(self.seed)
+        model = TransferModel(_Identity(X.shape[1]), int(y.max()) + 1)
+        tr = DomainDataset(X, y, "features", "tabular")
+        va = None
+        if val is not None:
+            va = DomainDataset(self.transform(val), val.labels, "features-val", "tabular")
+        trainer = Trainer(model, build_param_groups(model, self.lr, weight_decay=self.weight_decay),
+                          epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, run_dir=run_dir,
+                          progress=self.progress, warmup_epochs=0, device=self.device, tag="linear head")
+        trainer.fit(tr, va)
+        self.linear_ = model
+        self.history_ = trainer.history
+        self.trainable_params_ = sum(p.numel() for p in model.head.parameters())
+
+    def predict_logits(self, dataset) -> np.ndarray:
+        F = self.transform(dataset)
+        if self.head == "logistic":
+            return self.clf_.decision_function(F)
+        import torch
+
+        with torch.no_grad():
+            self.linear_.eval()
+            return self.linear_(torch.as_tensor(F)).numpy()

@@ -1,0 +1,272 @@
+"""The one Trainer: supervised training of a TransferModel with callbacks.
+
+Device placement goes through Hugging Face ``accelerate`` so the same loop runs on the CPU, one
+GPU or several. Metrics go to ``metrics.jsonl`` in the run directory, one JSON object per epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._validation import check_number
+from ..errors import DataError
+from .augment import make_augment
+
+# Above this many bytes a dataset is preprocessed batch by batch instead of once up front.
+_PREPARE_LIMIT = 2 * 1024**3
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class _Prepared:
+    """Inputs ready for the model: preprocessed once when small, else per batch."""
+
+    def __init__(self, model, dataset, batch: int = 256):
+        self.model, self.ds = model, dataset
+        self.tensor = None
+        inp = dataset.inputs
+        if isinstance(inp, np.ndarray) and dataset.modality in ("image", "tabular"):
+            spec = model.spec
+            per = 4 * (int(np.prod(spec.input_size)) if spec.input_size else inp[0].size)
+            if per * len(inp) <= _PREPARE_LIMIT:
+                parts = [model.preprocess(inp[s : s + batch]) for s in range(0, len(inp), batch)]
+                self.tensor = torch.cat(parts) if parts else None
+
+    def batch(self, idx: np.ndarray):
+        if self.tensor is not None:
+            return self.tensor[torch.as_tensor(idx)]
+        inp = self.ds.inputs
+        raw = inp[idx] if isinstance(inp, np.ndarray) else [inp[int(i)] for i in idx]
+        return self.model.preprocess(raw)
+
+
+def to_channels_last(x):
+    """NHWC memory layout for image batches: about 2x faster convolution training on CPU."""
+    if isinstance(x, torch.Tensor) and x.ndim == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+class Trainer:
+    """Train a model with labeled data; validate each epoch; stop early; keep the best weights.
+
+    Parameters
+    ----------
+    model
+        A :class:`transferkit.nn.TransferModel` (or anything with ``preprocess``,
+        ``move_inputs``, ``layer_groups`` and ``forward``).
+    param_groups
+        Optimizer parameter groups (see :func:`transferkit.finetune.build_param_groups`).
+    epochs, batch_size
+        The training budget.
+    optimizer
+        ``"adamw"`` or ``"sgd"`` (momentum 0.9, Nesterov).
+    schedule, warmup_epochs
+        Learning-rate schedule (see :func:`transferkit.finetune.make_schedule`).
+    grad_clip
+        Max global gradient norm (``None``: no clipping).
+    label_smoothing
+        Cross-entropy label smoothing.
+    augment
+        ``"none"``, ``"light"``, ``"strong"`` or a dict; images only.
+    early_stopping
+        Patience in epochs on the validation metric (``None``: train the full budget). The
+        best epoch's weights are restored at the end whenever validation data is given.
+    monitor
+        ``"val_accuracy"`` (higher is better) or ``"val_loss"``.
+    callbacks
+        Objects with optional ``on_epoch_start(trainer, epoch)`` / ``on_epoch_end(trainer,
+        epoch, logs)``.
+    bn_frozen
+        A callable returning the BatchNorm modules to keep in eval mode while training.
+    run_dir
+        Where ``metrics.jsonl`` is appended (``None``: nowhere).
+    """
+
+    def __init__(self, model: nn.Module, param_groups: list[dict], *, epochs: int = 20, batch_size: int = 32,
+                 optimizer: str = "adamw", schedule: str = "cosine", warmup_epochs: float = 1.0,
+                 grad_clip: float | None = 1.0, label_smoothing: float = 0.0, augment="none",
+                 early_stopping: int | None = None, monitor: str = "val_accuracy", callbacks=(),
+                 bn_frozen: Callable[[], list[nn.Module]] | None = None, seed: int = 0,
+                 device: str | None = None, run_dir: str | Path | None = None, progress: bool = True,
+                 eval_batch_size: int = 64, tag: str = ""):
+        self.model = model
+        self.epochs = check_number("epochs", epochs, low=1, integer=True)
+        self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
+        if early_stopping is not None:
+            check_number("early_stopping", early_stopping, low=1, integer=True)
+        if monitor not in ("val_accuracy", "val_loss"):
+            from ..errors import ConfigError
+
+            raise ConfigError(f"monitor={monitor!r} must be 'val_accuracy' or 'val_loss'.")
+        self.param_groups = param_groups
+        self.optimizer_name, self.schedule, self.warmup_epochs = optimizer, schedule, warmup_epochs
+        self.grad_clip, self.label_smoothing = grad_clip, label_smoothing
+        self.augment = make_augment(augment)
+        self.early_stopping, self.monitor = early_stopping, monitor
+        self.callbacks = list(callbacks)
+        self.bn_frozen = bn_frozen or (lambda: [])
+        self.seed, self.run_dir, self.progress, self.tag = seed, run_dir, progress, tag
+        self.eval_batch_size = eval_batch_size
+        from accelerate import Accelerator
+
+        cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+        self.accelerator = Accelerator(cpu=cpu)
+        self.device = self.accelerator.device
+        self.history: list[dict] = []
+        self.best_epoch: int | None = None
+        self.stopped_early = False
+
+    # ------------------------------------------------------------------ helpers
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        if self.optimizer_name == "adamw":
+            return torch.optim.AdamW(self.param_groups)
+        if self.optimizer_name == "sgd":
+            return torch.optim.SGD(self.param_groups, momentum=0.9, nesterov=True)
+        from ..errors import ConfigError
+
+        raise ConfigError(f"optimizer={self.optimizer_name!r} must be 'adamw' or 'sgd'.")
+
+    def _log(self, row: dict) -> None:
+        self.history.append(row)
+        if self.run_dir is not None:
+            p = Path(self.run_dir)
+            p.mkdir(parents=True, exist_ok=True)
+            with open(p / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    @staticmethod
+    def _labels(ds, what: str) -> np.ndarray:
+        if ds.labels is None or not (ds.labels >= 0).any():
+            raise DataError(f"{what} dataset {ds.name!r} has no labeled samples; training needs labels.")
+        return ds.labels
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self, train, val=None) -> Trainer:
+        """Train on the labeled samples of ``train``; validate on ``val`` each epoch."""
+        seed_everything(self.seed)
+        y_all = self._labels(train, "training")
+        keep = np.flatnonzero(y_all >= 0)
+        train = train.subset(keep) if len(keep) < len(y_all) else train
+        y = torch.as_tensor(train.labels)
+        model = self.model
+        opt = self._make_optimizer()
+        steps_per_epoch = max(1, math.ceil(len(train) / self.batch_size))
+        from ..finetune import make_schedule
+
+        sched = make_schedule(opt, self.epochs * steps_per_epoch, schedule=self.schedule,
+                              warmup_steps=int(round(self.warmup_epochs * steps_per_epoch)))
+        if getattr(self.model.spec, "modality", None) == "image":
+            self.model.to(memory_format=torch.channels_last)
+        model, opt = self.accelerator.prepare(model, opt)
+        data = _Prepared(self.model, train)
+        val_data = _Prepared(self.model, val) if val is not None else None
+        gen = torch.Generator().manual_seed(self.seed)
+        best, best_state, bad = None, None, 0
+        from tqdm.auto import tqdm
+
+        bar = tqdm(range(self.epochs), desc=self.tag or "train", disable=not self.progress, unit="epoch", leave=False)
+        for epoch in bar:
+            for cb in self.callbacks:
+                if hasattr(cb, "on_epoch_start"):
+                    cb.on_epoch_start(self, epoch)
+            model.train()
+            for m in self.bn_frozen():
+                m.eval()
+            t0 = time.perf_counter()
+            perm = torch.randperm(len(train), generator=gen).numpy()
+            tot_loss, tot_correct, seen = 0.0, 0, 0
+            for s in range(0, len(perm), self.batch_size):
+                idx = perm[s : s + self.batch_size]
+                if len(idx) < 2 and len(perm) > 1:
+                    continue  # a batch of one breaks BatchNorm in train mode
+                xb = data.batch(idx)
+                if self.augment is not None and isinstance(xb, torch.Tensor) and xb.ndim == 4:
+                    xb = self.augment(xb, gen)
+                xb = to_channels_last(self.model.move_inputs(xb, self.device))
+                yb = y[idx].to(self.device)
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb, label_smoothing=self.label_smoothing)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training loss became {loss.item()} at epoch {epoch}; lower the learning rate "
+                        "or enable grad_clip.")
+                opt.zero_grad(set_to_none=True)
+                self.accelerator.backward(loss)
+                if self.grad_clip:
+                    self.accelerator.clip_grad_norm_(model.parameters(), self.grad_clip)
+                opt.step()
+                sched.step()
+                tot_loss += loss.item() * len(idx)
+                tot_correct += (logits.argmax(1) == yb).sum().item()
+                seen += len(idx)
+            row = {"epoch": epoch, "train_loss": tot_loss / max(seen, 1), "train_accuracy": tot_correct / max(seen, 1),
+                   "lr": opt.param_groups[-1]["lr"], "epoch_time": time.perf_counter() - t0}
+            if val_data is not None:
+                ev = self._evaluate(val_data, val.labels)
+                row.update({"val_loss": ev["loss"], "val_accuracy": ev["accuracy"]})
+                score = ev["accuracy"] if self.monitor == "val_accuracy" else -ev["loss"]
+                if best is None or score > best:
+                    best, bad, self.best_epoch = score, 0, epoch
+                    best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                else:
+                    bad += 1
+            self._log(row)
+            for cb in self.callbacks:
+                if hasattr(cb, "on_epoch_end"):
+                    cb.on_epoch_end(self, epoch, row)
+            bar.set_postfix({k: round(v, 3) for k, v in row.items() if k in ("train_loss", "val_accuracy")})
+            if self.early_stopping is not None and val_data is not None and bad >= self.early_stopping:
+                self.stopped_early = True
+                break
+        bar.close()
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        return self
+
+    @torch.no_grad()
+    def _evaluate(self, data: _Prepared, labels) -> dict:
+        logits = self._logits(data, len(labels))
+        y = torch.as_tensor(labels)
+        mask = y >= 0
+        if not mask.any():
+            return {"loss": float("nan"), "accuracy": float("nan")}
+        loss = F.cross_entropy(logits[mask], y[mask]).item()
+        acc = (logits[mask].argmax(1) == y[mask]).float().mean().item()
+        return {"loss": loss, "accuracy": acc}
+
+    @torch.no_grad()
+    def _logits(self, data: _Prepared, n: int) -> torch.Tensor:
+        model = self.model
+        was = model.training
+        model.eval()
+        out = []
+        for s in range(0, n, self.eval_batch_size):
+            xb = to_channels_last(self.model.move_inputs(data.batch(np.arange(s, min(n, s + self.eval_batch_size))), self.device))
+            out.append(model(xb).float().cpu())
+        model.train(was)
+        return torch.cat(out) if out else torch.zeros(0, getattr(model, "num_classes", 0))
+
+    def predict_logits(self, dataset) -> np.ndarray:
+        return self._logits(_Prepared(self.model, dataset), len(dataset)).numpy()
+
+    def evaluate(self, dataset) -> dict:
+        """``{"loss", "accuracy"}`` on the labeled samples of ``dataset``."""
+        self._labels(dataset, "evaluation")
+        return self._evaluate(_Prepared(self.model, dataset), dataset.labels)
