@@ -59,7 +59,7 @@ def create_backbone(
     if name.startswith("timm:"):
         bb = timm_backbone(name[5:], pretrained=pretrained, image_size=image_size, weights=weights)
     elif name.startswith("hf:"):
-        bb = _text.hf_backbone(name[3:], pretrained=pretrained, **kwargs)
+        bb = _text.hf_backbone(name[3:], pretrained=pretrained, weights=weights, image_size=image_size, **kwargs)
     elif name.startswith("file:"):
         bb = _from_file(name[5:], arch=arch, image_size=image_size)
     else:

@@ -20,12 +20,12 @@ def load_state_dict_file(path) -> dict[str, torch.Tensor]:
     if not p.is_file():
         raise WeightsError(f"weights file {str(p)!r} does not exist; check the path.")
     if p.suffix == ".safetensors":
-        from safetensors import SafetensorsError
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return load_file(str(p))
-        except (SafetensorsError, OSError, ValueError) as exc:
+        except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{p}: not a valid safetensors file ({exc}).") from None
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)

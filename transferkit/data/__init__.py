@@ -1,8 +1,26 @@
 """Domains and datasets."""
 
+from .arrays import load_npz
 from .digits import load_digits_domain
 from .domain import UNLABELED, DomainDataset
+from .folder import ImageFolderInputs, load_image_folder
+from .spec import list_datasets, load_dataset, parse_spec
 from .splits import sample_per_class, stratified_split
+from .tables import load_table
 from .transforms import Shift
 
-__all__ = ["DomainDataset", "Shift", "UNLABELED", "load_digits_domain", "sample_per_class", "stratified_split"]
+__all__ = [
+    "DomainDataset",
+    "ImageFolderInputs",
+    "Shift",
+    "UNLABELED",
+    "list_datasets",
+    "load_dataset",
+    "load_digits_domain",
+    "load_image_folder",
+    "load_npz",
+    "load_table",
+    "parse_spec",
+    "sample_per_class",
+    "stratified_split",
+]

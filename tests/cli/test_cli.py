@@ -1,0 +1,87 @@
+"""End-to-end CLI runs on a tiny backbone (seconds, not minutes)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from transferkit.cli import main
+
+EXP = """
+name: tiny
+seeds: 2
+source: "digits:subset=0/2,size=16"
+target: "digits:subset=1/2,size=16,rotate=10..20,seed=0"
+split: {labels_per_class: 5, val_fraction: 0.5}
+backbone: {name: tiny_cnn, image_size: 16}
+progress: false
+strategies:
+  - scratch
+  - {name: feature_extraction}
+  - {name: finetune, epochs: 3, lp_init: true, unfreeze: "last:2", layer_decay: 0.8}
+"""
+
+
+def test_run_end_to_end(tmp_path, capsys):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(EXP.replace("strategies:\n  - scratch", "strategies:\n  - {name: scratch, epochs: 3}"))
+    out = tmp_path / "run"
+    assert main(["run", str(exp), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed and "finetune" in printed
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["summary"]) == {"scratch", "feature_extraction", "finetune"}
+    for s in res["summary"].values():
+        assert s["n_seeds"] == 2 and 0 <= s["accuracy_mean"] <= 1 and s["accuracy_std"] >= 0
+    assert len(res["runs"]) == 6
+    # every run: no test-split leakage into training, metrics and weights on disk
+    for r in res["runs"]:
+        assert r["n_train"] == 50 and r["n_val"] + r["n_test"] == 898 - 50
+    assert (out / "finetune" / "seed1" / "metrics.jsonl").read_text().count("\n") == 3
+    assert (out / "finetune" / "seed0" / "model.safetensors").is_file()
+    assert (out / "config.yaml").is_file()
+    env = json.loads((out / "environment.json").read_text())
+    assert env["seeds"] == [0, 1] and env["packages"]["torch"]
+    # a second run into the same directory is refused, and the first run is untouched
+    before = (out / "results.json").read_bytes()
+    assert main(["run", str(exp), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "results.json").read_bytes() == before
+
+
+def test_config_typo_exits_2_with_suggestion(tmp_path, capsys):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(EXP.replace("split:", "splt:"))
+    assert main(["run", str(exp), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'splt'" in err and "Did you mean 'split'" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_list_commands(capsys):
+    assert main(["list", "strategies"]) == 0
+    out = capsys.readouterr().out
+    assert all(k in out for k in ("finetune", "feature_extraction", "scratch"))
+    assert main(["list", "backbones"]) == 0
+    out = capsys.readouterr().out
+    assert all(k in out for k in ("efficientnet_lite0", "minilm", "timm:", "hf:", "file:", "tiny_cnn"))
+    assert main(["list", "datasets"]) == 0
+    assert "digits" in capsys.readouterr().out
+
+
+def test_console_script_entry_point(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "transferkit", "list", "strategies"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and "finetune" in out.stdout
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["groups", "no_such_backbone"], "unknown backbone 'no_such_backbone'"),
+    (["run", "missing.yaml"], "does not exist"),
+])
+def test_errors_are_one_line(argv, match, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1

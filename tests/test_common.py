@@ -1,0 +1,52 @@
+"""Registry-driven contract checks: every registered backbone and strategy."""
+
+import inspect
+
+import numpy as np
+import pytest
+import torch
+
+from transferkit._registry import available, get
+
+BACKBONE_INPUTS = {
+    "image": lambda: np.random.default_rng(0).random((3, 16, 16), dtype=np.float32),
+    "text": lambda: ["a short sentence", "another one, a bit longer", "x"],
+    "tabular": lambda: np.random.default_rng(0).random((3, 64)).astype(np.float32),
+}
+
+
+@pytest.mark.parametrize("name", available("backbone"))
+def test_backbone_contract(name):
+    kw = {"image_size": 32} if name in ("efficientnet_lite0", "tiny_cnn") else {}
+    bb = get("backbone", name)(pretrained=False, **kw) if name != "minilm" else get("backbone", name)()
+    groups = bb.layer_groups()
+    names = [n for _, ps in groups for n in ps]
+    assert sorted(names) == sorted(n for n, _ in bb.named_parameters()), "groups must cover every parameter"
+    assert len(names) == len(set(names)), "a parameter in two groups"
+    assert len(groups) >= 2, "fine-tuning needs at least two groups"
+    x = bb.preprocess(BACKBONE_INPUTS[bb.spec.modality]())
+    bb.eval()
+    with torch.no_grad():
+        f = bb(x)
+    assert f.shape == (3, bb.feature_dim) and torch.isfinite(f).all()
+    assert bb.spec.modality in ("image", "text", "tabular")
+
+
+@pytest.mark.parametrize("name", available("strategy"))
+def test_strategy_contract(name):
+    cls = get("strategy", name)
+    sig = inspect.signature(cls.__init__)
+    assert all(p.default is not inspect.Parameter.empty for k, p in sig.parameters.items() if k != "self"), \
+        "every strategy parameter needs a default"
+    s = cls()
+    assert s.get_params().keys() == {k for k in sig.parameters if k != "self"}
+    assert not any(k.endswith("_") and not k.startswith("_") for k in vars(s)), "no fitted attributes before fit"
+
+
+def test_import_is_light_and_api_resolves():
+    import subprocess
+    import sys
+
+    code = "import sys, transferkit; print('torch' in sys.modules); print(all(hasattr(transferkit, n) for n in transferkit.__all__))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["False", "True"], out.stderr[-1000:]
