@@ -37,7 +37,7 @@ def test_run_end_to_end(tmp_path, capsys):
     assert len(res["runs"]) == 6
     # every run: no test-split leakage into training, metrics and weights on disk
     for r in res["runs"]:
-        assert r["n_train"] == 50 and r["n_val"] + r["n_test"] == 898 - 50
+        assert r["n_train"] == 50 and r["n_val"] + r["n_test"] == 896 - 50
     assert (out / "finetune" / "seed1" / "metrics.jsonl").read_text().count("\n") == 3
     assert (out / "finetune" / "seed0" / "model.safetensors").is_file()
     assert (out / "config.yaml").is_file()

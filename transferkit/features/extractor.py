@@ -90,7 +90,7 @@ def extract_features(backbone, inputs, batch_size: int = 64, device: str | torch
     n = len(inputs)
     out = np.empty((n, backbone.feature_dim), dtype=np.float32)
     try:
-        for s in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False, unit="batch"):
+        for s in tqdm(range(0, n, batch_size), desc=desc, disable=None if progress else True, leave=False, unit="batch"):
             chunk = inputs[s : s + batch_size] if isinstance(inputs, np.ndarray) else [inputs[i] for i in range(s, min(n, s + batch_size))]
             x = backbone.move_inputs(backbone.preprocess(chunk), device)
             if isinstance(x, torch.Tensor) and x.ndim == 4:

@@ -9,6 +9,23 @@ import numpy as np
 from ..errors import DataError
 
 
+def resolve_backbone(backbone, pretrained: bool = True, image_size: int | None = None):
+    """A backbone from a name, an instance, or a factory ``f(pretrained=...)``."""
+    from torch import nn
+
+    if isinstance(backbone, str):
+        from ..backbones import create_backbone
+
+        return create_backbone(backbone, pretrained=pretrained, image_size=image_size)
+    if isinstance(backbone, nn.Module):
+        return backbone
+    if callable(backbone):
+        return backbone(pretrained=pretrained)
+    from ..errors import ConfigError
+
+    raise ConfigError(f"backbone={backbone!r} must be a name, a Backbone, or a factory f(pretrained=...).")
+
+
 def count_params(model, trainable_only: bool = True) -> int:
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only))
 

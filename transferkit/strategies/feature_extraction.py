@@ -9,7 +9,7 @@ import numpy as np
 from .._registry import register
 from .._validation import check_choice, check_number
 from ..features import FeatureExtractor
-from .base import Strategy
+from .base import Strategy, resolve_backbone
 
 
 @register("strategy", "feature_extraction")
@@ -58,11 +58,7 @@ class FeatureExtraction(Strategy):
 
     def _extractor(self):
         if not hasattr(self, "extractor_"):
-            bb = self.backbone
-            if isinstance(bb, str):
-                from ..backbones import create_backbone
-
-                bb = create_backbone(bb, image_size=self.image_size, pretrained=self.pretrained)
+            bb = resolve_backbone(self.backbone, self.pretrained, self.image_size)
             self.extractor_ = FeatureExtractor(bb, batch_size=self.batch_size, cache_dir=self.cache_dir,
                                                progress=self.progress, device=self.device).fit()
         return self.extractor_

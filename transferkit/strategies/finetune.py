@@ -16,7 +16,7 @@ from ..finetune import (
     frozen_bn_modules,
     parse_unfreeze,
 )
-from .base import Strategy, count_params
+from .base import Strategy, count_params, resolve_backbone
 
 
 @register("strategy", "finetune")
@@ -93,13 +93,10 @@ class FineTune(Strategy):
         self.progress = progress
 
     def _build_model(self, n_classes: int):
-        from ..backbones import create_backbone
         from ..nn import TransferModel
 
         torch.manual_seed(self.seed)  # the new head's (and a scratch backbone's) initialization
-        bb = self.backbone
-        if isinstance(bb, str):
-            bb = create_backbone(bb, pretrained=self.pretrained, image_size=self.image_size)
+        bb = resolve_backbone(self.backbone, self.pretrained, self.image_size)
         return TransferModel(bb, n_classes, head=self.head, dropout=self.dropout)
 
     def _linear_probe(self, model, train) -> None:

@@ -181,7 +181,7 @@ class Trainer:
         best, best_state, bad = None, None, 0
         from tqdm.auto import tqdm
 
-        bar = tqdm(range(self.epochs), desc=self.tag or "train", disable=not self.progress, unit="epoch", leave=False)
+        bar = tqdm(range(self.epochs), desc=self.tag or "train", disable=None if self.progress else True, unit="epoch", leave=False)
         for epoch in bar:
             for cb in self.callbacks:
                 if hasattr(cb, "on_epoch_start"):
