@@ -35,6 +35,7 @@ class BackboneConfig:
     pretrained: bool = True
     weights: str | None = None
     arch: str | None = None
+    options: dict = field(default_factory=dict)  # passed to the backbone factory (e.g. pooling, in_features)
 
 
 @dataclass

@@ -61,7 +61,7 @@ def _backbone_factory(cfg: ExperimentConfig):
 
     def factory(pretrained: bool = True):
         return create_backbone(b.name, pretrained=pretrained and b.pretrained, weights=b.weights if pretrained else None,
-                               image_size=b.image_size, arch=b.arch)
+                               image_size=b.image_size, arch=b.arch, **b.options)
 
     factory.name = b.name
     return factory

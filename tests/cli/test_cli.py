@@ -85,3 +85,57 @@ def test_errors_are_one_line(argv, match, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert match in err and len(err.strip().splitlines()) == 1
+
+
+def test_text_csv_end_to_end(tmp_path):
+    """The text path: a CSV with a text column, a tiny BERT, fine-tuning and feature extraction."""
+    import csv
+
+    rng = __import__("numpy").random.default_rng(0)
+    pos = ["great", "good", "lovely", "excellent", "fine"]
+    neg = ["awful", "bad", "poor", "terrible", "boring"]
+    rows = []
+    for i in range(120):
+        lab = "pos" if i % 2 else "neg"
+        words = rng.choice(pos if lab == "pos" else neg, size=3)
+        rows.append({"review": "the film was " + " and ".join(words), "stars": lab})
+    with open(tmp_path / "reviews.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["review", "stars"])
+        w.writeheader()
+        w.writerows(rows)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"""
+target: "{tmp_path / 'reviews.csv'}:text=review,label=stars"
+seeds: 1
+split: {{labels_per_class: 20}}
+backbone: tiny_text
+progress: false
+strategies:
+  - feature_extraction
+  - {{name: finetune, epochs: 8, lr: 0.01, backbone_lr_mult: 1.0}}
+""")
+    assert main(["run", str(exp), "--out", str(tmp_path / "out")]) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["summary"]["finetune"]["accuracy_mean"] > 0.8  # the words decide the label
+    assert res["runs"][0]["n_train"] == 40
+
+
+def test_tabular_npz_end_to_end(tmp_path):
+    import numpy as np
+    from sklearn.datasets import load_wine
+
+    X, y = load_wine(return_X_y=True)
+    np.savez(tmp_path / "wine.npz", x=((X - X.mean(0)) / X.std(0)).astype(np.float32), y=y)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"""
+target: "{tmp_path / 'wine.npz'}"
+seeds: 2
+split: {{labels_per_class: 10}}
+backbone: {{name: tiny_mlp, options: {{in_features: 13}}}}
+progress: false
+strategies:
+  - {{name: scratch, epochs: 30, lr: 0.01}}
+""")
+    assert main(["run", str(exp), "--out", str(tmp_path / "out")]) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["summary"]["scratch"]["accuracy_mean"] > 0.85

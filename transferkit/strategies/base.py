@@ -52,6 +52,14 @@ class Strategy:
         sig = inspect.signature(type(self).__init__)
         return {k: getattr(self, k) for k in sig.parameters if k != "self"}
 
+    @staticmethod
+    def _check_train(train) -> None:
+        if train.labels is None or not (train.labels >= 0).any():
+            raise DataError(
+                f"training dataset {train.name!r} has no labeled samples; this strategy needs labels "
+                "(give a label column or one folder per class)."
+            )
+
     def fit(self, train, val=None, *, run_dir=None):  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -12,6 +12,25 @@ from ..features import FeatureExtractor
 from .base import Strategy, resolve_backbone
 
 
+def logistic_as_linear(clf, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted scikit-learn ``LogisticRegression`` as a linear layer over all ``n_classes``.
+
+    Returns ``(W, b)`` with ``W: (n_classes, d)`` such that ``argmax(F @ W.T + b)`` equals
+    ``clf.predict(F)``. The binary case's single decision function ``d`` becomes the logits
+    ``(-d/2, d/2)``; classes absent from the training labels get a bias of -1e4.
+    """
+    d = clf.coef_.shape[1]
+    W = np.zeros((n_classes, d), dtype=np.float32)
+    b = np.full(n_classes, -1e4, dtype=np.float32)
+    if len(clf.classes_) == 2:
+        W[clf.classes_] = np.vstack([-clf.coef_, clf.coef_]) / 2
+        b[clf.classes_] = np.r_[-clf.intercept_, clf.intercept_] / 2
+    else:
+        W[clf.classes_] = clf.coef_
+        b[clf.classes_] = clf.intercept_
+    return W, b
+
+
 @register("strategy", "feature_extraction")
 class FeatureExtraction(Strategy):
     """Frozen backbone + new linear head (logistic regression, or a trained linear layer).
@@ -68,6 +87,7 @@ class FeatureExtraction(Strategy):
         return (f - self.mean_) / self.scale_ if self.standardize else f
 
     def fit(self, train, val=None, *, run_dir=None):
+        self._check_train(train)
         check_choice("head", self.head, ("logistic", "linear"))
         t0 = time.perf_counter()
         mask = train.labeled_mask
@@ -142,7 +162,8 @@ class FeatureExtraction(Strategy):
     def predict_logits(self, dataset) -> np.ndarray:
         F = self.transform(dataset)
         if self.head == "logistic":
-            return self.clf_.decision_function(F)
+            W, b = logistic_as_linear(self.clf_, len(self.classes_))
+            return F @ W.T + b
         import torch
 
         with torch.no_grad():

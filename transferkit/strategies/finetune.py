@@ -103,6 +103,7 @@ class FineTune(Strategy):
         from sklearn.linear_model import LogisticRegression
 
         from ..features import FeatureExtractor
+        from .feature_extraction import logistic_as_linear
 
         if self.head != "linear":
             return
@@ -110,10 +111,8 @@ class FineTune(Strategy):
         fe = FeatureExtractor(model.backbone, cache_dir=self.cache_dir).fit()
         feats = fe.transform(train)[mask]
         clf = LogisticRegression(C=1.0, max_iter=5000, tol=1e-6).fit(feats, train.labels[mask])
-        W = np.zeros((model.num_classes, feats.shape[1]), dtype=np.float32)
-        b = np.zeros(model.num_classes, dtype=np.float32)
-        W[clf.classes_] = clf.coef_ if len(clf.classes_) > 2 else np.vstack([-clf.coef_, clf.coef_]) / 2
-        b[clf.classes_] = clf.intercept_ if len(clf.classes_) > 2 else np.r_[-clf.intercept_, clf.intercept_] / 2
+        W, b = logistic_as_linear(clf, model.num_classes)
+        b = np.maximum(b, -10.0)  # an absent class must stay learnable, not pinned at -1e4
         with torch.no_grad():
             model.head.fc.weight.copy_(torch.from_numpy(W))
             model.head.fc.bias.copy_(torch.from_numpy(b))
@@ -121,6 +120,7 @@ class FineTune(Strategy):
     def fit(self, train, val=None, *, run_dir=None):
         from ..train import Trainer
 
+        self._check_train(train)
         check_choice("freeze_bn", self.freeze_bn, ("all", "frozen_groups", "none"))
         t0 = time.perf_counter()
         model = self._build_model(train.n_classes)

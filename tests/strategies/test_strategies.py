@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from transferkit.backbones import create_backbone
+from transferkit.data import DomainDataset, load_digits_domain, sample_per_class
+from transferkit.errors import ConfigError, DataError
+from transferkit.strategies import FeatureExtraction, FineTune, Scratch
+from transferkit.strategies.feature_extraction import logistic_as_linear
+
+
+@pytest.mark.parametrize("classes", [[0, 1], [0, 1, 2, 3], [0, 2, 3]])
+def test_logistic_as_linear_reproduces_predictions(classes):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    y = np.array(classes)[rng.integers(0, len(classes), 200)]
+    X += y[:, None]
+    clf = LogisticRegression().fit(X, y)
+    W, b = logistic_as_linear(clf, 4)
+    np.testing.assert_array_equal((X @ W.T + b).argmax(1), clf.predict(X))
+
+
+@pytest.fixture(scope="module")
+def digits_splits():
+    d = load_digits_domain(size=16)
+    tr, rest = sample_per_class(d.labels, 8, 0)
+    return d.subset(tr), d.subset(rest[:300]), d.subset(rest[300:700])
+
+
+def test_finetune_learns_and_records_groups(digits_splits):
+    train, val, test = digits_splits
+    s = FineTune(backbone=create_backbone("tiny_cnn", image_size=16), epochs=15, lr=3e-3, backbone_lr_mult=1.0,
+                 lp_init=True, seed=0).fit(train, val)
+    assert s.score(test) > 0.5  # chance is 0.1
+    assert [g["name"] for g in s.param_groups_][-2:] == ["head", "head.no_decay"]
+    assert s.best_epoch_ is not None and len(s.history_) == 15
+
+
+def test_scratch_differs_from_finetune_only_in_initialization_and_recipe():
+    sc, ft = Scratch(), FineTune()
+    diff = {k for k, v in sc.get_params().items() if ft.get_params()[k] != v}
+    assert diff == {"pretrained", "backbone_lr_mult", "lp_init", "freeze_bn"}
+
+
+def test_early_stopping_stops_and_restores_best_epoch(digits_splits):
+    train, val, _ = digits_splits
+    s = FineTune(backbone=create_backbone("tiny_cnn", image_size=16), epochs=200, early_stopping=3,
+                 lr=3e-3, seed=0).fit(train, val)
+    h = s.history_
+    assert len(h) < 200 and s.trainer_.stopped_early
+    best = max(range(len(h)), key=lambda i: (h[i]["val_accuracy"], -i))
+    assert s.best_epoch_ == best and len(h) - 1 - best == 3
+    assert s.score(val) == pytest.approx(h[best]["val_accuracy"])  # the best weights are the ones kept
+
+
+def test_seeded_runs_are_deterministic(digits_splits):
+    train, val, test = digits_splits
+    runs = [FineTune(backbone="tiny_cnn", pretrained=False, image_size=16, epochs=3, seed=1).fit(train, val)
+            for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].predict_logits(test), runs[1].predict_logits(test))
+
+
+def test_unlabeled_training_samples_are_ignored(digits_splits):
+    train, val, _ = digits_splits
+    labels = train.labels.copy()
+    labels[::2] = -1
+    half = DomainDataset(train.inputs, labels, "half", "image", classes=train.classes)
+    s = FineTune(backbone=create_backbone("tiny_cnn", image_size=16), epochs=1, seed=0).fit(half, val)
+    assert len(s.history_) == 1
+    none = DomainDataset(train.inputs, np.full(len(train), -1), "none", "image", classes=train.classes)
+    with pytest.raises(DataError, match="no labeled samples"):
+        FineTune(backbone=create_backbone("tiny_cnn", image_size=16), epochs=1).fit(none)
+
+
+def test_feature_extraction_linear_head_and_auto_C(digits_splits):
+    train, val, test = digits_splits
+    bb = create_backbone("tiny_cnn", image_size=16)
+    lin = FeatureExtraction(backbone=bb, head="linear", epochs=20).fit(train, val)
+    assert 0 <= lin.score(test) <= 1 and lin.trainable_params_ == 64 * 10 + 10
+    auto = FeatureExtraction(backbone=bb, C="auto").fit(train, val)
+    assert auto.C_ in (0.01, 0.1, 1.0, 10.0)
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"freeze_bn": "sometimes"}, "freeze_bn"),
+    ({"unfreeze": "last:99"}, "unfreeze"),
+    ({"lr": -1}, "lr must be"),
+    ({"layer_decay": 1.5}, "layer_decay"),
+    ({"head": "transformer"}, "head"),
+    ({"epochs": 0}, "epochs"),
+])
+def test_bad_finetune_parameters(digits_splits, kw, match):
+    train, _, _ = digits_splits
+    with pytest.raises(ConfigError, match=match):
+        FineTune(backbone=create_backbone("tiny_cnn", image_size=16), **kw).fit(train)
