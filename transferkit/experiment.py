@@ -17,9 +17,19 @@ from .config import ExperimentConfig
 from .errors import DataError
 
 
-def make_splits(target, split, seed: int, load=None) -> tuple:
-    """``(train, val, test)`` datasets from the target per ``split`` (a :class:`SplitConfig`)."""
+def make_splits(target, split=None, seed: int = 0, load=None, **split_options) -> tuple:
+    """``(train, val, test)`` datasets from the target.
+
+    ``split`` is a :class:`transferkit.config.SplitConfig`, or give its fields as keywords:
+    ``make_splits(target, labels_per_class=10, val_fraction=0.5, seed=0)``. ``val``/``test``
+    of ``None`` are possible (``val_fraction=0``).
+    """
+    from .config import SplitConfig
     from .data import sample_per_class, stratified_split
+
+    if split is None:
+        split = SplitConfig(**split_options)
+        split.validate()
 
     if target.labels is None or not (target.labels >= 0).any():
         raise DataError(
