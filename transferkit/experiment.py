@@ -131,11 +131,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, 
                 "best_epoch": getattr(strat, "best_epoch_", None),
                 "run_dir": str(run_dir),
             }
-            if hasattr(strat, "model_"):
-                from safetensors.torch import save_file
-
-                save_file({k: v.detach().cpu().contiguous() for k, v in strat.model_.state_dict().items()},
-                          str(run_dir / "model.safetensors"), metadata={"transferkit.backbone": factory.name})
+            strat.save(run_dir / "model.safetensors",
+                       metadata={"transferkit.backbone": factory.name, "transferkit.strategy": scfg.name})
             write_json(run_dir / "result.json", row)
             runs.append(row)
             echo(f"  seed {seed}  {scfg.key:<20} test acc {row['accuracy']:.3f}  "
@@ -192,3 +189,16 @@ def format_table(summary: dict, markdown: bool = False) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
+
+
+def gains_over_baseline(summary: dict, baseline: str = "scratch") -> str:
+    """One line: each strategy's mean test accuracy minus the baseline's (empty without one).
+
+    The formal test with confidence intervals is the negative-transfer diagnostic; this line
+    only states the measured difference of means.
+    """
+    if baseline not in summary:
+        return ""
+    base = summary[baseline]["accuracy_mean"]
+    parts = [f"{k} {s['accuracy_mean'] - base:+.3f}" for k, s in summary.items() if k != baseline]
+    return f"accuracy over {baseline} (difference of means): " + ", ".join(parts) if parts else ""

@@ -30,6 +30,7 @@ def test_run_end_to_end(tmp_path, capsys):
     assert main(["run", str(exp), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "test accuracy" in printed and "finetune" in printed
+    assert "accuracy over scratch (difference of means): feature_extraction " in printed
     res = json.loads((out / "results.json").read_text())
     assert set(res["summary"]) == {"scratch", "feature_extraction", "finetune"}
     for s in res["summary"].values():
@@ -40,6 +41,10 @@ def test_run_end_to_end(tmp_path, capsys):
         assert r["n_train"] == 50 and r["n_val"] + r["n_test"] == 896 - 50
     assert (out / "finetune" / "seed1" / "metrics.jsonl").read_text().count("\n") == 3
     assert (out / "finetune" / "seed0" / "model.safetensors").is_file()
+    from safetensors.torch import load_file
+
+    head = load_file(str(out / "feature_extraction" / "seed0" / "model.safetensors"))
+    assert head["head.weight"].shape == (10, 64) and head["head.bias"].shape == (10,)
     assert (out / "config.yaml").is_file()
     env = json.loads((out / "environment.json").read_text())
     assert env["seeds"] == [0, 1] and env["packages"]["torch"]

@@ -93,3 +93,34 @@ def test_bad_finetune_parameters(digits_splits, kw, match):
     train, _, _ = digits_splits
     with pytest.raises(ConfigError, match=match):
         FineTune(backbone=create_backbone("tiny_cnn", image_size=16), **kw).fit(train)
+
+
+def test_saved_feature_extraction_head_reproduces_predictions(digits_splits, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    train, val, test = digits_splits
+    bb = create_backbone("tiny_cnn", image_size=16)
+    s = FeatureExtraction(backbone=bb).fit(train, val)
+    s.save(tmp_path / "head.safetensors")
+    st = load_file(str(tmp_path / "head.safetensors"))
+    feats = torch.as_tensor(s.transform(test))
+    logits = feats @ st["head.weight"].T + st["head.bias"]
+    np.testing.assert_array_equal(logits.argmax(1).numpy(), s.predict(test))
+
+
+def test_gradient_clipping_bounds_the_update():
+    import torch
+
+    from transferkit.finetune import build_param_groups
+    from transferkit.train import Trainer
+
+    d = load_digits_domain(size=16).subset(np.arange(64))
+    torch.manual_seed(0)
+    model = create_backbone("tiny_cnn", num_classes=10, image_size=16)
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    Trainer(model, build_param_groups(model, 1.0), epochs=1, batch_size=64, optimizer="sgd", schedule="constant",
+            warmup_epochs=0, grad_clip=1e-3, progress=False).fit(d)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    # one SGD step, Nesterov momentum 0.9: the update is 1.9 * lr * g with ||g|| <= 1e-3
+    assert (after - before).norm() <= 1.9e-3 * 1.0001

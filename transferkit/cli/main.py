@@ -46,7 +46,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _run(cfg, args) -> int:
-    from ..experiment import format_table, run_experiment
+    from ..experiment import format_table, gains_over_baseline, run_experiment
 
     if getattr(args, "seeds", None):
         cfg.seeds = list(range(args.seeds))
@@ -56,6 +56,9 @@ def _run(cfg, args) -> int:
     res = run_experiment(cfg, args.out, overwrite=args.overwrite)
     print()
     print(format_table(res["summary"]))
+    gains = gains_over_baseline(res["summary"])
+    if gains:
+        print(gains)
     print(f"\nselection: {res['selection']}")
     print(f"results: {os.path.join(res['output_dir'], 'results.json')}   ({time.perf_counter() - t0:.0f}s)")
     return 0

@@ -63,6 +63,18 @@ class Strategy:
     def fit(self, train, val=None, *, run_dir=None):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def state_dict(self) -> dict:
+        """Tensors that reproduce the fitted predictor (saved as safetensors by :meth:`save`)."""
+        raise NotImplementedError
+
+    def save(self, path, metadata: dict | None = None) -> None:
+        """Write :meth:`state_dict` to ``path`` as safetensors (never a pickle)."""
+        import torch
+        from safetensors.torch import save_file
+
+        state = {k: torch.as_tensor(v).detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
+
     def predict_logits(self, dataset) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -159,6 +159,19 @@ class FeatureExtraction(Strategy):
         self.history_ = trainer.history
         self.trainable_params_ = sum(p.numel() for p in model.head.parameters())
 
+    def state_dict(self) -> dict:
+        """The head only (the backbone is the unchanged pretrained one): ``head.weight``,
+        ``head.bias``, and the standardization when used."""
+        if self.head == "logistic":
+            W, b = logistic_as_linear(self.clf_, len(self.classes_))
+            out = {"head.weight": W, "head.bias": b}
+        else:
+            out = {k: v for k, v in self.linear_.state_dict().items() if k.startswith("head.")}
+            out = {"head.weight": out["head.fc.weight"], "head.bias": out["head.fc.bias"]}
+        if self.standardize:
+            out.update({"feature_mean": self.mean_.astype(np.float32), "feature_scale": self.scale_.astype(np.float32)})
+        return out
+
     def predict_logits(self, dataset) -> np.ndarray:
         F = self.transform(dataset)
         if self.head == "logistic":

@@ -164,6 +164,9 @@ class FineTune(Strategy):
     def predict_logits(self, dataset) -> np.ndarray:
         return self.trainer_.predict_logits(dataset)
 
+    def state_dict(self) -> dict:
+        return self.model_.state_dict()
+
 
 @register("strategy", "scratch")
 class Scratch(FineTune):
