@@ -91,12 +91,14 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, 
     from .data.spec import load_dataset
     from .train.rundir import environment_info, prepare_run_dir, write_json, write_text
 
+    t_start = time.perf_counter()
+    # bad data fails here, before anything is written to disk
+    target = load_dataset(cfg.target)
+    source = load_dataset(cfg.source) if cfg.source is not None else None
+    make_splits(target, cfg.split, cfg.seeds[0], load=load_dataset)
     out = prepare_run_dir(out_dir or cfg.output_dir or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", overwrite)
     write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     write_json(out / "environment.json", environment_info(cfg.seeds))
-    t_start = time.perf_counter()
-    target = load_dataset(cfg.target)
-    source = load_dataset(cfg.source) if cfg.source is not None else None
     factory = _backbone_factory(cfg)
     strategies = [(s, get("strategy", s.name)) for s in cfg.strategies]
     echo(f"target: {target!r}")

@@ -144,3 +144,24 @@ strategies:
     assert main(["run", str(exp), "--out", str(tmp_path / "out")]) == 0
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["summary"]["scratch"]["accuracy_mean"] > 0.85
+
+
+@pytest.mark.parametrize("target,match", [
+    ("no/such/folder", "no/such/folder"),
+    ("digits:subset=1/2,size=16,rotat=5", "Did you mean 'rotate'"),
+])
+def test_bad_data_fails_before_anything_is_written(tmp_path, capsys, target, match):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(EXP.replace('"digits:subset=1/2,size=16,rotate=10..20,seed=0"', f'"{target}"'))
+    assert main(["run", str(exp), "--out", str(tmp_path / "o")]) == 2
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_too_few_samples_per_class_names_the_class(tmp_path, capsys):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(EXP.replace("labels_per_class: 5", "labels_per_class: 200"))
+    assert main(["run", str(exp), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "class 0 has only" in err and "labels_per_class=200" in err
+    assert not (tmp_path / "o").exists()

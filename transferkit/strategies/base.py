@@ -26,10 +26,6 @@ def resolve_backbone(backbone, pretrained: bool = True, image_size: int | None =
     raise ConfigError(f"backbone={backbone!r} must be a name, a Backbone, or a factory f(pretrained=...).")
 
 
-def count_params(model, trainable_only: bool = True) -> int:
-    return int(sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only))
-
-
 class Strategy:
     """Base of the registered strategies (scikit-learn conventions: no logic in ``__init__``,
     fitted attributes end in ``_``, ``fit`` returns ``self``).

@@ -16,7 +16,7 @@ from ..finetune import (
     frozen_bn_modules,
     parse_unfreeze,
 )
-from .base import Strategy, count_params, resolve_backbone
+from .base import Strategy, resolve_backbone
 
 
 @register("strategy", "finetune")
@@ -143,9 +143,10 @@ class FineTune(Strategy):
             self._linear_probe(model, train)
         groups = build_param_groups(model, self.lr, backbone_lr_mult=self.backbone_lr_mult,
                                     layer_decay=self.layer_decay, weight_decay=self.weight_decay)
-        self.trainable_params_ = count_params(model) if not self.progressive_unfreeze else int(
-            sum(p.numel() for _, names in model.layer_groups()[nb - unf.n_unfrozen(self.epochs - 1):]
-                for n, p in model.named_parameters() if n in set(names)))
+        # parameters that train by the end (progressive unfreezing reaches more groups later)
+        final_k = unf.n_unfrozen(self.epochs - 1) if self.progressive_unfreeze else k
+        params = dict(model.named_parameters())
+        self.trainable_params_ = sum(params[n].numel() for _, names in model.layer_groups()[nb - final_k:] for n in names)
         trainer = Trainer(
             model, groups, epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer,
             schedule=self.schedule, warmup_epochs=self.warmup_epochs, grad_clip=self.grad_clip,
