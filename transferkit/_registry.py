@@ -32,6 +32,8 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "backbone": ("transferkit.backbones",),
     "dataset": ("transferkit.data",),
     "strategy": ("transferkit.strategies",),
+    "divergence": ("transferkit.metrics",),
+    "transferability": ("transferkit.metrics",),
 }
 
 _REGISTRY: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
