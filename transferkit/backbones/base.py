@@ -109,6 +109,11 @@ class Backbone(nn.Module):
             return {k: v.to(device) for k, v in batch.items()}
         return batch.to(device)
 
+    def source_probs(self, features):
+        """Class probabilities of the source task from features, or ``None`` when the
+        backbone carries no source classifier (then LEEP/NCE fall back to N-LEEP)."""
+        return None
+
     # ----------------------------------------------------------------- groups
     def _raw_groups(self) -> list[list[str]]:
         """Parameter names per group, input to output. Default: one group."""

