@@ -34,6 +34,11 @@ def test_packaged_weights_classify_the_sample_photos(effnet):
     temple_like = {442, 449, 483, 497, 663, 698, 832, 975}  # bell cote, boathouse, castle, church, ...
     assert temple_like & set(top[0])
     assert 985 in top[1]  # daisy
+    with torch.no_grad():
+        probs = effnet.source_probs(effnet(x).numpy())  # the same head, kept for LEEP/NCE
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+    assert np.argsort(-probs[1])[:3].tolist() == top[1]
+    assert create_backbone("tiny_cnn").source_probs(np.zeros((1, 64))) is None
 
 
 def test_random_init_differs_from_pretrained(effnet):
