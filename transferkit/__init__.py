@@ -34,6 +34,8 @@ _API = {
     "config_from_dict": "transferkit.config",
     "run_experiment": "transferkit.experiment",
     "make_splits": "transferkit.experiment",
+    "assess": "transferkit.assess",
+    "ben_david_bound": "transferkit.diagnostics",
     "TransferKitError": "transferkit.errors",
     "available": "transferkit._registry",
 }

@@ -34,6 +34,9 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "strategy": ("transferkit.strategies",),
     "divergence": ("transferkit.metrics",),
     "transferability": ("transferkit.metrics",),
+    "scorer": ("transferkit.metrics.scorers",),
+    "da_loss": ("transferkit.adapt.deep",),
+    "shallow_da": ("transferkit.adapt.shallow",),
 }
 
 _REGISTRY: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
