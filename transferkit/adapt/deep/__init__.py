@@ -1,0 +1,54 @@
+"""Deep domain-adaptation losses (registry kind ``da_loss``).
+
+Each loss is an :class:`torch.nn.Module` called as
+``loss(f_s, f_t, logits_s=None, logits_t=None, y_s=None)`` that returns a dict whose ``"loss"``
+is the weighted term to add to the classification loss; see :class:`DALoss`.
+
+=============  ===========================  ============================================
+key            class                        idea
+=============  ===========================  ============================================
+``dan``        :class:`DANLoss`             multi-kernel MMD (Long et al., 2015)
+``jan``        :class:`JANLoss`             joint MMD of features and predictions (2017)
+``dann``       :class:`DANNLoss`            discriminator + gradient reversal (Ganin, 2016)
+``cdan``       :class:`CDANLoss`            conditional adversarial, f x g (Long, 2018)
+``cdan_e``     :class:`CDANELoss`           CDAN with entropy conditioning
+``deep_coral`` :class:`DeepCORALLoss`       covariance alignment (Sun & Saenko, 2016)
+``mcc``        :class:`MCCLoss`             minimum class confusion (Jin et al., 2020)
+``entropy``    :class:`EntropyLoss`         entropy minimisation (Grandvalet & Bengio, 2005)
+``deepjdot``   :class:`DeepJDOTLoss`        joint OT on features and labels (Damodaran, 2018)
+``kl_align``   :class:`KLAlignLoss`         KL between Gaussian fits of the features
+=============  ===========================  ============================================
+"""
+
+from ._adversarial import AdversarialLoss, DomainDiscriminator
+from ._base import DALoss, prediction_entropy
+from .cdan import CDANELoss, CDANLoss, cdan_entropy_weights
+from .dan import DANLoss, mmd_from_kernels
+from .dann import DANNLoss
+from .deep_coral import DeepCORALLoss, batch_covariance
+from .deepjdot import DeepJDOTLoss
+from .entropy import EntropyLoss
+from .jan import JANLoss
+from .kl_align import KLAlignLoss, gaussian_kl
+from .mcc import MCCLoss
+
+__all__ = [
+    "AdversarialLoss",
+    "CDANELoss",
+    "CDANLoss",
+    "DALoss",
+    "DANLoss",
+    "DANNLoss",
+    "DeepCORALLoss",
+    "DeepJDOTLoss",
+    "DomainDiscriminator",
+    "EntropyLoss",
+    "JANLoss",
+    "KLAlignLoss",
+    "MCCLoss",
+    "batch_covariance",
+    "cdan_entropy_weights",
+    "gaussian_kl",
+    "mmd_from_kernels",
+    "prediction_entropy",
+]

@@ -1,0 +1,170 @@
+"""Domain adaptation on cached features of a frozen backbone.
+
+The default way to adapt on a CPU: the backbone runs once per domain (features cached on
+disk), and a bottleneck ``Linear -> BatchNorm -> ReLU -> Dropout`` plus a linear head train on
+top with the source classification loss plus a registered deep DA loss on unlabeled target
+batches. Checkpoints are selected by an unsupervised scorer (never target test labels).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._registry import get
+from .._validation import check_number
+from ..errors import ConfigError, DataError
+
+
+class BottleneckClassifier(nn.Module):
+    """``head(bottleneck(x))`` on backbone features; ``features(x)`` is the bottleneck output."""
+
+    def __init__(self, in_features: int, num_classes: int, bottleneck: int = 256, dropout: float = 0.5):
+        super().__init__()
+        self.bottleneck = nn.Sequential(nn.Linear(in_features, bottleneck), nn.BatchNorm1d(bottleneck), nn.ReLU(),
+                                        nn.Dropout(dropout))
+        self.head = nn.Linear(bottleneck, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bottleneck(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bottleneck(x))
+
+
+def build_da_loss(name: str, in_features: int, num_classes: int, weight: float, **options) -> nn.Module:
+    """Instantiate a registered deep DA loss, passing only the arguments its constructor takes."""
+    cls = get("da_loss", name)
+    params = inspect.signature(cls.__init__).parameters
+    kw = {"in_features": in_features, "num_classes": num_classes, "weight": weight, **options}
+    unknown = [k for k in options if k not in params]
+    if unknown:
+        from .._validation import suggest
+
+        raise ConfigError(f"da_loss {name!r} has no option {unknown[0]!r}." + suggest(unknown[0], [p for p in params if p != "self"]))
+    return cls(**{k: v for k, v in kw.items() if k in params})
+
+
+def train_feature_adapter(
+    Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, *, yt: np.ndarray | None = None,
+    Xs_val: np.ndarray | None = None, ys_val: np.ndarray | None = None, weights_val: np.ndarray | None = None,
+    Xt_val: np.ndarray | None = None, yt_val: np.ndarray | None = None,
+    num_classes: int, method: str | None = "dann", weight: float = 1.0, loss_options: dict | None = None,
+    bottleneck: int = 256, dropout: float = 0.5, epochs: int = 30, steps_per_epoch: int | None = None,
+    batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 5e-4, selection: str = "dev", seed: int = 0,
+    device: str = "cpu", init_state: dict | None = None,
+) -> dict:
+    """Train a :class:`BottleneckClassifier` on source features with a DA loss on target features.
+
+    Parameters
+    ----------
+    Xs, ys
+        Labeled source features and labels.
+    Xt
+        Target training features (unlabeled; ``yt`` gives labels where known, -1 elsewhere,
+        and labeled target rows join the classification loss).
+    Xs_val, ys_val, weights_val
+        Held-out labeled source data and its importance weights (for ``iwcv``/``dev``).
+    Xt_val, yt_val
+        Labeled target validation data, used only when ``selection="target_val"``.
+    method
+        A registered ``da_loss`` name, or ``None`` for source-only training.
+    selection
+        ``"dev"``, ``"iwcv"``, ``"snd"``, ``"entropy"`` (unsupervised scorers), ``"target_val"``
+        (labeled target validation accuracy) or ``"last"``.
+
+    Returns
+    -------
+    dict
+        ``model`` (best state loaded), ``history`` (per-epoch losses and scores), ``best_epoch``.
+    """
+    from ..metrics.scorers import SelectionContext
+
+    check_number("epochs", epochs, low=1, integer=True)
+    if selection not in ("dev", "iwcv", "snd", "entropy", "target_val", "last"):
+        raise ConfigError(f"selection={selection!r}; use dev, iwcv, snd, entropy, target_val or last.")
+    if selection in ("dev", "iwcv") and (Xs_val is None or ys_val is None):
+        raise ConfigError(f"selection={selection!r} needs held-out labeled source data (Xs_val, ys_val).")
+    if selection == "target_val" and (Xt_val is None or yt_val is None):
+        raise DataError("selection='target_val' needs labeled target validation data.")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    d = Xs.shape[1]
+    model = BottleneckClassifier(d, num_classes, bottleneck, dropout).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    da = build_da_loss(method, bottleneck, num_classes, weight, **(loss_options or {})).to(device) if method else None
+    params = [{"params": model.bottleneck.parameters(), "lr": lr}, {"params": model.head.parameters(), "lr": lr}]
+    if da is not None and any(True for _ in da.parameters()):
+        params.append({"params": da.parameters(), "lr": lr})
+    opt = torch.optim.AdamW(params, weight_decay=weight_decay)
+    S, T = torch.as_tensor(Xs, dtype=torch.float32), torch.as_tensor(Xt, dtype=torch.float32)
+    ys_t = torch.as_tensor(ys, dtype=torch.long)
+    yt_t = torch.as_tensor(yt if yt is not None else np.full(len(Xt), -1), dtype=torch.long)
+    steps = steps_per_epoch or max(1, int(np.ceil(max(len(S), len(T)) / batch_size)))
+    total = epochs * steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 + 10 * s / total) ** -0.75)  # Ganin et al.'s decay
+    scorer = get("scorer", selection) if selection not in ("target_val", "last") else None
+    history, best, best_state, best_epoch = [], None, None, None
+
+    @torch.no_grad()
+    def logits(X):
+        model.eval()
+        out = model(torch.as_tensor(X, dtype=torch.float32, device=device)).cpu().numpy()
+        model.train()
+        return out
+
+    step = 0
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        for _ in range(steps):
+            i_s = torch.randint(len(S), (batch_size,), generator=gen)
+            i_t = torch.randint(len(T), (batch_size,), generator=gen)
+            xs, xt = S[i_s].to(device), T[i_t].to(device)
+            fs, ft = model.features(xs), model.features(xt)
+            zs, zt = model.head(fs), model.head(ft)
+            loss = F.cross_entropy(zs, ys_t[i_s].to(device))
+            terms = {"cls": loss.item()}
+            lab = yt_t[i_t] >= 0
+            if lab.any():
+                lt = F.cross_entropy(zt[lab.to(device)], yt_t[i_t][lab].to(device))
+                loss = loss + lt
+                terms["target_cls"] = lt.item()
+            if da is not None:
+                if hasattr(da, "set_progress"):
+                    da.set_progress(step / total)
+                out = da(fs, ft, logits_s=zs, logits_t=zt, y_s=ys_t[i_s].to(device))
+                loss = loss + out["loss"]
+                terms.update({k: float(v) for k, v in out.items() if k != "loss" and torch.as_tensor(v).numel() == 1})
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"adaptation loss became {loss.item()} at epoch {epoch}; lower lr or weight.")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v / steps
+        row = {"epoch": epoch, **sums, "epoch_time": time.perf_counter() - t0}
+        if selection == "target_val":
+            score = float((logits(Xt_val).argmax(1) == yt_val).mean())
+        elif selection == "last":
+            score = float(epoch)
+        else:
+            ctx = SelectionContext(logits_t=logits(Xt), logits_sv=None if Xs_val is None else logits(Xs_val),
+                                   y_sv=ys_val, weights_sv=weights_val)
+            score = float(scorer(ctx))
+        row["score"] = score
+        history.append(row)
+        if best is None or score > best:
+            best, best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    model.eval()
+    return {"model": model, "history": history, "best_epoch": best_epoch, "selection": selection}

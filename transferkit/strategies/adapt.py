@@ -1,0 +1,167 @@
+"""Domain adaptation strategies on a frozen, cached backbone: ``adapt`` (deep losses and
+shallow estimators), and the baselines ``source_only`` and ``target_only``."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .._registry import available, register
+from ..errors import ConfigError, DataError
+from .base import Strategy, resolve_backbone
+
+
+@register("strategy", "adapt")
+class Adapt(Strategy):
+    """Adapt from a labeled source to a (mostly) unlabeled target on cached backbone features.
+
+    Parameters
+    ----------
+    method
+        A deep DA loss (``transferkit list da_losses``: ``dan``, ``dann``, ``cdan``, ...) trained
+        with a bottleneck + head; a shallow estimator (``coral``, ``sa``, ``tca``, ``ot_mapping``,
+        ``kmm``, ``kliep``) followed by logistic regression; ``"self_training"``; or ``None``
+        for source-only training of the same bottleneck + head.
+    weight
+        The DA loss weight (lambda).
+    selection
+        Checkpoint selection: ``"dev"`` (default), ``"iwcv"``, ``"snd"``, ``"entropy"``; or
+        ``"target_val"`` to use labeled target validation data when the user has it. Target
+        test labels are never used. The scorer is recorded in ``selection_``.
+    source_val_fraction
+        Held-out labeled source fraction for IWCV/DEV.
+    bottleneck, dropout, epochs, batch_size, lr, weight_decay, loss_options
+        The adapter network and its training.
+    """
+
+    name = "adapt"
+
+    def __init__(self, backbone="efficientnet_lite0", method="dann", weight=1.0, selection="dev",
+                 pretrained=True, image_size=None, bottleneck=256, dropout=0.5, epochs=30, batch_size=64,
+                 lr=1e-3, weight_decay=5e-4, loss_options=None, source_val_fraction=0.2, cache_dir=None,
+                 seed=0, device="cpu", progress=False):
+        self.backbone = backbone
+        self.method = method
+        self.weight = weight
+        self.selection = selection
+        self.pretrained = pretrained
+        self.image_size = image_size
+        self.bottleneck = bottleneck
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.loss_options = loss_options
+        self.source_val_fraction = source_val_fraction
+        self.cache_dir = cache_dir
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+
+    # ------------------------------------------------------------------ features
+    def _features(self, dataset) -> np.ndarray:
+        from ..features import FeatureExtractor
+
+        if not hasattr(self, "extractor_"):
+            bb = resolve_backbone(self.backbone, self.pretrained, self.image_size)
+            self.extractor_ = FeatureExtractor(bb, cache_dir=self.cache_dir, progress=self.progress).fit()
+        return self.extractor_.transform(dataset)
+
+    def fit(self, train, val=None, *, source=None, run_dir=None):
+        """``train``: target training data (labels -1 where unknown); ``source``: labeled source."""
+        from ..data import stratified_split
+        from ..metrics.scorers import importance_weights
+
+        if source is None:
+            raise ConfigError(f"strategy {self.name!r} needs a labeled source dataset (set 'source' in the config).")
+        if source.labels is None or not (source.labels >= 0).any():
+            raise DataError(f"source {source.name!r} has no labels; adaptation needs a labeled source.")
+        t0 = time.perf_counter()
+        Fs_all, Ft = self._features(source), self._features(train)
+        if Fs_all.shape[1] != Ft.shape[1]:
+            raise DataError(f"source and target features differ in dimension ({Fs_all.shape[1]} vs {Ft.shape[1]}).")
+        ls = np.flatnonzero(source.labels >= 0)
+        ys_all = source.labels[ls]
+        Fs_all = Fs_all[ls]
+        n_classes = max(source.n_classes, train.n_classes)
+        yt = train.labels if train.labels is not None else np.full(len(train), -1)
+        tr, va = stratified_split(ys_all, [1 - self.source_val_fraction, self.source_val_fraction], seed=self.seed)
+        Fs, ys, Fsv, ysv = Fs_all[tr], ys_all[tr], Fs_all[va], ys_all[va]
+        w = importance_weights(Fsv, Fs, Ft, seed=self.seed)
+        Ftv = ytv = None
+        if self.selection == "target_val":
+            if val is None or val.labels is None or not (val.labels >= 0).any():
+                raise DataError("selection='target_val' needs a labeled target validation split.")
+            Ftv, ytv = self._features(val), val.labels
+        self.selection_ = self.selection
+        method = self.method
+        if method in available("shallow_da") or method == "self_training":
+            self._fit_shallow(method, Fs, ys, Ft, yt)
+            self.history_, self.best_epoch_ = [], None
+            self.selection_ = "none (closed-form estimator, no checkpoints to select)"
+        else:
+            from ..adapt.features import train_feature_adapter
+
+            res = train_feature_adapter(
+                Fs, ys, Ft, yt=yt, Xs_val=Fsv, ys_val=ysv, weights_val=w, Xt_val=Ftv, yt_val=ytv,
+                num_classes=n_classes, method=method, weight=self.weight, loss_options=self.loss_options,
+                bottleneck=self.bottleneck, dropout=self.dropout, epochs=self.epochs, batch_size=self.batch_size,
+                lr=self.lr, weight_decay=self.weight_decay, selection=self.selection, seed=self.seed, device=self.device,
+            )
+            self.model_, self.history_, self.best_epoch_ = res["model"], res["history"], res["best_epoch"]
+            self.trainable_params_ = int(sum(p.numel() for p in self.model_.parameters()))
+        self.n_classes_ = n_classes
+        self.train_time_ = time.perf_counter() - t0
+        return self
+
+    def _fit_shallow(self, method, Fs, ys, Ft, yt):
+        from sklearn.linear_model import LogisticRegression
+
+        X = np.vstack([Fs, Ft])
+        y = np.r_[ys, yt]
+        dom = np.r_[np.ones(len(Fs), dtype=int), -np.ones(len(Ft), dtype=int)]
+        if method == "self_training":
+            from ..semi import SelfTrainingClassifier
+
+            self.clf_ = SelfTrainingClassifier(LogisticRegression(max_iter=3000), threshold=0.9).fit(X, y, sample_domain=dom)
+            self._adapter = None
+            self.trainable_params_ = int(self.clf_.estimator_.coef_.size + self.clf_.estimator_.intercept_.size)
+            return
+        from .._registry import get
+
+        adapter = get("shallow_da", method)()
+        y_masked = np.where(dom > 0, y, -1)
+        adapter.fit(X, y_masked, sample_domain=dom)
+        weights = getattr(adapter, "weights_", None)
+        lab = y >= 0
+        if weights is not None:  # reweighting: train on source rows with weights
+            Xtr, ytr = Fs, ys
+            sw = np.asarray(weights)[: len(Fs)] if len(weights) == len(X) else np.asarray(weights)
+            self._adapter = None
+        else:
+            Xa = adapter.transform(X, sample_domain=dom)
+            Xtr, ytr, sw = Xa[lab], y[lab], None
+            self._adapter = adapter
+        self.clf_ = LogisticRegression(max_iter=3000).fit(Xtr, ytr, sample_weight=sw)
+        self.trainable_params_ = int(self.clf_.coef_.size + self.clf_.intercept_.size)
+
+    def predict_logits(self, dataset) -> np.ndarray:
+        import torch
+
+        F = self._features(dataset)
+        if hasattr(self, "model_"):
+            with torch.no_grad():
+                return self.model_(torch.as_tensor(F, dtype=torch.float32)).numpy()
+        if getattr(self, "_adapter", None) is not None:
+            F = self._adapter.transform(F, sample_domain=-np.ones(len(F), dtype=int))
+        P = np.full((len(F), self.n_classes_), -1e4)
+        P[:, self.clf_.classes_] = np.log(np.clip(self.clf_.predict_proba(F), 1e-12, None))
+        return P
+
+    def state_dict(self) -> dict:
+        if hasattr(self, "model_"):
+            return self.model_.state_dict()
+        est = getattr(self.clf_, "estimator_", self.clf_)
+        return {"head.weight": est.coef_.astype(np.float32), "head.bias": est.intercept_.astype(np.float32)}
