@@ -114,7 +114,7 @@ def assess(source, target, backbones=("efficientnet_lite0",), *, image_size: int
         from .metrics.divergence import label_shift
 
         k = max(src.n_classes, tgt.n_classes)
-        div["label_shift"] = {kk: float(v) for kk, v in label_shift(src.labels[_labeled(src)], tgt.labels[_labeled(tgt)], k).items()}
+        div["label_shift"] = label_shift(src.labels[_labeled(src)], tgt.labels[_labeled(tgt)], k).to_dict()
 
     # ---- transferability of each backbone on the labeled target
     trans: dict[str, dict] = {}
@@ -224,7 +224,8 @@ def format_assessment(res: dict) -> str:
         lines.append(f"{k:<22}{v['value']:>12.4g}{pv:>12}  {note}")
     if "label_shift" in res["divergences"]:
         ls = res["divergences"]["label_shift"]
-        lines.append(f"{'label shift':<22}" + "  ".join(f"{k}={v:.3g}" for k, v in ls.items()))
+        pv = f"{ls['p_value']:.3g}" if "p_value" in ls else "-"
+        lines.append(f"{'label_shift (JS)':<22}{ls['value']:>12.4g}{pv:>12}  class frequencies, chi-square test")
     if res["transferability"]:
         names = sorted({k for v in res["transferability"].values() for k in v})
         lines += ["", f"{'backbone':<26}" + "".join(f"{n:>18}" for n in names)]

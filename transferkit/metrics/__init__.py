@@ -3,7 +3,8 @@
 - :mod:`.divergence`: distances and two-sample tests between domains (registry kind ``divergence``);
 - :mod:`.information`: entropy, cross-entropy, mutual information;
 - :mod:`.transferability`: scores of a backbone for a labeled target without training
-  (registry kind ``transferability``).
+  (registry kind ``transferability``);
+- :mod:`.scorers`: unsupervised model-selection scorers for domain adaptation (kind ``scorer``).
 """
 
-from . import divergence, information, transferability  # noqa: F401  (registers)
+from . import divergence, information, scorers, transferability  # noqa: F401  (registers)
