@@ -50,3 +50,32 @@ def test_import_is_light_and_api_resolves():
     code = "import sys, transferkit; print('torch' in sys.modules); print(all(hasattr(transferkit, n) for n in transferkit.__all__))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.split() == ["False", "True"], out.stderr[-1000:]
+
+
+@pytest.mark.parametrize("name", available("divergence"))
+def test_divergence_contract(name):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4))
+    Y = rng.normal(size=(50, 4)) + 3.0
+    f = get("divergence", name)
+    same = f(X, X.copy(), seed=0)
+    a, b = f(X, Y, seed=1), f(X, Y, seed=1)
+    assert np.isfinite(a.value) and a.value == b.value, "deterministic under a seed"
+    # ~0 on identical samples: unbiased estimators (MMD U-statistic, kNN KL's log(m/(n-1)))
+    # are O(1/n) off, so "~0" is measured against a large shift
+    assert abs(same.value) < max(1e-6, 0.05 * a.value), "identical samples must give ~0"
+    assert a.value > same.value + 1e-3, "a large shift must register"
+    assert set(a.to_dict()) >= {"value"}
+
+
+@pytest.mark.parametrize("name", available("transferability"))
+def test_transferability_contract(name):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    F = rng.normal(size=(60, 8)) + 2 * np.eye(8)[y]
+    probs = np.full((60, 5), 0.1)
+    probs[np.arange(60), y] = 0.6
+    f = get("transferability", name)
+    r1 = f(features=F, labels=y, source_probs=probs, seed=0)
+    r2 = f(features=F, labels=y, source_probs=probs, seed=0)
+    assert np.isfinite(r1.value) and r1.value == r2.value

@@ -134,7 +134,10 @@ def assess(source, target, backbones=("efficientnet_lite0",), *, image_size: int
     if len(ls) and len(lt) and src.n_classes == tgt.n_classes:
         from sklearn.linear_model import LogisticRegression
 
-        clf = LogisticRegression(max_iter=3000).fit(Fs[ls], src.labels[ls])
+        from ._compat import one_blas_thread
+
+        with one_blas_thread():
+            clf = LogisticRegression(max_iter=3000).fit(Fs[ls], src.labels[ls])
         source_only = float((clf.predict(Ft[lt]) == tgt.labels[lt]).mean())
         try:
             bound = ben_david_bound(Fs[ls], src.labels[ls], Ft[lt], tgt.labels[lt],

@@ -35,7 +35,10 @@ def _cv_errors(X, y, domain, seed: int, folds: int = 5) -> tuple[float, float]:
     if k < 2:
         raise ValueError("too few samples per class for cross-validation")
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
-    pred = cross_val_predict(clf, X, y, cv=StratifiedKFold(k, shuffle=True, random_state=seed))
+    from .._compat import one_blas_thread
+
+    with one_blas_thread():
+        pred = cross_val_predict(clf, X, y, cv=StratifiedKFold(k, shuffle=True, random_state=seed))
     wrong = pred != y
     err_s = float(wrong[domain == 0].mean()) if (domain == 0).any() else float("nan")
     err_t = float(wrong[domain == 1].mean()) if (domain == 1).any() else float("nan")

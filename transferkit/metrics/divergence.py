@@ -90,16 +90,10 @@ def _pair_lowmem(Xs, Xt, *, min_rows: int = 2):
 
 
 def _one_blas_thread():
-    """Context running BLAS/LAPACK on one thread.
+    """See :func:`transferkit._compat.one_blas_thread`."""
+    from .._compat import one_blas_thread
 
-    Used around dense-LAPACK and small-matrix work (Cholesky, covariance shrinkage, linear
-    classifier fits): on the 2-core reference machine the multi-threaded OpenBLAS ran these
-    10-20x slower than one thread (e.g. a 1280 x 1280 Cholesky: 0.68 s vs 0.04 s). The large
-    GEMMs of the kernel and projection code keep all threads.
-    """
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
+    return one_blas_thread()
 
 
 def _sq_norms(X: np.ndarray) -> np.ndarray:

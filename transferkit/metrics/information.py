@@ -278,12 +278,12 @@ def mutual_information(
         n_clusters = check_number("n_clusters", n_clusters, low=1, high=n, integer=True)
         from sklearn.cluster import KMeans
 
-        from threadpoolctl import threadpool_limits
+        from .._compat import one_blas_thread
 
         n_unique = len(np.unique(X, axis=0))
         k = min(n_clusters, n_unique)  # k-means cannot make more non-empty cells than distinct rows
         # One thread: with 2 cores, multi-threaded BLAS/OpenMP made these small fits 10-40x slower.
-        with threadpool_limits(limits=1):
+        with one_blas_thread():
             cells = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(X) if k > 1 else np.zeros(n, int)
         value = _plugin_mi(cells.astype(np.int64), y, miller_madow)
         details.update(n_clusters=int(k), miller_madow=bool(miller_madow))
@@ -294,9 +294,9 @@ def mutual_information(
             raise DataError(f"n_neighbors={n_neighbors} needs more than {n_neighbors} samples, got {n}.")
         from sklearn.feature_selection import mutual_info_classif
 
-        from threadpoolctl import threadpool_limits
+        from .._compat import one_blas_thread
 
-        with threadpool_limits(limits=1):
+        with one_blas_thread():
             per = mutual_info_classif(X, y, discrete_features=False, n_neighbors=n_neighbors, random_state=seed)
         value = float(getattr(np, reduce)(per))
         details.update(reduce=reduce, n_neighbors=int(n_neighbors), n_features=int(X.shape[1]))

@@ -61,7 +61,10 @@ def importance_weights(F_sv, F_s_train, F_t, seed: int = 0, clip: float = 20.0) 
     Fs, Ft, Fv = as_2d(F_s_train, "source features"), as_2d(F_t, "target features"), as_2d(F_sv, "validation features")
     X = np.vstack([Fs, Ft])
     d = np.r_[np.zeros(len(Fs)), np.ones(len(Ft))]
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=seed)).fit(X, d)
+    from .._compat import one_blas_thread
+
+    with one_blas_thread():
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=seed)).fit(X, d)
     p = np.clip(clf.predict_proba(Fv)[:, 1], 1e-6, 1 - 1e-6)
     w = np.minimum(len(Fs) / len(Ft) * p / (1 - p), clip)
     return w / w.mean()

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from .._compat import one_blas_thread
 from .._registry import register
 from .._validation import check_choice, check_number
 from ..features import FeatureExtractor
@@ -117,7 +118,8 @@ class FeatureExtraction(Strategy):
         Fv = self.transform(val) if len(grid) > 1 else None
         for C in grid:
             clf = LogisticRegression(C=C, max_iter=5000, tol=1e-6)
-            clf.fit(X, y)
+            with one_blas_thread():
+                clf.fit(X, y)
             if len(grid) == 1:
                 return clf, C
             m = val.labeled_mask

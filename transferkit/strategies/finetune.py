@@ -7,6 +7,7 @@ import time
 import numpy as np
 import torch
 
+from .._compat import one_blas_thread
 from .._registry import register
 from .._validation import check_choice
 from ..finetune import (
@@ -110,7 +111,8 @@ class FineTune(Strategy):
         mask = train.labeled_mask
         fe = FeatureExtractor(model.backbone, cache_dir=self.cache_dir).fit()
         feats = fe.transform(train)[mask]
-        clf = LogisticRegression(C=1.0, max_iter=5000, tol=1e-6).fit(feats, train.labels[mask])
+        with one_blas_thread():
+            clf = LogisticRegression(C=1.0, max_iter=5000, tol=1e-6).fit(feats, train.labels[mask])
         W, b = logistic_as_linear(clf, model.num_classes)
         b = np.maximum(b, -10.0)  # an absent class must stay learnable, not pinned at -1e4
         with torch.no_grad():
