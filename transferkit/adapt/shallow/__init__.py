@@ -1,0 +1,38 @@
+"""Shallow domain adaptation: scikit-learn estimators on feature matrices.
+
+Every estimator takes skada's input convention, ``fit(X, y=None, *, sample_domain=...)`` with
+``X`` the source and target rows together, ``sample_domain`` positive for source rows and
+negative for target rows, and ``y = -1`` for unlabeled rows. Two kinds:
+
+- **mapping adapters** move rows to a new representation, ``transform(X, sample_domain=None)``
+  (``None``: all rows are target rows): :class:`CORALAdapter` (``coral``),
+  :class:`SubspaceAlignmentAdapter` (``sa``), :class:`TCAAdapter` (``tca``),
+  :class:`OTMappingAdapter` (``ot_mapping``, needs POT);
+- **reweighters** give the source rows importance weights ``weights_``
+  (:meth:`~BaseReweighter.compute_weights` for new rows): :class:`KMMReweighter` (``kmm``),
+  :class:`KLIEPReweighter` (``kliep``).
+
+:class:`DAClassifier` chains either kind with a classifier trained on the adapted, labeled
+source rows. The names in brackets are the ``shallow_da`` registry keys.
+"""
+
+from ._base import BaseMappingAdapter, BaseReweighter
+from .coral import CORALAdapter
+from .kliep import KLIEPReweighter
+from .kmm import KMMReweighter
+from .ot_mapping import OTMappingAdapter
+from .pipeline import DAClassifier
+from .subspace_alignment import SubspaceAlignmentAdapter
+from .tca import TCAAdapter
+
+__all__ = [
+    "BaseMappingAdapter",
+    "BaseReweighter",
+    "CORALAdapter",
+    "DAClassifier",
+    "KLIEPReweighter",
+    "KMMReweighter",
+    "OTMappingAdapter",
+    "SubspaceAlignmentAdapter",
+    "TCAAdapter",
+]
