@@ -184,7 +184,12 @@ def make_verdict(div: dict, trans: dict, source_only: float | None, labels_per_c
     size = None if a is None else ("small" if a < 0.5 else "moderate" if a < 1.5 else "large")
     significant = p is not None and p < 0.05
     if p is not None:
-        ptxt = f"MMD p < {max(p, 1e-3):.3g}" if significant else f"MMD p = {p:.3g}"
+        n_perm = mmd.get("details", {}).get("n_permutations")
+        floor = 1.0 / (n_perm + 1) if n_perm else None
+        if significant and floor is not None and p <= floor + 1e-12:
+            ptxt = f"MMD p = {p:.2g}, the smallest possible with {n_perm} permutations"
+        else:
+            ptxt = f"MMD p = {p:.2g}"
         reasons.append(ptxt + (f", A-distance {a:.2f}" if a is not None else ""))
     shift = ("shift is significant" + (f" and {size}" if size else "")) if significant else "no significant shift"
     if source_only is not None:

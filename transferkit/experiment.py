@@ -14,7 +14,7 @@ import numpy as np
 
 from ._registry import get
 from .config import ExperimentConfig
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 
 def make_splits(target, split=None, seed: int = 0, load=None, **split_options) -> tuple:
@@ -117,7 +117,12 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, 
                 if v is not None:
                     params.setdefault(k, v)
             strat = cls(backbone=factory, **params)
-            strat.fit(train, val, run_dir=run_dir)
+            extra = {}
+            if getattr(cls, "needs_source", False):
+                if source is None:
+                    raise ConfigError(f"strategy {scfg.key!r} needs a labeled 'source' dataset in the config.")
+                extra["source"] = source
+            strat.fit(train, val, run_dir=run_dir, **extra)
             row = {
                 "strategy": scfg.key,
                 "method": scfg.name,
@@ -131,6 +136,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, 
                 "n_val": len(val) if val is not None else 0,
                 "n_test": len(test),
                 "best_epoch": getattr(strat, "best_epoch_", None),
+                "selection": getattr(strat, "selection_", "labeled target validation split"),
                 "run_dir": str(run_dir),
             }
             strat.save(run_dir / "model.safetensors",

@@ -234,3 +234,26 @@ def tiny_mlp(pretrained: bool = False, image_size: int | None = None, weights: s
         m.load_state_dict(load_state_dict_file(weights), strict=True)
         m.spec.pretrained, m.spec.weights = True, os.fspath(weights)
     return m
+
+
+class IdentityBackbone(Backbone):
+    """Passes precomputed features through: for ``.npz``/CSV feature tables and tests."""
+
+    def __init__(self, in_features: int):
+        super().__init__(BackboneSpec(name="identity", modality="tabular", feature_dim=int(in_features),
+                                      architecture="identity", extra={"in_features": int(in_features)}))
+
+    def preprocess(self, inputs):
+        import numpy as np
+
+        return torch.as_tensor(np.asarray(inputs, dtype=np.float32))
+
+    def forward(self, x):
+        return x
+
+
+@register("backbone", "identity")
+def identity(pretrained: bool = False, image_size: int | None = None, weights: str | None = None,
+             in_features: int = 64) -> IdentityBackbone:
+    """No network: features are the (tabular) inputs themselves (``in_features`` wide)."""
+    return IdentityBackbone(in_features)

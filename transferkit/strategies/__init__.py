@@ -1,7 +1,8 @@
-"""Registered strategies: feature_extraction, finetune, scratch."""
+"""Registered strategies: feature_extraction, finetune, scratch, adapt."""
 
+from .adapt import Adapt
 from .base import Strategy
 from .feature_extraction import FeatureExtraction
 from .finetune import FineTune, Scratch
 
-__all__ = ["FeatureExtraction", "FineTune", "Scratch", "Strategy"]
+__all__ = ["Adapt", "FeatureExtraction", "FineTune", "Scratch", "Strategy"]

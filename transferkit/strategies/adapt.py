@@ -36,6 +36,7 @@ class Adapt(Strategy):
     """
 
     name = "adapt"
+    needs_source = True
 
     def __init__(self, backbone="efficientnet_lite0", method="dann", weight=1.0, selection="dev",
                  pretrained=True, image_size=None, bottleneck=256, dropout=0.5, epochs=30, batch_size=64,
@@ -65,6 +66,9 @@ class Adapt(Strategy):
         from ..features import FeatureExtractor
 
         if not hasattr(self, "extractor_"):
+            import torch
+
+            torch.manual_seed(self.seed)  # a randomly initialized backbone is part of the seeded run
             bb = resolve_backbone(self.backbone, self.pretrained, self.image_size)
             self.extractor_ = FeatureExtractor(bb, cache_dir=self.cache_dir, progress=self.progress).fit()
         return self.extractor_.transform(dataset)
