@@ -48,6 +48,16 @@ def _build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", help="output directory for assess.json (default: runs/assess-TIMESTAMP)")
     a.add_argument("--overwrite", action="store_true")
 
+    bm = sub.add_parser("benchmark", help="benchmark domain adaptation methods (digits-shift)")
+    bm.add_argument("suite", choices=["digits-shift"])
+    bm.add_argument("--tasks", nargs="+", default=None, help="tasks (default: all)")
+    bm.add_argument("--methods", nargs="+", default=None, help="methods (default: all)")
+    bm.add_argument("--seeds", type=int, default=3)
+    bm.add_argument("--selection", default="dev", help="unsupervised checkpoint scorer: dev, iwcv, snd, entropy")
+    bm.add_argument("--epochs", type=int, default=30)
+    bm.add_argument("--out", help="output directory (default: runs/benchmark-TIMESTAMP)")
+    bm.add_argument("--overwrite", action="store_true")
+
     ls = sub.add_parser("list", help="list backbones, datasets, strategies, divergences or transferability scores")
     ls.add_argument("kind", choices=["backbones", "datasets", "strategies", "divergences", "transferability"])
 
@@ -115,6 +125,24 @@ def _cmd_assess(args) -> int:
     return 0
 
 
+def _cmd_benchmark(args) -> int:
+    from ..adapt.benchmark import markdown_table, run_benchmark
+    from ..train.rundir import prepare_run_dir, write_json, write_text
+
+    out = args.out or f"runs/benchmark-{time.strftime('%Y%m%d-%H%M%S')}"
+    if os.path.isdir(out) and os.listdir(out) and not args.overwrite:
+        prepare_run_dir(out, overwrite=False)
+    res = run_benchmark(args.tasks, args.methods, args.seeds, selection=args.selection, epochs=args.epochs)
+    d = prepare_run_dir(out, overwrite=args.overwrite)
+    table = markdown_table(res)
+    write_json(d / "results.json", res)
+    write_text(d / "results.md", table + "\n\n" + res["protocol"] + "\n")
+    print()
+    print(table)
+    print(f"\n{res['protocol']}\nwritten: {d / 'results.json'}")
+    return 0
+
+
 def _cmd_list(args) -> int:
     if args.kind == "backbones":
         from ..backbones import list_backbones
@@ -154,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        return {"run": _cmd_run, "demo": _cmd_demo, "assess": _cmd_assess, "list": _cmd_list,
+        return {"run": _cmd_run, "demo": _cmd_demo, "assess": _cmd_assess, "benchmark": _cmd_benchmark,
+                "list": _cmd_list,
                 "groups": _cmd_groups}[args.command](args)
     except TransferKitError as exc:
         if args.debug:
