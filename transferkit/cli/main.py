@@ -59,7 +59,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--overwrite", action="store_true")
 
     ls = sub.add_parser("list", help="list backbones, datasets, strategies, divergences or transferability scores")
-    ls.add_argument("kind", choices=["backbones", "datasets", "strategies", "divergences", "transferability"])
+    ls.add_argument("kind", choices=["backbones", "datasets", "strategies", "divergences", "transferability",
+                                     "da_losses", "shallow_da", "scorers"])
 
     g = sub.add_parser("groups", help="print a backbone's layer groups")
     g.add_argument("backbone")
@@ -155,7 +156,8 @@ def _cmd_list(args) -> int:
     else:
         from .._registry import describe
 
-        items = describe({"strategies": "strategy", "divergences": "divergence"}.get(args.kind, args.kind))
+        kinds = {"strategies": "strategy", "divergences": "divergence", "da_losses": "da_loss", "scorers": "scorer"}
+        items = describe(kinds.get(args.kind, args.kind))
     w = max(map(len, items))
     for k, v in items.items():
         print(f"{k:<{w}}  {v}")
