@@ -62,3 +62,16 @@ def test_assess_cli_writes_json(tmp_path, capsys):
     assert res["divergences"]["mmd"]["p_value"] <= 1
     assert main(argv) == 2  # refuses to overwrite
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_rank_backbones_sorts_by_the_chosen_score():
+    from transferkit.assess import rank_backbones
+
+    ranked = rank_backbones("digits:size=12", ["tiny_cnn", "none"], image_size=16, score="logme")
+    assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+    assert all(r["score"] == r["scores"]["logme"] for r in ranked)
+    assert {"logme", "hscore", "hscore_shrinkage", "nleep"} <= set(ranked[0]["scores"])
+    by_nleep = rank_backbones("digits:size=12", ["tiny_cnn", "none"], image_size=16, score="nleep")
+    assert [r["score"] for r in by_nleep] == sorted((r["score"] for r in by_nleep), reverse=True)
+    with pytest.raises(Exception, match="applies to none"):
+        rank_backbones("digits:size=12", ["none"], score="leep")  # no source classifier anywhere

@@ -35,6 +35,7 @@ _API = {
     "run_experiment": "transferkit.experiment",
     "make_splits": "transferkit.experiment",
     "assess": "transferkit.assess",
+    "rank_backbones": "transferkit.assess",
     "ben_david_bound": "transferkit.diagnostics",
     "TransferKitError": "transferkit.errors",
     "available": "transferkit._registry",

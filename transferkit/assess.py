@@ -247,3 +247,47 @@ def format_assessment(res: dict) -> str:
                      f"+ A-distance/2 {b['half_a_distance']:.3f} + lambda {b['lambda_hat']:.3f}")
     lines += ["", "verdict: " + res["verdict"]["text"]]
     return "\n".join(lines)
+
+
+def rank_backbones(target, names, *, image_size: int | None = None, score: str = "logme", seed: int = 0,
+                   cache_dir=None) -> list[dict]:
+    """Rank candidate backbones for a labeled target without training, best first.
+
+    Parameters
+    ----------
+    target
+        Dataset spec or :class:`~transferkit.data.DomainDataset`; its labeled samples are used.
+    names
+        Backbone names (``"none"`` for raw tabular inputs).
+    score
+        The transferability score that orders the list (``logme``, ``hscore_shrinkage``,
+        ``nleep``, ``leep``, ``nce``...); every applicable score is returned for each backbone.
+
+    Returns
+    -------
+    list of dict
+        ``{"backbone", "score", "scores": {name: value}}`` sorted by ``score``, descending.
+        Backbones without a source classifier get N-LEEP instead of LEEP/NCE; ranking by
+        ``leep`` or ``nce`` puts them last.
+    """
+    from .backbones import create_backbone
+    from .data.spec import load_dataset
+    from .metrics import transferability
+
+    tgt = load_dataset(target) if not hasattr(target, "inputs") else target
+    lt = _labeled(tgt)
+    if len(lt) < 2 or len(np.unique(tgt.labels[lt])) < 2:
+        raise DataError(f"target {tgt.name!r} needs labeled samples of at least two classes to rank backbones.")
+    out = []
+    for name in names:
+        model = "none" if name == "none" else create_backbone(name, image_size=image_size)
+        F = embed(model, tgt, cache_dir=cache_dir)[lt]
+        probs = None if model == "none" else model.source_probs(F)
+        sc = transferability.score_all(F, tgt.labels[lt], source_probs=probs, seed=seed)
+        if "nleep" not in sc:
+            sc.update(transferability.score_all(F, tgt.labels[lt], names=["nleep"], seed=seed))
+        vals = {k: float(v.value) for k, v in sc.items()}
+        out.append({"backbone": name, "score": vals.get(score, float("-inf")), "scores": vals})
+    if all(r["score"] == float("-inf") for r in out):
+        raise ConfigError(f"score={score!r} applies to none of {list(names)}; valid: {sorted(out[0]['scores'])}.")
+    return sorted(out, key=lambda r: -r["score"])
