@@ -23,8 +23,12 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/demo_bench.py
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,dev,bench]"
+	$(PY) benchmarks/demo_bench.py --seeds 3
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/divergence_speed.py
+	$(PY) benchmarks/assess_usefulness.py --seeds 3
+	$(PY) benchmarks/shallow_vs_skada.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
