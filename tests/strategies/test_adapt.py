@@ -57,3 +57,28 @@ def test_unknown_loss_option_is_named(domains):
     with pytest.raises(ConfigError, match="no option 'hiden'"):
         Adapt(backbone="tiny_cnn", pretrained=False, image_size=16, method="dann", loss_options={"hiden": 8},
               epochs=1).fit(unl, source=src)
+
+
+def test_two_stage_uses_the_few_target_labels():
+    """A target whose labels are permuted relative to the source: stage 1 alone is wrong on
+    every class; stage 2 on 5 labels per class must recover."""
+    from sklearn.datasets import make_blobs
+
+    import transferkit as tk
+    from transferkit.strategies import TwoStage
+
+    X, y = make_blobs(800, n_features=6, centers=4, cluster_std=1.0, random_state=0)
+    perm = np.array([1, 2, 3, 0])
+    Xs, ys, Xt, yt = X[:400], y[:400], X[400:], perm[y[400:]]
+    labels = np.full(400, -1)
+    for c in range(4):
+        labels[np.flatnonzero(yt == c)[:5]] = c
+    src = DomainDataset(Xs.astype(np.float32), ys, "src", "tabular")
+    train = DomainDataset(Xt.astype(np.float32), labels, "tgt", "tabular")
+    test = DomainDataset(Xt.astype(np.float32), yt, "tgt", "tabular")
+    s = TwoStage(backbone="identity", pretrained=False, epochs=5, stage2_epochs=60, stage2_lr=3e-3, seed=0)
+    s.extractor_ = tk.FeatureExtractor(tk.create_backbone("identity", in_features=6), cache_dir=False).fit()
+    s.fit(train, source=src)
+    assert len(s.stage1_history_) == 5 and len(s.history_) == 60
+    assert s.score(test) > 0.9
+    assert s.selection_.startswith("stage 1: dev; stage 2: last epoch")

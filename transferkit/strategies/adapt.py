@@ -169,3 +169,60 @@ class Adapt(Strategy):
             return self.model_.state_dict()
         est = getattr(self.clf_, "estimator_", self.clf_)
         return {"head.weight": est.coef_.astype(np.float32), "head.bias": est.intercept_.astype(np.float32)}
+
+
+@register("strategy", "two_stage")
+class TwoStage(Adapt):
+    """The classic two-stage recipe: adapt, then fine-tune on the few labeled target samples.
+
+    Stage 1 trains the bottleneck + head with the source classification loss plus
+    ``weight * MMD`` (DAN, ``weight=0.5`` by default) on the unlabeled target, its checkpoint
+    chosen by ``selection``. Stage 2 starts from that model and trains on the labeled target
+    training samples only (``stage2_epochs`` at ``stage2_lr``), keeping the checkpoint with the
+    best labeled target *validation* accuracy when a validation split is given, else the last.
+    Without labeled target training samples, stage 2 is skipped.
+    """
+
+    name = "two_stage"
+
+    def __init__(self, backbone="efficientnet_lite0", method="dan", weight=0.5, selection="dev",
+                 pretrained=True, image_size=None, bottleneck=256, dropout=0.5, epochs=30, batch_size=64,
+                 lr=1e-3, weight_decay=5e-4, loss_options=None, source_val_fraction=0.2, cache_dir=None,
+                 seed=0, device="cpu", progress=False, stage2_epochs=30, stage2_lr=3e-4):
+        super().__init__(backbone, method, weight, selection, pretrained, image_size, bottleneck, dropout, epochs,
+                         batch_size, lr, weight_decay, loss_options, source_val_fraction, cache_dir, seed, device,
+                         progress)
+        self.stage2_epochs = stage2_epochs
+        self.stage2_lr = stage2_lr
+
+    def fit(self, train, val=None, *, source=None, run_dir=None):
+        import time as _time
+
+        from ..adapt.features import train_feature_adapter
+        from ..data import DomainDataset
+
+        t0 = _time.perf_counter()
+        labels = train.labels if train.labels is not None else np.full(len(train), -1)
+        hidden = DomainDataset(train.inputs, np.full(len(train), -1), train.name, train.modality,
+                               classes=train.classes, spec=train.spec)
+        super().fit(hidden, None, source=source, run_dir=run_dir)  # stage 1: target labels hidden
+        self.stage1_history_ = self.history_
+        lab = np.flatnonzero(labels >= 0)
+        if len(lab) == 0 or not hasattr(self, "model_"):
+            self.train_time_ = _time.perf_counter() - t0
+            return self
+        Ft = self._features(train)
+        has_val = val is not None and val.labels is not None and (val.labels >= 0).any()
+        Fv = self._features(val) if has_val else None
+        res = train_feature_adapter(
+            Ft[lab], labels[lab], Ft, Xt_val=Fv, yt_val=val.labels if has_val else None,
+            num_classes=self.n_classes_, method=None, bottleneck=self.bottleneck, dropout=self.dropout,
+            epochs=self.stage2_epochs, batch_size=min(self.batch_size, len(lab)), lr=self.stage2_lr,
+            weight_decay=self.weight_decay, selection="target_val" if has_val else "last", seed=self.seed,
+            device=self.device, init_state=self.model_.state_dict(),
+        )
+        self.model_, self.history_, self.best_epoch_ = res["model"], res["history"], res["best_epoch"]
+        self.selection_ = f"stage 1: {self.selection}; stage 2: " + (
+            "labeled target validation accuracy" if has_val else "last epoch")
+        self.train_time_ = _time.perf_counter() - t0
+        return self
