@@ -80,12 +80,17 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
                         "the target_only oracle"}
 
 
+def _cell(r: dict) -> str:
+    if r["n_seeds"] == 1:
+        return f"{r['accuracy_mean']:.3f} (1 seed)"
+    return f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}"
+
+
 def markdown_table(res: dict) -> str:
     tasks = list(res["tasks"])
     methods = list(dict.fromkeys(r["method"] for r in res["rows"]))
     cell = {(r["task"], r["method"]): r for r in res["rows"]}
     lines = ["| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     for m in methods:
-        lines.append(f"| {m} | " + " | ".join(
-            f"{cell[(t, m)]['accuracy_mean']:.3f} ± {cell[(t, m)]['accuracy_std']:.3f}" for t in tasks) + " |")
+        lines.append(f"| {m} | " + " | ".join(_cell(cell[(t, m)]) for t in tasks) + " |")
     return "\n".join(lines)
