@@ -14,7 +14,7 @@ def domains():
     return src, tgt, unl
 
 
-@pytest.mark.parametrize("method", [None, "dann", "deep_coral", "coral", "self_training"])
+@pytest.mark.parametrize("method", [None, "dann", "deep_coral", "coral", "self_training", "source_only_lr"])
 def test_adapt_runs_and_is_deterministic(domains, method):
     src, tgt, unl = domains
     s = Adapt(backbone="tiny_cnn", pretrained=False, image_size=16, method=method, epochs=3, seed=0).fit(unl, source=src)

@@ -25,7 +25,7 @@ TASKS = {
 }
 DEEP = ["dan", "jan", "dann", "cdan", "cdan_e", "deep_coral", "mcc", "entropy", "deepjdot", "kl_align"]
 SHALLOW = ["coral", "sa", "tca", "ot_mapping", "kmm", "kliep", "self_training"]
-DEFAULT_METHODS = ["source_only"] + DEEP + SHALLOW + ["target_only"]
+DEFAULT_METHODS = ["source_only", "source_only_lr"] + DEEP + SHALLOW + ["target_only"]
 
 
 def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "efficientnet_lite0",

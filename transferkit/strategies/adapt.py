@@ -21,8 +21,9 @@ class Adapt(Strategy):
     method
         A deep DA loss (``transferkit list da_losses``: ``dan``, ``dann``, ``cdan``, ...) trained
         with a bottleneck + head; a shallow estimator (``coral``, ``sa``, ``tca``, ``ot_mapping``,
-        ``kmm``, ``kliep``) followed by logistic regression; ``"self_training"``; or ``None``
-        for source-only training of the same bottleneck + head.
+        ``kmm``, ``kliep``) followed by logistic regression; ``"self_training"``;
+        ``"source_only_lr"`` (logistic regression on source features: the shallow methods'
+        baseline); or ``None`` for source-only training of the same bottleneck + head.
     weight
         The DA loss weight (lambda).
     selection
@@ -101,7 +102,7 @@ class Adapt(Strategy):
             Ftv, ytv = self._features(val), val.labels
         self.selection_ = self.selection
         method = self.method
-        if method in available("shallow_da") or method == "self_training":
+        if method in available("shallow_da") or method in ("self_training", "source_only_lr"):
             self._fit_shallow(method, Fs, ys, Ft, yt)
             self.history_, self.best_epoch_ = [], None
             self.selection_ = "none (closed-form estimator, no checkpoints to select)"
@@ -126,6 +127,14 @@ class Adapt(Strategy):
         X = np.vstack([Fs, Ft])
         y = np.r_[ys, yt]
         dom = np.r_[np.ones(len(Fs), dtype=int), -np.ones(len(Ft), dtype=int)]
+        if method == "source_only_lr":  # the fair baseline of the shallow methods: same classifier, no adaptation
+            from .._compat import one_blas_thread
+
+            with one_blas_thread():
+                self.clf_ = LogisticRegression(max_iter=3000).fit(Fs, ys)
+            self._adapter = None
+            self.trainable_params_ = int(self.clf_.coef_.size + self.clf_.intercept_.size)
+            return
         if method == "self_training":
             from ..semi import SelfTrainingClassifier
 
