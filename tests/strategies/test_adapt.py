@@ -82,3 +82,19 @@ def test_two_stage_uses_the_few_target_labels():
     assert len(s.stage1_history_) == 5 and len(s.history_) == 60
     assert s.score(test) > 0.9
     assert s.selection_.startswith("stage 1: dev; stage 2: last epoch")
+
+
+def test_weight_grid_is_chosen_by_the_unsupervised_score():
+    from sklearn.datasets import make_blobs
+
+    import transferkit as tk
+
+    X, y = make_blobs(400, n_features=4, centers=3, random_state=1)
+    src = DomainDataset(X[:200].astype(np.float32), y[:200], "s", "tabular")
+    unl = DomainDataset((X[200:] + 2).astype(np.float32), np.full(200, -1), "t", "tabular")
+    s = Adapt(backbone="identity", pretrained=False, method="mcc", weight=[0.1, 1.0], epochs=3, seed=0)
+    s.extractor_ = tk.FeatureExtractor(tk.create_backbone("identity", in_features=4), cache_dir=False).fit()
+    s.fit(unl, source=src)
+    assert set(s.weight_scores_) == {0.1, 1.0}
+    assert s.weight_ == max(s.weight_scores_, key=s.weight_scores_.get)
+    assert "weight from [0.1, 1.0]" in s.selection_

@@ -25,7 +25,8 @@ class Adapt(Strategy):
         ``"source_only_lr"`` (logistic regression on source features: the shallow methods'
         baseline); or ``None`` for source-only training of the same bottleneck + head.
     weight
-        The DA loss weight (lambda).
+        The DA loss weight (lambda), or a list of candidates: each is trained and the one whose
+        best checkpoint has the highest ``selection`` score is kept (no target labels involved).
     selection
         Checkpoint selection: ``"dev"`` (default), ``"iwcv"``, ``"snd"``, ``"entropy"``; or
         ``"target_val"`` to use labeled target validation data when the user has it. Target
@@ -109,12 +110,27 @@ class Adapt(Strategy):
         else:
             from ..adapt.features import train_feature_adapter
 
-            res = train_feature_adapter(
-                Fs, ys, Ft, yt=yt, Xs_val=Fsv, ys_val=ysv, weights_val=w, Xt_val=Ftv, yt_val=ytv,
-                num_classes=n_classes, method=method, weight=self.weight, loss_options=self.loss_options,
-                bottleneck=self.bottleneck, dropout=self.dropout, epochs=self.epochs, batch_size=self.batch_size,
-                lr=self.lr, weight_decay=self.weight_decay, selection=self.selection, seed=self.seed, device=self.device,
-            )
+            grid = list(self.weight) if isinstance(self.weight, (list, tuple)) else [self.weight]
+            if not grid:
+                raise ConfigError("weight=[] is empty; give a number or a list of candidate weights.")
+            best = None
+            self.weight_scores_ = {}
+            for wt in grid:
+                res = train_feature_adapter(
+                    Fs, ys, Ft, yt=yt, Xs_val=Fsv, ys_val=ysv, weights_val=w, Xt_val=Ftv, yt_val=ytv,
+                    num_classes=n_classes, method=method, weight=wt, loss_options=self.loss_options,
+                    bottleneck=self.bottleneck, dropout=self.dropout, epochs=self.epochs, batch_size=self.batch_size,
+                    lr=self.lr, weight_decay=self.weight_decay, selection=self.selection, seed=self.seed,
+                    device=self.device,
+                )
+                # the same unsupervised score that picked the epoch picks the weight
+                score = res["history"][res["best_epoch"]]["score"]
+                self.weight_scores_[wt] = score
+                if best is None or score > best[0]:
+                    best = (score, wt, res)
+            _, self.weight_, res = best
+            if len(grid) > 1:
+                self.selection_ = f"{self.selection} (epoch and weight from {grid})"
             self.model_, self.history_, self.best_epoch_ = res["model"], res["history"], res["best_epoch"]
             self.trainable_params_ = int(sum(p.numel() for p in self.model_.parameters()))
         self.n_classes_ = n_classes
