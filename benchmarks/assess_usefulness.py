@@ -81,7 +81,7 @@ CANDIDATES = [
 
 def part_rank(seeds: int):
     from transferkit.experiment import make_splits
-    from transferkit.metrics import transferability
+    from transferkit.assess import backbone_scores
     from transferkit.strategies import FineTune, Scratch
 
     target = load_dataset("digits:subset=1/2,rotate=22..45,translate=0.1,seed=0")
@@ -93,9 +93,7 @@ def part_rank(seeds: int):
             if seed == 0:
                 bb = create_backbone(name, pretrained=pre, **kw)
                 F = FeatureExtractor(bb).fit().transform(train)
-                sc = transferability.score_all(F, train.labels, source_probs=bb.source_probs(F), seed=0)
-                if "nleep" not in sc:  # N-LEEP for every backbone, so all of them can be ranked by it
-                    sc.update(transferability.score_all(F, train.labels, names=["nleep"], seed=0))
+                sc = backbone_scores(bb, F, train.labels, seed=0, always_nleep=True)
             cls = FineTune if pre else Scratch
 
             def factory(pretrained=True, name=name, kw=kw, pre=pre):

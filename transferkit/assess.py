@@ -39,6 +39,21 @@ def embed(backbone, dataset, *, cache_dir=None, progress=False) -> np.ndarray:
     return FeatureExtractor(backbone, cache_dir=cache_dir, progress=progress).fit().transform(dataset)
 
 
+def backbone_scores(model, F, labels, *, seed: int = 0, always_nleep: bool = False) -> dict:
+    """Every applicable transferability score of one backbone's features ``F`` (labeled rows).
+
+    LEEP and NCE use the backbone's source classifier when it has one, N-LEEP otherwise;
+    ``always_nleep`` adds N-LEEP in every case, so that all backbones can be ranked by it.
+    """
+    from .metrics import transferability
+
+    probs = None if model == "none" else model.source_probs(F)
+    scores = transferability.score_all(F, labels, source_probs=probs, seed=seed)
+    if always_nleep and "nleep" not in scores:
+        scores.update(transferability.score_all(F, labels, names=["nleep"], seed=seed))
+    return scores
+
+
 def _labeled(ds) -> np.ndarray:
     return np.flatnonzero(ds.labeled_mask)
 
@@ -69,7 +84,6 @@ def assess(source, target, backbones=("efficientnet_lite0",), *, image_size: int
     from .backbones import create_backbone
     from .data.spec import load_dataset
     from .diagnostics import ben_david_bound
-    from .metrics import transferability
 
     t0 = time.perf_counter()
     src = load_dataset(source) if not hasattr(source, "inputs") else source
@@ -122,9 +136,7 @@ def assess(source, target, backbones=("efficientnet_lite0",), *, image_size: int
     if len(lt) >= 2 and len(np.unique(tgt.labels[lt])) >= 2:
         for name, model in models.items():
             F = Ft if name == primary else embed(model, tgt, cache_dir=cache_dir, progress=progress)
-            F = F[lt]
-            probs = None if model == "none" else model.source_probs(F)
-            scores = transferability.score_all(F, tgt.labels[lt], source_probs=probs, seed=seed)
+            scores = backbone_scores(model, F[lt], tgt.labels[lt], seed=seed)
             trans[name] = {k: v.to_dict() for k, v in scores.items()}
             echo(f"  {name:<22} " + "  ".join(f"{k}={v.value:.4g}" for k, v in scores.items()))
 
@@ -272,7 +284,6 @@ def rank_backbones(target, names, *, image_size: int | None = None, score: str =
     """
     from .backbones import create_backbone
     from .data.spec import load_dataset
-    from .metrics import transferability
 
     tgt = load_dataset(target) if not hasattr(target, "inputs") else target
     lt = _labeled(tgt)
@@ -282,10 +293,7 @@ def rank_backbones(target, names, *, image_size: int | None = None, score: str =
     for name in names:
         model = "none" if name == "none" else create_backbone(name, image_size=image_size)
         F = embed(model, tgt, cache_dir=cache_dir)[lt]
-        probs = None if model == "none" else model.source_probs(F)
-        sc = transferability.score_all(F, tgt.labels[lt], source_probs=probs, seed=seed)
-        if "nleep" not in sc:
-            sc.update(transferability.score_all(F, tgt.labels[lt], names=["nleep"], seed=seed))
+        sc = backbone_scores(model, F, tgt.labels[lt], seed=seed, always_nleep=True)
         vals = {k: float(v.value) for k, v in sc.items()}
         out.append({"backbone": name, "score": vals.get(score, float("-inf")), "scores": vals})
     if all(r["score"] == float("-inf") for r in out):

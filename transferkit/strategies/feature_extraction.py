@@ -135,20 +135,10 @@ class FeatureExtraction(Strategy):
         from ..finetune import build_param_groups
         from ..nn import TransferModel
         from ..train import Trainer
-        from ..backbones.base import Backbone, BackboneSpec
-
-        class _Identity(Backbone):
-            def __init__(self, d):
-                super().__init__(BackboneSpec(name="features", modality="tabular", feature_dim=d))
-
-            def preprocess(self, inputs):
-                return torch.as_tensor(np.asarray(inputs, dtype=np.float32))
-
-            def forward(self, x):
-                return x
+        from ..backbones.vision import IdentityBackbone
 
         torch.manual_seed(self.seed)
-        model = TransferModel(_Identity(X.shape[1]), int(y.max()) + 1)
+        model = TransferModel(IdentityBackbone(X.shape[1]), int(y.max()) + 1)
         tr = DomainDataset(X, y, "features", "tabular")
         va = None
         if val is not None:

@@ -6,7 +6,6 @@ GPU or several. Metrics go to ``metrics.jsonl`` in the run directory, one JSON o
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
