@@ -62,6 +62,36 @@ def to_channels_last(x):
     return x
 
 
+class StepContext:
+    """What an extra loss term sees at one training step (see ``Trainer(losses=...)``).
+
+    Attributes
+    ----------
+    model
+        The model being trained (wrapped by ``accelerate`` when on a device).
+    inputs, labels
+        The (augmented) labeled batch and its labels.
+    features, logits
+        ``model.features(inputs)`` and ``model.head(features)`` (the same pass that gives the
+        classification loss; ``features`` is ``None`` for models without ``features``/``head``).
+    target_inputs, target_features, target_logits
+        An unlabeled target batch drawn each step when ``fit(..., target=...)`` is given (its
+        inputs are preprocessed but *not* augmented; ``augment`` is there for losses that build
+        their own views), else ``None``.
+    augment, generator
+        The trainer's augmentation (``None`` when off) and its seeded generator.
+    epoch, step, progress
+        Position in training; ``progress`` runs from 0 to 1 over the whole budget.
+    """
+
+    __slots__ = ("model", "inputs", "labels", "features", "logits", "target_inputs", "target_features",
+                 "target_logits", "augment", "generator", "epoch", "step", "progress", "device")
+
+    def __init__(self, **kw):
+        for k in self.__slots__:
+            setattr(self, k, kw.get(k))
+
+
 class Trainer:
     """Train a model with labeled data; validate each epoch; stop early; keep the best weights.
 
@@ -94,6 +124,13 @@ class Trainer:
         epoch, logs)``.
     bn_frozen
         A callable returning the BatchNorm modules to keep in eval mode while training.
+    losses
+        Extra loss terms added to the cross-entropy at every step: callables (usually
+        ``nn.Module``, moved to the device) taking a :class:`StepContext` and returning a dict
+        whose ``"loss"`` is the weighted term and whose other scalar entries are logged as
+        epoch means. Their parameters, if any, must be in ``param_groups``. Regularizers that
+        keep source knowledge (``finetune/penalties``) and deep DA losses (through
+        ``fit(target=...)``) plug in here.
     run_dir
         Where ``metrics.jsonl`` is appended (``None``: nowhere).
     """
@@ -104,7 +141,7 @@ class Trainer:
                  early_stopping: int | None = None, monitor: str = "val_accuracy", callbacks=(),
                  bn_frozen: Callable[[], list[nn.Module]] | None = None, seed: int = 0,
                  device: str | None = None, run_dir: str | Path | None = None, progress: bool = True,
-                 eval_batch_size: int = 64, tag: str = ""):
+                 eval_batch_size: int = 64, tag: str = "", losses=()):
         self.model = model
         self.epochs = check_number("epochs", epochs, low=1, integer=True)
         self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
@@ -121,6 +158,7 @@ class Trainer:
         self.early_stopping, self.monitor = early_stopping, monitor
         self.callbacks = list(callbacks)
         self.bn_frozen = bn_frozen or (lambda: [])
+        self.losses = list(losses)
         self.seed, self.run_dir, self.progress, self.tag = seed, run_dir, progress, tag
         self.eval_batch_size = eval_batch_size
         from accelerate import Accelerator
@@ -157,8 +195,13 @@ class Trainer:
         return ds.labels
 
     # ------------------------------------------------------------------ main loop
-    def fit(self, train, val=None) -> Trainer:
-        """Train on the labeled samples of ``train``; validate on ``val`` each epoch."""
+    def fit(self, train, val=None, *, target=None) -> Trainer:
+        """Train on the labeled samples of ``train``; validate on ``val`` each epoch.
+
+        ``target``: an unlabeled (or partly labeled) dataset; a random batch of the same size
+        is drawn from it at every step and handed to the extra ``losses`` (domain adaptation,
+        consistency). Its labels are never used here.
+        """
         seed_everything(self.seed)
         y_all = self._labels(train, "training")
         keep = np.flatnonzero(y_all >= 0)
@@ -174,9 +217,21 @@ class Trainer:
         if getattr(self.model.spec, "modality", None) == "image":
             self.model.to(memory_format=torch.channels_last)
         model, opt = self.accelerator.prepare(model, opt)
+        base = getattr(model, "module", model)  # the unwrapped model (DDP wraps it on several GPUs)
         data = _Prepared(self.model, train)
         val_data = _Prepared(self.model, val) if val is not None else None
+        target_data = _Prepared(self.model, target) if target is not None else None
+        if target is not None and len(target) == 0:
+            raise DataError(f"target dataset {target.name!r} is empty; pass unlabeled target samples or target=None.")
+        for term in self.losses:
+            if isinstance(term, nn.Module):
+                term.to(self.device)
+        split = self.losses and hasattr(self.model, "features") and hasattr(self.model, "head")
+        total_steps = self.epochs * steps_per_epoch
+        step = 0
         gen = torch.Generator().manual_seed(self.seed)
+        # a separate stream for target batches, so adding a target leaves the source order unchanged
+        tgen = torch.Generator().manual_seed(self.seed + 1)
         best, best_state, bad = None, None, 0
         from tqdm.auto import tqdm
 
@@ -191,6 +246,8 @@ class Trainer:
             t0 = time.perf_counter()
             perm = torch.randperm(len(train), generator=gen).numpy()
             tot_loss, tot_correct, seen = 0.0, 0, 0
+            extra: dict[str, float] = {}
+            n_steps = 0
             for s in range(0, len(perm), self.batch_size):
                 idx = perm[s : s + self.batch_size]
                 if len(idx) < 2 and len(perm) > 1:
@@ -200,8 +257,33 @@ class Trainer:
                     xb = self.augment(xb, gen)
                 xb = to_channels_last(self.model.move_inputs(xb, self.device))
                 yb = y[idx].to(self.device)
-                logits = model(xb)
+                if split:  # features and logits from one pass, for the loss terms that need both
+                    feats = base.features(xb)
+                    logits = base.head(feats)
+                else:
+                    feats, logits = None, model(xb)
                 loss = F.cross_entropy(logits, yb, label_smoothing=self.label_smoothing)
+                if self.losses:
+                    ctx = StepContext(model=model, inputs=xb, labels=yb, features=feats, logits=logits,
+                                      augment=self.augment, generator=gen, epoch=epoch, step=step,
+                                      progress=step / max(total_steps, 1), device=self.device)
+                    if target_data is not None:
+                        tidx = torch.randint(len(target), (len(idx),), generator=tgen).numpy()
+                        xt = to_channels_last(self.model.move_inputs(target_data.batch(tidx), self.device))
+                        ctx.target_inputs = xt
+                        if split:
+                            ctx.target_features = base.features(xt)
+                            ctx.target_logits = base.head(ctx.target_features)
+                        else:
+                            ctx.target_logits = model(xt)
+                    for term in self.losses:
+                        out = term(ctx)
+                        loss = loss + out["loss"]
+                        for k, v in out.items():
+                            if k != "loss" and torch.as_tensor(v).numel() == 1:
+                                extra[k] = extra.get(k, 0.0) + float(v)
+                    n_steps += 1
+                step += 1
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"training loss became {loss.item()} at epoch {epoch}; lower the learning rate "
@@ -217,6 +299,7 @@ class Trainer:
                 seen += len(idx)
             row = {"epoch": epoch, "train_loss": tot_loss / max(seen, 1), "train_accuracy": tot_correct / max(seen, 1),
                    "lr": opt.param_groups[-1]["lr"], "epoch_time": time.perf_counter() - t0}
+            row.update({k: v / max(n_steps, 1) for k, v in extra.items()})
             if val_data is not None:
                 ev = self._evaluate(val_data, val.labels)
                 row.update({"val_loss": ev["loss"], "val_accuracy": ev["accuracy"]})
