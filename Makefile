@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean chromium
 
 install: $(STAMP)
 
@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/transferkit demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(VENV)/bin/pytest -q
+
+# headless Chromium for the report's browser test (apt-get when missing; never fails: the test skips)
+chromium:
+	@sh .ci/install-chromium.sh
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,dev,bench]"

@@ -60,7 +60,8 @@ def _labeled(ds) -> np.ndarray:
 
 def assess(source, target, backbones=("efficientnet_lite0",), *, image_size: int | None = None,
            divergences=DEFAULT_DIVERGENCES, n_permutations: int = 200, max_samples: int = 2000,
-           seed: int = 0, cache_dir=None, progress: bool = False, echo=lambda *a: None) -> dict:
+           seed: int = 0, cache_dir=None, progress: bool = False, echo=lambda *a: None,
+           return_features: bool = False) -> dict:
     """Assess a source/target pair and candidate backbones; return the ``assess.json`` dict.
 
     Parameters
@@ -80,6 +81,9 @@ def assess(source, target, backbones=("efficientnet_lite0",), *, image_size: int
         Per-domain subsample (seeded) for the divergences.
     seed
         Seeds every random choice.
+    return_features
+        Add ``"features"``: the source and target features of the divergences' subsample
+        with their labels (arrays, for the report's t-SNE; remove the key before writing JSON).
     """
     from .backbones import create_backbone
     from .data.spec import load_dataset
@@ -160,6 +164,11 @@ def assess(source, target, backbones=("efficientnet_lite0",), *, image_size: int
     if len(lt):
         n_per_class = int(np.bincount(tgt.labels[lt]).min())
     verdict = make_verdict(div, trans, source_only, n_per_class, len(lt))
+    extra = {}
+    if return_features:
+        extra["features"] = {"source": S, "target": T, "y_source": src.labels[iS] if src.labels is not None else None,
+                             "y_target": tgt.labels[iT] if tgt.labels is not None else None,
+                             "classes": tgt.classes, "desc": f"{primary} features"}
     return {
         "source": src.spec or src.name,
         "target": tgt.spec or tgt.name,
@@ -175,6 +184,7 @@ def assess(source, target, backbones=("efficientnet_lite0",), *, image_size: int
         "bound": bound,
         "verdict": verdict,
         "wall_time": time.perf_counter() - t0,
+        **extra,
     }
 
 

@@ -38,11 +38,21 @@ def make_splits(target, split=None, seed: int = 0, load=None, **split_options) -
         )
     idx = np.flatnonzero(target.labels >= 0)
     y = target.labels[idx]
-    if split.labels_per_class is not None:
+    if split.labels_per_class == 0:
+        tr, rest = np.array([], dtype=int), np.arange(len(y))
+    elif split.labels_per_class is not None:
         tr, rest = sample_per_class(y, split.labels_per_class, seed, dataset=target.name)
     else:
         tr, rest = stratified_split(y, [split.train_fraction, 1 - split.train_fraction], seed, dataset=target.name)
-    train = target.subset(idx[tr], name=f"{target.name}/train")
+    if split.unlabeled_fraction > 0:  # part of the rest trains with its labels hidden (domain adaptation)
+        un, rest2 = stratified_split(y[rest], [split.unlabeled_fraction, 1 - split.unlabeled_fraction], seed,
+                                     dataset=target.name)
+        unl, rest = rest[un], rest[rest2]
+        order = np.r_[tr, unl]
+        train = target.subset(idx[order], name=f"{target.name}/train")
+        train.labels = np.where(np.arange(len(order)) < len(tr), train.labels, -1)
+    else:
+        train = target.subset(idx[tr], name=f"{target.name}/train")
     rest_idx = idx[rest]
     val = test = None
     if split.val is not None:
@@ -77,39 +87,159 @@ def _backbone_factory(cfg: ExperimentConfig):
     return factory
 
 
+def _check_inputs(what: str, ds, factory) -> None:
+    """Build the backbone once and run it on two samples of ``ds``: an unknown backbone, unsafe
+    or mismatched weights, the wrong modality or input width fail here, before anything is
+    written (and before ``--overwrite`` removes an old run)."""
+    import torch
+
+    from .errors import TransferKitError
+
+    bb = factory(pretrained=True)
+    modality = getattr(getattr(bb, "spec", None), "modality", None)
+    if modality is not None and modality != ds.modality:
+        raise ConfigError(
+            f"backbone {factory.name!r} takes {modality} inputs but the {what} {ds.name!r} is {ds.modality}; "
+            f"choose a {ds.modality} backbone (see 'transferkit list backbones').")
+    inp = ds.inputs
+    raw = inp[:2] if isinstance(inp, np.ndarray) else [inp[i] for i in range(min(2, len(inp)))]
+    try:
+        with torch.no_grad():
+            bb.eval()
+            bb(bb.preprocess(raw))
+    except TransferKitError:
+        raise
+    except Exception as exc:  # shape mismatches surface as RuntimeError/ValueError from torch
+        raise DataError(
+            f"backbone {factory.name!r} cannot process the {what} {ds.name!r} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); check the input size or feature count "
+            "(e.g. backbone.options.in_features) against the data.") from None
+
+
+def _check_domains(source, target) -> None:
+    """Source and target must live in the same input space (and the source needs labels)."""
+    if source is None:
+        return
+    if source.modality != target.modality:
+        raise DataError(f"source {source.name!r} is {source.modality} but target {target.name!r} is "
+                        f"{target.modality}; give both domains in the same modality.")
+    if source.modality == "tabular":
+        ds, dt = np.shape(source.inputs)[1], np.shape(target.inputs)[1]
+        if ds != dt:
+            raise DataError(
+                f"source {source.name!r} has {ds} features but target {target.name!r} has {dt}; both domains "
+                "need the same feature columns (select them with features=[...] in the dataset spec).")
+
+
+def _load_or_none(path: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def resume_experiment(out_dir: str | Path, *, echo=print, on_run=None) -> dict:
+    """Continue an interrupted :func:`run_experiment` in ``out_dir`` with its stored config.
+
+    Runs whose ``result.json`` exists are kept; the interrupted run continues from its
+    ``checkpoint.pt`` (strategies trained by the :class:`~transferkit.train.Trainer`; those
+    without one, e.g. feature extraction with a closed-form head, are simply run again);
+    runs not started yet are run; then the summary is written.
+    """
+    from .config import load_config
+    from .train.rundir import INCOMPLETE
+
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise ConfigError(f"run directory {str(out)!r} does not exist; check the path given to --resume.")
+    if not (out / "config.yaml").is_file():
+        raise ConfigError(
+            f"{str(out)!r} has no config.yaml, so it is not a transferkit run directory (or it was interrupted "
+            "before its config was written); start the run again with 'transferkit run CONFIG --out DIR'.")
+    if not (out / INCOMPLETE).exists() and (out / "results.json").is_file():
+        res = _load_or_none(out / "results.json")
+        if res is not None:
+            echo(f"{out} is complete; nothing to resume.")
+            return res
+    return run_experiment(load_config(out / "config.yaml"), out, resume=True, echo=echo, on_run=on_run)
+
+
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, overwrite: bool = False,
-                   echo=print) -> dict:
+                   echo=print, on_run=None, resume: bool = False, report_features: bool = True) -> dict:
     """Run ``cfg``; write ``results.json``, ``results.md``, the resolved config and the
     environment under ``out_dir``; return the results dict.
 
     ``results["summary"][strategy]`` holds ``accuracy_mean``, ``accuracy_std`` (sample std
     over seeds, ``ddof=1``), ``n_seeds``, ``val_accuracy_mean``, ``train_time_mean`` and
     ``trainable_params``.
+
+    ``on_run(strategy, row, (train, val, test))``, when given, is called after each fit while
+    the fitted strategy is still in memory (the diagnostics read its history and model there).
+
+    Nothing is written before the data, the splits and the backbone have been checked, so bad
+    input leaves the disk as it was (``overwrite`` removes an old run only after these checks).
+    Every file is written atomically; ``out_dir/.incomplete`` (and the same marker in each
+    strategy/seed folder) stays until that part is complete. ``resume=True`` continues an
+    interrupted run in ``out_dir`` (see :func:`resume_experiment`, which also reads the stored
+    config): finished (strategy, seed) runs are read back from their ``result.json`` (and
+    ``on_run`` is not called for them), the interrupted one continues from its checkpoint.
+
+    Each run directory also gets ``predictions.npz`` (test labels and predictions) and, for the
+    first seed when ``report_features``, ``features.npz`` (a small PCA-50 subsample of source
+    and target features before/after adaptation), so that :func:`transferkit.reports.write_report`
+    can draw confusion matrices and t-SNE plots without retraining.
     """
     import yaml
 
     from .data.spec import load_dataset
-    from .train.rundir import environment_info, prepare_run_dir, write_json, write_text
+    import shutil
+
+    from .train.rundir import (atomic_path, environment_info, mark_complete, mark_incomplete, prepare_run_dir,
+                               resuming, write_json, write_text)
+    from .train.trainer import CHECKPOINT
+    from .reports.artifacts import save_run_artifacts
+    from .train.tracking import make_tracker
 
     t_start = time.perf_counter()
     # bad data fails here, before anything is written to disk
     target = load_dataset(cfg.target)
     source = load_dataset(cfg.source) if cfg.source is not None else None
     make_splits(target, cfg.split, cfg.seeds[0], load=load_dataset)
-    out = prepare_run_dir(out_dir or cfg.output_dir or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", overwrite)
-    write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    write_json(out / "environment.json", environment_info(cfg.seeds))
+    _check_domains(source, target)
     factory = _backbone_factory(cfg)
+    _check_inputs("target", target, factory)
     strategies = [(s, get("strategy", s.name)) for s in cfg.strategies]
+    for scfg, cls in strategies:  # asked of an instance, as in the loop below (no logic in __init__)
+        if source is None and getattr(cls(backbone=factory, **scfg.params), "needs_source", False):
+            raise ConfigError(f"strategy {scfg.key!r} needs a labeled 'source' dataset in the config.")
+    if resume:
+        out = Path(out_dir)
+        echo(f"resuming {out}")
+    else:
+        out = prepare_run_dir(out_dir or cfg.output_dir or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                              overwrite)
+        mark_incomplete(out)
+        write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_json(out / "environment.json", environment_info(cfg.seeds))
     echo(f"target: {target!r}")
     if source is not None:
         echo(f"source: {source!r}")
     runs: list[dict] = []
+    tracker = make_tracker(getattr(cfg, "tracking", None), out, cfg.name)  # MLflow / TensorBoard, off by default
     for seed in cfg.seeds:
         train, val, test = make_splits(target, cfg.split, seed, load=load_dataset)
         for scfg, cls in strategies:
             run_dir = out / scfg.key / f"seed{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
+            done = _load_or_none(run_dir / "result.json") if resume else None
+            if done is not None:
+                runs.append(done)
+                echo(f"  seed {seed}  {scfg.key:<20} test acc {done['accuracy']:.3f}  (complete, kept)")
+                continue
+            if resume and run_dir.exists() and not (run_dir / CHECKPOINT).exists():
+                shutil.rmtree(run_dir)  # interrupted before its first checkpoint: start this run over
+            mark_incomplete(run_dir)
             params = dict(scfg.params)
             params.setdefault("seed", seed)
             common = {"cache_dir": cfg.cache_dir, "device": cfg.device, "progress": cfg.progress}
@@ -118,11 +248,15 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, 
                     params.setdefault(k, v)
             strat = cls(backbone=factory, **params)
             extra = {}
-            if getattr(cls, "needs_source", False):
+            # asked of the instance: finetune needs source data only with some penalties (ewc, replay)
+            if getattr(strat, "needs_source", False):
                 if source is None:
                     raise ConfigError(f"strategy {scfg.key!r} needs a labeled 'source' dataset in the config.")
                 extra["source"] = source
-            strat.fit(train, val, run_dir=run_dir, **extra)
+            elif source is not None and getattr(strat, "accepts_source", False):
+                extra["source"] = source
+            with resuming(resume):
+                strat.fit(train, val, run_dir=run_dir, **extra)
             row = {
                 "strategy": scfg.key,
                 "method": scfg.name,
@@ -139,10 +273,17 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, 
                 "selection": getattr(strat, "selection_", "labeled target validation split"),
                 "run_dir": str(run_dir),
             }
-            strat.save(run_dir / "model.safetensors",
-                       metadata={"transferkit.backbone": factory.name, "transferkit.strategy": scfg.name})
+            with atomic_path(run_dir / "model.safetensors") as tmp:
+                strat.save(tmp, metadata={"transferkit.backbone": factory.name, "transferkit.strategy": scfg.name})
+            # what `transferkit report` needs without retraining: test predictions; features of the first seed
+            save_run_artifacts(strat, run_dir, test, source=source, features=report_features and seed == cfg.seeds[0],
+                               seed=seed)
+            row.update(tracker.log_experiment_run(cfg, scfg, seed, strat, row))
             write_json(run_dir / "result.json", row)
+            mark_complete(run_dir)
             runs.append(row)
+            if on_run is not None:
+                on_run(strat, row, (train, val, test))
             echo(f"  seed {seed}  {scfg.key:<20} test acc {row['accuracy']:.3f}  "
                  f"(val {row['val_accuracy'] if row['val_accuracy'] is not None else float('nan'):.3f}, "
                  f"{row['train_time']:.1f}s)")
@@ -162,6 +303,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, 
     }
     write_json(out / "results.json", results)
     write_text(out / "results.md", format_table(summary, markdown=True) + "\n")
+    mark_complete(out)
     return results
 
 

@@ -33,6 +33,20 @@ class BottleneckClassifier(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.bottleneck(x)
 
+    @torch.no_grad()
+    def set_bn_statistics(self, X: torch.Tensor) -> None:
+        """Set the bottleneck BatchNorm's running statistics to the exact statistics of ``X``.
+
+        AdaBN (Li et al., 2016, "Revisiting Batch Normalization for Practical Domain
+        Adaptation"): during adaptation each domain's batches are normalized with that domain's
+        batch statistics, so at prediction time a domain's samples should be normalized with
+        its own statistics, not with a running average that mixes both domains.
+        """
+        lin, bn = self.bottleneck[0], self.bottleneck[1]
+        h = lin(X)
+        bn.running_mean.copy_(h.mean(0))
+        bn.running_var.copy_(h.var(0, unbiased=True) if len(h) > 1 else torch.ones_like(bn.running_var))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.bottleneck(x))
 
@@ -50,6 +64,48 @@ def build_da_loss(name: str, in_features: int, num_classes: int, weight: float, 
     return cls(**{k: v for k, v in kw.items() if k in params})
 
 
+class CombinedDALoss(nn.Module):
+    """The sum of several deep DA losses (e.g. ``"jan+mcc"``: alignment plus class confusion).
+
+    Each part keeps its own weight; the logged terms of all parts are merged.
+    """
+
+    def __init__(self, parts: dict[str, nn.Module]):
+        super().__init__()
+        self.parts = nn.ModuleDict(parts)
+
+    def set_progress(self, p: float) -> None:
+        for m in self.parts.values():
+            if hasattr(m, "set_progress"):
+                m.set_progress(p)
+
+    def forward(self, f_s, f_t, **kw) -> dict:
+        total, logs = 0.0, {}
+        for m in self.parts.values():
+            out = m(f_s, f_t, **kw)
+            total = total + out["loss"]
+            logs.update({k: v for k, v in out.items() if k != "loss"})
+        return {"loss": total, **logs}
+
+
+def build_method_loss(method: str, in_features: int, num_classes: int, weight: float,
+                      loss_options: dict | None = None) -> nn.Module:
+    """``"name"`` -> one registered DA loss; ``"a+b"`` -> :class:`CombinedDALoss` of both.
+
+    For combinations, ``loss_options`` may be keyed by part name (``{"mcc": {"temperature": 2}}``);
+    ``weight`` applies to every part.
+    """
+    names = [m.strip() for m in method.split("+")]
+    if len(names) == 1:
+        return build_da_loss(method, in_features, num_classes, weight, **(loss_options or {}))
+    opts = loss_options or {}
+    stray = [k for k in opts if k not in names]
+    if stray:
+        raise ConfigError(f"loss_options for method {method!r} must be keyed by part name ({', '.join(names)}); "
+                          f"got {stray[0]!r}.")
+    return CombinedDALoss({n: build_da_loss(n, in_features, num_classes, weight, **opts.get(n, {})) for n in names})
+
+
 def train_feature_adapter(
     Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, *, yt: np.ndarray | None = None,
     Xs_val: np.ndarray | None = None, ys_val: np.ndarray | None = None, weights_val: np.ndarray | None = None,
@@ -57,7 +113,7 @@ def train_feature_adapter(
     num_classes: int, method: str | None = "dann", weight: float = 1.0, loss_options: dict | None = None,
     bottleneck: int = 256, dropout: float = 0.5, epochs: int = 30, steps_per_epoch: int | None = None,
     batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 5e-4, selection: str = "dev", seed: int = 0,
-    device: str = "cpu", init_state: dict | None = None,
+    device: str = "cpu", init_state: dict | None = None, domain_bn: bool = True,
 ) -> dict:
     """Train a :class:`BottleneckClassifier` on source features with a DA loss on target features.
 
@@ -73,10 +129,16 @@ def train_feature_adapter(
     Xt_val, yt_val
         Labeled target validation data, used only when ``selection="target_val"``.
     method
-        A registered ``da_loss`` name, or ``None`` for source-only training.
+        A registered ``da_loss`` name, several joined by ``+`` (their sum, e.g. ``"jan+mcc"``),
+        or ``None`` for source-only training.
     selection
         ``"dev"``, ``"iwcv"``, ``"snd"``, ``"entropy"`` (unsupervised scorers), ``"target_val"``
         (labeled target validation accuracy) or ``"last"``.
+    domain_bn
+        Normalize each domain with its own BatchNorm statistics when predicting (AdaBN): source
+        validation logits with the source training features' statistics, target logits with
+        the target training features'. The returned model carries the *target* statistics, so
+        it is a model of the target domain. ``False``: one running average over both domains.
 
     Returns
     -------
@@ -98,7 +160,7 @@ def train_feature_adapter(
     model = BottleneckClassifier(d, num_classes, bottleneck, dropout).to(device)
     if init_state is not None:
         model.load_state_dict(init_state)
-    da = build_da_loss(method, bottleneck, num_classes, weight, **(loss_options or {})).to(device) if method else None
+    da = build_method_loss(method, bottleneck, num_classes, weight, loss_options).to(device) if method else None
     params = [{"params": model.bottleneck.parameters(), "lr": lr}, {"params": model.head.parameters(), "lr": lr}]
     if da is not None and any(True for _ in da.parameters()):
         params.append({"params": da.parameters(), "lr": lr})
@@ -112,10 +174,17 @@ def train_feature_adapter(
     scorer = get("scorer", selection) if selection not in ("target_val", "last") else None
     history, best, best_state, best_epoch = [], None, None, None
 
+    bn = model.bottleneck[1]
+
     @torch.no_grad()
-    def logits(X):
+    def logits(X, stats=None):
         model.eval()
+        saved = (bn.running_mean.clone(), bn.running_var.clone())
+        if domain_bn and stats is not None:
+            model.set_bn_statistics(stats.to(device))
         out = model(torch.as_tensor(X, dtype=torch.float32, device=device)).cpu().numpy()
+        bn.running_mean.copy_(saved[0])
+        bn.running_var.copy_(saved[1])
         model.train()
         return out
 
@@ -153,11 +222,11 @@ def train_feature_adapter(
                 sums[k] = sums.get(k, 0.0) + v / steps
         row = {"epoch": epoch, **sums, "epoch_time": time.perf_counter() - t0}
         if selection == "target_val":
-            score = float((logits(Xt_val).argmax(1) == yt_val).mean())
+            score = float((logits(Xt_val, T).argmax(1) == yt_val).mean())
         elif selection == "last":
             score = float(epoch)
         else:
-            ctx = SelectionContext(logits_t=logits(Xt), logits_sv=None if Xs_val is None else logits(Xs_val),
+            ctx = SelectionContext(logits_t=logits(Xt, T), logits_sv=None if Xs_val is None else logits(Xs_val, S),
                                    y_sv=ys_val, weights_sv=weights_val)
             score = float(scorer(ctx))
         row["score"] = score
@@ -166,5 +235,7 @@ def train_feature_adapter(
             best, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
+    if domain_bn:
+        model.set_bn_statistics(T.to(device))
     model.eval()
     return {"model": model, "history": history, "best_epoch": best_epoch, "selection": selection}

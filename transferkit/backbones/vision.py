@@ -198,7 +198,12 @@ def tiny_cnn(pretrained: bool = False, image_size: int | None = None, weights: s
         try:
             m.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise WeightsError(f"{weights}: does not load into tiny_cnn: {str(exc)[:300]}") from None
+            own = m.state_dict()
+            missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+            raise WeightsError(
+                f"{weights}: does not load into tiny_cnn: {len(missing)} missing tensors (e.g. {missing[:3]}), "
+                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}) ({str(exc).splitlines()[0][:120]}); "
+                "is it the right architecture? Give weights saved from tiny_cnn.") from None
         m.spec.pretrained, m.spec.weights = True, os.fspath(weights)
     return m
 

@@ -26,7 +26,13 @@ def load_state_dict_file(path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(p))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise WeightsError(f"{p}: not a valid safetensors file ({exc}).") from None
+            with open(p, "rb") as fh:
+                pickled = fh.read(1) == b"\x80"  # pickle protocol >= 2, e.g. a renamed torch.save file
+            why = "it is a pickle, which transferkit never unpickles" if pickled else str(exc)
+            raise WeightsError(
+                f"{p}: not a valid safetensors file ({why}); the file is damaged, truncated or of another "
+                "format: download it again, or re-save the weights with safetensors.torch.save_file."
+            ) from None
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError ...

@@ -22,19 +22,24 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
 
     r = sub.add_parser("run", help="run an experiment from a YAML file")
-    r.add_argument("config", help="experiment YAML file")
+    r.add_argument("config", nargs="?", help="experiment YAML file (not with --resume)")
+    r.add_argument("--resume", metavar="DIR",
+                   help="continue an interrupted run in DIR with its stored config (finished runs are kept)")
+    r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     r.add_argument("--out", help="output directory (default: config's output_dir or runs/NAME-TIMESTAMP)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     r.add_argument("--seeds", type=int, help="number of seeds (overrides the config)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set split.labels_per_class=5 (repeatable)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    r.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
 
     d = sub.add_parser("demo", help="scratch vs feature extraction vs fine-tuning on shifted digits")
     d.add_argument("--out", help="output directory (default: runs/demo-TIMESTAMP)")
     d.add_argument("--overwrite", action="store_true")
     d.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
     d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
 
     a = sub.add_parser("assess", help="measure domain shift and rank backbones before training")
     a.add_argument("--source", required=True, help="source dataset spec")
@@ -47,6 +52,7 @@ def _build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", help="output directory for assess.json (default: runs/assess-TIMESTAMP)")
     a.add_argument("--overwrite", action="store_true")
+    a.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
 
     bm = sub.add_parser("benchmark", help="benchmark domain adaptation methods (digits-shift)")
     bm.add_argument("suite", choices=["digits-shift"])
@@ -57,6 +63,23 @@ def _build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--epochs", type=int, default=30)
     bm.add_argument("--out", help="output directory (default: runs/benchmark-TIMESTAMP)")
     bm.add_argument("--overwrite", action="store_true")
+    bm.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
+
+    dg = sub.add_parser("diagnose", help="negative transfer, sample efficiency, convergence and sharpness "
+                                         "(the config's optional 'diagnose:' section)")
+    dg.add_argument("config", help="experiment YAML file")
+    dg.add_argument("--out", help="output directory (default: runs/diagnose-NAME-TIMESTAMP)")
+    dg.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    dg.add_argument("--seeds", type=int, help="number of seeds (overrides the config; 3 or more for the test)")
+    dg.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set diagnose.labels_per_class=[1,10] (repeatable)")
+    dg.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    dg.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
+
+    rp = sub.add_parser("report", help="(re)write report.html and report.md of a run, assess, benchmark or diagnose "
+                                       "directory")
+    rp.add_argument("run_dir", metavar="RUN_DIR")
+    rp.add_argument("--format", nargs="+", choices=["html", "md"], default=["html", "md"])
 
     ls = sub.add_parser("list", help="list backbones, datasets, strategies, divergences or transferability scores")
     ls.add_argument("kind", choices=["backbones", "datasets", "strategies", "divergences", "transferability",
@@ -73,10 +96,15 @@ def _run(cfg, args) -> int:
 
     if getattr(args, "seeds", None):
         cfg.seeds = list(range(args.seeds))
-    if getattr(args, "no_progress", False):
+    if cfg is not None and getattr(args, "no_progress", False):
         cfg.progress = False
     t0 = time.perf_counter()
-    res = run_experiment(cfg, args.out, overwrite=args.overwrite)
+    if getattr(args, "resume", None):
+        from ..experiment import resume_experiment
+
+        res = resume_experiment(args.resume)
+    else:
+        res = run_experiment(cfg, args.out, overwrite=args.overwrite)
     print()
     print(format_table(res["summary"]))
     gains = gains_over_baseline(res["summary"])
@@ -84,12 +112,51 @@ def _run(cfg, args) -> int:
         print(gains)
     print(f"\nselection: {res['selection']}")
     print(f"results: {os.path.join(res['output_dir'], 'results.json')}   ({time.perf_counter() - t0:.0f}s)")
+    _report(res["output_dir"], args)
+    return 0
+
+
+def _report(run_dir, args) -> None:
+    """Write the report after a command; a failure here warns (the results are on disk already)."""
+    if getattr(args, "no_report", False):
+        return
+    from ..reports import write_report
+
+    t0 = time.perf_counter()
+    try:
+        paths = write_report(run_dir)
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"transferkit: warning: report not written ({type(exc).__name__}: {exc}); "
+              f"retry with 'transferkit report {run_dir}'", file=sys.stderr)
+        return
+    print(f"report: {paths['html']}   ({time.perf_counter() - t0:.0f}s)")
+
+
+def _cmd_report(args) -> int:
+    from ..reports import write_report
+
+    for fmt, path in write_report(args.run_dir, formats=args.format).items():
+        print(f"{fmt}: {path}")
     return 0
 
 
 def _cmd_run(args) -> int:
     from ..config import load_config
+    from ..errors import ConfigError
 
+    if args.resume:
+        given = [f for f, v in (("a config file", args.config), ("--out", args.out), ("--overwrite", args.overwrite),
+                                ("--seeds", args.seeds), ("--set", args.set)) if v]
+        if given:
+            raise ConfigError(
+                f"--resume continues a run with the config stored in it; drop {', '.join(given)} "
+                f"(use 'transferkit run --resume {args.resume}').")
+        return _run(None, args)
+    if not args.config:
+        raise ConfigError("'transferkit run' needs an experiment file (transferkit run exp.yaml) "
+                          "or --resume DIR to continue an interrupted run.")
     return _run(load_config(args.config, overrides=args.set), args)
 
 
@@ -115,7 +182,8 @@ def _cmd_assess(args) -> int:
         prepare_run_dir(out, overwrite=False)  # raises the usual message before any work
     res = assess(args.source, args.target, backbones=args.backbone or ["efficientnet_lite0"],
                  image_size=args.image_size, n_permutations=args.permutations, max_samples=args.max_samples,
-                 seed=args.seed, progress=True, echo=print)
+                 seed=args.seed, progress=True, echo=print, return_features=not args.no_report)
+    feats = res.pop("features", None)  # arrays for the report's t-SNE, not part of assess.json
     d = prepare_run_dir(out, overwrite=args.overwrite)
     text = format_assessment(res)
     write_json(d / "assess.json", res)
@@ -123,6 +191,11 @@ def _cmd_assess(args) -> int:
     print()
     print(text)
     print(f"\nwritten: {os.path.join(str(d), 'assess.json')}   ({res['wall_time']:.0f}s)")
+    if feats is not None:
+        from ..reports.artifacts import save_domain_features
+
+        save_domain_features(d, **feats, seed=args.seed)
+    _report(d, args)
     return 0
 
 
@@ -141,6 +214,30 @@ def _cmd_benchmark(args) -> int:
     print()
     print(table)
     print(f"\n{res['protocol']}\nwritten: {d / 'results.json'}")
+    _report(d, args)
+    return 0
+
+
+def _cmd_diagnose(args) -> int:
+    from ..config import load_config
+    from ..diagnostics.diagnose import run_diagnose
+
+    cfg = load_config(args.config, overrides=args.set)
+    if args.seeds:
+        cfg.seeds = list(range(args.seeds))
+    if args.no_progress:
+        cfg.progress = False
+    res = run_diagnose(cfg, args.out, overwrite=args.overwrite)
+    nt = res["negative_transfer"]
+    print(f"\nnegative transfer: {nt['verdict']}  ({res['transfer']} - {res['baseline']} = {nt['delta_mean']:+.3f}, "
+          f"{round(100 * nt['confidence'])}% CI [{nt['ci_low']:+.3f}, {nt['ci_high']:+.3f}], {nt['method']}, "
+          f"{nt['n_seeds']} seeds)")
+    if nt["rising_val_loss"]["flagged"]:
+        print(f"warning: {res['transfer']}'s validation loss rises from the start (seeds {nt['rising_val_loss']['seeds']})")
+    if res["sample_efficiency"] and res["sample_efficiency"]["headline"]:
+        print(res["sample_efficiency"]["headline"])
+    print(f"written: {os.path.join(res['output_dir'], 'diagnose.json')}   ({res['wall_time']:.0f}s)")
+    _report(res["output_dir"], args)
     return 0
 
 
@@ -185,12 +282,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return {"run": _cmd_run, "demo": _cmd_demo, "assess": _cmd_assess, "benchmark": _cmd_benchmark,
-                "list": _cmd_list,
+                "list": _cmd_list, "report": _cmd_report, "diagnose": _cmd_diagnose,
                 "groups": _cmd_groups}[args.command](args)
-    except TransferKitError as exc:
+    except (TransferKitError, OSError) as exc:
+        # OSError: a path that cannot be written or read (permissions, full disk), not a bug
         if args.debug:
             raise
-        print(f"transferkit: error: {exc}", file=sys.stderr)
+        msg = " ".join(str(exc).split())  # always one line, whatever the message holds
+        if isinstance(exc, OSError) and not isinstance(exc, TransferKitError):
+            msg += "; check the path, its permissions and the free disk space"
+        print(f"transferkit: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("transferkit: interrupted", file=sys.stderr)

@@ -168,6 +168,14 @@ def load_table(
     df = _read(p, shown)
     columns = [str(c) for c in df.columns]
     df.columns = columns
+    if len(columns) == 1 and p.suffix.lower() in (".csv", ".tsv"):
+        seps = [s for s in (";", "\t", "|", ",") if s in columns[0]]
+        if seps:
+            used = "a tab" if seps[0] == "\t" else repr(seps[0])
+            raise DataError(
+                f"table {shown!r} reads as one column {columns[0][:60]!r}: its fields look separated by {used}; "
+                "save it comma-separated as .csv (or tab-separated as .tsv)."
+            )
     if len(df) == 0:
         raise DataError(
             f"table {shown!r} has a header ({', '.join(map(repr, columns[:8]))}) but no data rows; "

@@ -4,7 +4,9 @@
 - :mod:`.information`: entropy, cross-entropy, mutual information;
 - :mod:`.transferability`: scores of a backbone for a labeled target without training
   (registry kind ``transferability``);
-- :mod:`.scorers`: unsupervised model-selection scorers for domain adaptation (kind ``scorer``).
+- :mod:`.scorers`: unsupervised model-selection scorers for domain adaptation (kind ``scorer``);
+- :mod:`.calibration`: expected calibration error, reliability curves, MC-dropout uncertainty.
 """
 
 from . import divergence, information, scorers, transferability  # noqa: F401  (registers)
+from . import calibration  # noqa: F401,E402

@@ -33,6 +33,9 @@ class Adapt(Strategy):
         test labels are never used. The scorer is recorded in ``selection_``.
     source_val_fraction
         Held-out labeled source fraction for IWCV/DEV.
+    domain_bn
+        Normalize each domain with its own BatchNorm statistics when predicting (AdaBN); the
+        fitted model carries the target's.
     bottleneck, dropout, epochs, batch_size, lr, weight_decay, loss_options
         The adapter network and its training.
     """
@@ -43,7 +46,7 @@ class Adapt(Strategy):
     def __init__(self, backbone="efficientnet_lite0", method="dann", weight=1.0, selection="dev",
                  pretrained=True, image_size=None, bottleneck=256, dropout=0.5, epochs=30, batch_size=64,
                  lr=1e-3, weight_decay=5e-4, loss_options=None, source_val_fraction=0.2, cache_dir=None,
-                 seed=0, device="cpu", progress=False):
+                 seed=0, device="cpu", progress=False, domain_bn=True):
         self.backbone = backbone
         self.method = method
         self.weight = weight
@@ -62,6 +65,7 @@ class Adapt(Strategy):
         self.seed = seed
         self.device = device
         self.progress = progress
+        self.domain_bn = domain_bn
 
     # ------------------------------------------------------------------ features
     def _features(self, dataset) -> np.ndarray:
@@ -121,7 +125,7 @@ class Adapt(Strategy):
                     num_classes=n_classes, method=method, weight=wt, loss_options=self.loss_options,
                     bottleneck=self.bottleneck, dropout=self.dropout, epochs=self.epochs, batch_size=self.batch_size,
                     lr=self.lr, weight_decay=self.weight_decay, selection=self.selection, seed=self.seed,
-                    device=self.device,
+                    device=self.device, domain_bn=self.domain_bn,
                 )
                 # the same unsupervised score that picked the epoch picks the weight
                 score = res["history"][res["best_epoch"]]["score"]
@@ -213,10 +217,10 @@ class TwoStage(Adapt):
     def __init__(self, backbone="efficientnet_lite0", method="dan", weight=0.5, selection="dev",
                  pretrained=True, image_size=None, bottleneck=256, dropout=0.5, epochs=30, batch_size=64,
                  lr=1e-3, weight_decay=5e-4, loss_options=None, source_val_fraction=0.2, cache_dir=None,
-                 seed=0, device="cpu", progress=False, stage2_epochs=30, stage2_lr=3e-4):
+                 seed=0, device="cpu", progress=False, domain_bn=True, stage2_epochs=30, stage2_lr=3e-4):
         super().__init__(backbone, method, weight, selection, pretrained, image_size, bottleneck, dropout, epochs,
                          batch_size, lr, weight_decay, loss_options, source_val_fraction, cache_dir, seed, device,
-                         progress)
+                         progress, domain_bn)
         self.stage2_epochs = stage2_epochs
         self.stage2_lr = stage2_lr
 
@@ -244,7 +248,7 @@ class TwoStage(Adapt):
             num_classes=self.n_classes_, method=None, bottleneck=self.bottleneck, dropout=self.dropout,
             epochs=self.stage2_epochs, batch_size=min(self.batch_size, len(lab)), lr=self.stage2_lr,
             weight_decay=self.weight_decay, selection="target_val" if has_val else "last", seed=self.seed,
-            device=self.device, init_state=self.model_.state_dict(),
+            device=self.device, init_state=self.model_.state_dict(), domain_bn=self.domain_bn,
         )
         self.model_, self.history_, self.best_epoch_ = res["model"], res["history"], res["best_epoch"]
         self.selection_ = f"stage 1: {self.selection}; stage 2: " + (

@@ -55,16 +55,39 @@ class FineTune(Strategy):
         watches the labeled *validation* split; the test split is never seen in ``fit``.
     dropout, head
         Head dropout and kind (``"linear"`` or ``"mlp"``).
+    penalty
+        Regularizer(s) that keep source knowledge, added to the loss (registry kind
+        ``penalty``): ``"l2sp"``, ``"ewc"``, ``"lwf"``, ``"replay"``, ``"bss"``, a list of
+        names, or :class:`transferkit.finetune.penalties.Penalty` instances. ``None``: off.
+        EWC and replay need labeled source data (``fit(..., source=...)``); EWC, LwF and
+        replay need the source task's classifier, taken from the backbone when it carries one
+        whose width matches the source classes (``Backbone.source_head``), else fitted as a
+        logistic-regression probe on the source features of the pretrained backbone. Their raw
+        terms are logged per epoch in ``history_`` under the penalty names.
+    penalty_options
+        Keyword arguments of the penalties: ``{"ewc": {"lam": 500}, "lwf": {"temperature": 2}}``;
+        with a single penalty a flat dict (``{"lam": 500}``) is accepted too.
+
+    Fitted attributes (besides :class:`Strategy`'s)
+    ------------------------------------------------
+    penalties_ : list of Penalty
+        The attached penalties (their buffers hold the reference weights, Fisher, old head).
+    source_head_ : FrozenHead or None
+        The source classifier used by the penalties; :meth:`predict_source_logits` scores the
+        source task with it on the fine-tuned trunk (forgetting).
+    source_head_origin_ : str or None
+        ``"backbone"`` or ``"linear probe on <source>"``.
     """
 
     name = "finetune"
+    accepts_source = True  # the experiment runner passes ``source=`` when the config has one
 
     def __init__(self, backbone="efficientnet_lite0", pretrained=True, image_size=None, unfreeze="all",
                  lr=1e-3, backbone_lr_mult=0.1, layer_decay=1.0, progressive_unfreeze=None, lp_init=True,
                  freeze_bn="all", epochs=30, batch_size=32, optimizer="adamw", schedule="cosine",
                  warmup_epochs=1.0, weight_decay=0.01, dropout=0.0, head="linear", grad_clip=1.0,
                  label_smoothing=0.0, augment="light", early_stopping=None, monitor="val_accuracy",
-                 cache_dir=None, seed=0, device=None, progress=False):
+                 cache_dir=None, seed=0, device=None, progress=False, penalty=None, penalty_options=None):
         self.backbone = backbone
         self.pretrained = pretrained
         self.image_size = image_size
@@ -92,6 +115,84 @@ class FineTune(Strategy):
         self.seed = seed
         self.device = device
         self.progress = progress
+        self.penalty = penalty
+        self.penalty_options = penalty_options
+
+    @property
+    def needs_source(self) -> bool:
+        """Whether ``fit`` needs labeled source data (a penalty such as EWC or replay is set)."""
+        return any(getattr(cls, "needs_source_data", False) for cls, _ in self._penalty_specs(check=False))
+
+    # ------------------------------------------------------------------ penalties
+    def _penalty_specs(self, check: bool = True) -> list:
+        """``[(class or instance, options)]`` from ``penalty``/``penalty_options``."""
+        from .._registry import get
+        from ..errors import ConfigError
+        from ..finetune.penalties import Penalty
+
+        pen = self.penalty
+        if pen is None or pen == "none":
+            return []
+        items = list(pen) if isinstance(pen, (list, tuple)) else [pen]
+        opts = dict(self.penalty_options or {})
+        names = [p for p in items if isinstance(p, str)]
+        nested = {k: v for k, v in opts.items() if k in names and isinstance(v, dict)}
+        flat = {k: v for k, v in opts.items() if k not in nested}
+        if flat and len(items) != 1:
+            if check:
+                raise ConfigError(
+                    f"penalty_options keys {sorted(flat)} are not among the penalties {names}; with several "
+                    "penalties give options per name, e.g. {'ewc': {'lam': 500}}.")
+            flat = {}
+        out = []
+        for p in items:
+            if isinstance(p, Penalty):
+                out.append((p, None))
+            elif isinstance(p, str):
+                cls = get("penalty", p)
+                out.append((cls, {**flat, **nested.get(p, {})}))
+            elif check:
+                raise ConfigError(f"penalty={p!r} must be a penalty name (e.g. 'ewc') or a Penalty instance.")
+        return out
+
+    def _source_head(self, model, source):
+        """The source classifier ``(W, b)`` and where it came from, or ``(None, None)``."""
+        sh = getattr(model.backbone, "source_head", None)
+        if source is None:
+            return (sh, "backbone") if sh is not None else (None, None)
+        if sh is not None and int(torch.as_tensor(sh[0]).shape[0]) == source.n_classes:
+            return sh, "backbone"
+        from sklearn.linear_model import LogisticRegression
+
+        from ..features import FeatureExtractor
+        from .feature_extraction import logistic_as_linear
+
+        mask = source.labeled_mask
+        feats = FeatureExtractor(model.backbone, cache_dir=self.cache_dir).fit().transform(source)[mask]
+        with one_blas_thread():
+            clf = LogisticRegression(C=1.0, max_iter=5000, tol=1e-6).fit(feats, source.labels[mask])
+        W, b = logistic_as_linear(clf, source.n_classes)
+        return (torch.from_numpy(W), torch.from_numpy(np.maximum(b, -10.0))), f"linear probe on {source.name}"
+
+    def _attach_penalties(self, model, source) -> list:
+        from ..errors import DataError
+        from ..finetune.penalties import FrozenHead
+
+        specs = self._penalty_specs()
+        self.source_head_, self.source_head_origin_ = None, None
+        if not specs:
+            return []
+        if source is not None and (source.labels is None or not (source.labels >= 0).any()):
+            raise DataError(f"source dataset {source.name!r} has no labels; the penalties need a labeled source.")
+        built = [p if opts is None else p(**opts) for p, opts in specs]
+        if any(p.needs_source_head for p in built):
+            head, origin = self._source_head(model, source)
+            if head is not None:
+                self.source_head_, self.source_head_origin_ = FrozenHead(head), origin
+        for p in built:
+            p.attach(model, source=source, source_head=self.source_head_, seed=self.seed,
+                     batch_size=max(self.batch_size, 64))
+        return built
 
     def _build_model(self, n_classes: int):
         from ..nn import TransferModel
@@ -119,7 +220,13 @@ class FineTune(Strategy):
             model.head.fc.weight.copy_(torch.from_numpy(W))
             model.head.fc.bias.copy_(torch.from_numpy(b))
 
-    def fit(self, train, val=None, *, run_dir=None):
+    def fit(self, train, val=None, *, source=None, run_dir=None):
+        """Fine-tune on the labeled ``train`` split; ``val`` picks the best epoch.
+
+        ``source``: labeled source data, used only by the penalties (EWC's Fisher, replay's
+        memory, the source classifier's probe); a :class:`ConfigError` says when a penalty
+        needs it and it is missing.
+        """
         from ..train import Trainer
 
         self._check_train(train)
@@ -143,6 +250,9 @@ class FineTune(Strategy):
             apply_freeze(model, k)
         if self.lp_init and self.pretrained:
             self._linear_probe(model, train)
+        # reference weights, Fisher and old head are taken here: after the head's probe init,
+        # before any backbone weight moves
+        penalties = self._attach_penalties(model, source)
         groups = build_param_groups(model, self.lr, backbone_lr_mult=self.backbone_lr_mult,
                                     layer_decay=self.layer_decay, weight_decay=self.weight_decay)
         # parameters that train by the end (progressive unfreezing reaches more groups later)
@@ -155,10 +265,11 @@ class FineTune(Strategy):
             label_smoothing=self.label_smoothing, augment=self.augment if train.modality == "image" else "none",
             early_stopping=self.early_stopping, monitor=self.monitor, callbacks=callbacks,
             bn_frozen=lambda: frozen_bn_modules(model, self.freeze_bn), seed=self.seed, device=self.device,
-            run_dir=run_dir, progress=self.progress, tag=self.name,
+            run_dir=run_dir, progress=self.progress, tag=self.name, losses=penalties,
         )
         trainer.fit(train, val)
         self.model_, self.trainer_, self.history_ = model, trainer, trainer.history
+        self.penalties_ = penalties
         self.best_epoch_ = trainer.best_epoch
         self.param_groups_ = [{"name": g["name"], "lr": g["initial_lr"], "weight_decay": g["weight_decay"]} for g in groups]
         self.train_time_ = time.perf_counter() - t0
@@ -166,6 +277,36 @@ class FineTune(Strategy):
 
     def predict_logits(self, dataset) -> np.ndarray:
         return self.trainer_.predict_logits(dataset)
+
+    @torch.no_grad()
+    def predict_source_logits(self, dataset, head=None) -> np.ndarray:
+        """Source-task logits: the source classifier on the fine-tuned trunk.
+
+        ``head``: the source classifier (``(W, b)``, ``nn.Linear`` or a module); default
+        ``source_head_`` (set when a penalty used one).
+        """
+        from ..errors import ConfigError
+        from ..finetune.penalties import FrozenHead
+        from ..train.trainer import to_channels_last
+
+        if head is None and getattr(self, "source_head_", None) is None:
+            raise ConfigError("no source classifier: pass head=(W, b), or fit with a penalty that uses one "
+                              "(ewc, lwf, replay).")
+        head = self.source_head_ if head is None else (head if isinstance(head, FrozenHead) else FrozenHead(head))
+        model = self.model_
+        dev = next(model.parameters()).device
+        head = head.to(dev)
+        was = model.training
+        model.eval()
+        out = []
+        inp = dataset.inputs
+        for s in range(0, len(dataset), 64):
+            e = min(s + 64, len(dataset))
+            raw = inp[s:e] if isinstance(inp, np.ndarray) else [inp[i] for i in range(s, e)]
+            x = to_channels_last(model.move_inputs(model.preprocess(raw), dev))
+            out.append(head(model.features(x)).float().cpu())
+        model.train(was)
+        return torch.cat(out).numpy() if out else np.zeros((0, head.num_classes or 0), dtype=np.float32)
 
     def state_dict(self) -> dict:
         return self.model_.state_dict()
@@ -186,8 +327,9 @@ class Scratch(FineTune):
                  freeze_bn="none", epochs=30, batch_size=32, optimizer="adamw", schedule="cosine",
                  warmup_epochs=1.0, weight_decay=0.01, dropout=0.0, head="linear", grad_clip=1.0,
                  label_smoothing=0.0, augment="light", early_stopping=None, monitor="val_accuracy",
-                 cache_dir=None, seed=0, device=None, progress=False):
+                 cache_dir=None, seed=0, device=None, progress=False, penalty=None, penalty_options=None):
         super().__init__(backbone, pretrained, image_size, unfreeze, lr, backbone_lr_mult, layer_decay,
                          progressive_unfreeze, lp_init, freeze_bn, epochs, batch_size, optimizer, schedule,
                          warmup_epochs, weight_decay, dropout, head, grad_clip, label_smoothing, augment,
-                         early_stopping, monitor, cache_dir, seed, device, progress)
+                         early_stopping, monitor, cache_dir, seed, device, progress, penalty=penalty,
+                         penalty_options=penalty_options)

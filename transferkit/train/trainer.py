@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,19 +20,106 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_number
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .augment import make_augment
 
 # Above this many bytes a dataset is preprocessed batch by batch instead of once up front.
 _PREPARE_LIMIT = 2 * 1024**3
 
 
-def seed_everything(seed: int) -> None:
-    import random
+#: File name of the per-epoch checkpoint in a run directory.
+CHECKPOINT = "checkpoint.pt"
 
+
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    """The global RNG states (torch, CUDA, NumPy, Python) as tensors and plain types, so a
+    checkpoint holding them loads with ``torch.load(weights_only=True)``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, inner, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "state": torch.tensor(inner, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    """Write ``state`` with ``torch.save`` atomically: a temporary file in the same folder,
+    flushed and fsynced, then renamed over ``path``. A process killed at any moment leaves
+    either the previous checkpoint or the new one, never a half-written file."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(p.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written by :class:`Trainer` (``torch.load(weights_only=True)``: no
+    code is unpickled)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"checkpoint {str(p)!r} does not exist; resume from a run directory that has one, "
+                          "or start a new run.")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"checkpoint {str(p)!r} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            "delete it to restart that run from scratch.") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "transferkit.trainer/1":
+        raise ConfigError(f"{str(p)!r} is not a transferkit Trainer checkpoint; delete it or start a new run.")
+    return ckpt
+
+
+def _truncate(path: Path, size: int) -> None:
+    """Drop rows logged after the checkpoint (an epoch that was logged but not checkpointed)."""
+    if path.exists() and path.stat().st_size > size:
+        with open(path, "r+b") as f:
+            f.truncate(size)
 
 
 class _Prepared:
@@ -132,7 +221,21 @@ class Trainer:
         keep source knowledge (``finetune/penalties``) and deep DA losses (through
         ``fit(target=...)``) plug in here.
     run_dir
-        Where ``metrics.jsonl`` is appended (``None``: nowhere).
+        Where ``metrics.jsonl`` is appended and ``checkpoint.pt`` is written (``None``: nowhere).
+    checkpoint
+        With a ``run_dir``, write ``run_dir/checkpoint.pt`` at the end of every epoch,
+        atomically (temporary file, fsync, rename): model, optimizer, schedule, every RNG
+        stream (torch, NumPy, Python, the trainer's batch and target generators), history,
+        the best epoch's weights and score, the early-stopping counter, and the ``state_dict``
+        of every ``nn.Module`` loss term and of callbacks that have one. It is deleted when
+        ``fit`` returns normally (the caller saves the final model); a killed process leaves
+        the last complete epoch's checkpoint for ``fit(..., resume=True)``.
+
+    Notes
+    -----
+    Resuming restores every random stream, so on the CPU a resumed fit ends with the same
+    weights and metrics as an uninterrupted one (up to the non-associativity of multithreaded
+    float reductions, which is zero for a fixed thread count in practice).
     """
 
     def __init__(self, model: nn.Module, param_groups: list[dict], *, epochs: int = 20, batch_size: int = 32,
@@ -141,7 +244,7 @@ class Trainer:
                  early_stopping: int | None = None, monitor: str = "val_accuracy", callbacks=(),
                  bn_frozen: Callable[[], list[nn.Module]] | None = None, seed: int = 0,
                  device: str | None = None, run_dir: str | Path | None = None, progress: bool = True,
-                 eval_batch_size: int = 64, tag: str = "", losses=()):
+                 eval_batch_size: int = 64, tag: str = "", losses=(), checkpoint: bool = True):
         self.model = model
         self.epochs = check_number("epochs", epochs, low=1, integer=True)
         self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
@@ -161,6 +264,7 @@ class Trainer:
         self.losses = list(losses)
         self.seed, self.run_dir, self.progress, self.tag = seed, run_dir, progress, tag
         self.eval_batch_size = eval_batch_size
+        self.checkpoint = bool(checkpoint)
         from accelerate import Accelerator
 
         cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
@@ -195,12 +299,19 @@ class Trainer:
         return ds.labels
 
     # ------------------------------------------------------------------ main loop
-    def fit(self, train, val=None, *, target=None) -> Trainer:
+    def fit(self, train, val=None, *, target=None, resume=None) -> Trainer:
         """Train on the labeled samples of ``train``; validate on ``val`` each epoch.
 
         ``target``: an unlabeled (or partly labeled) dataset; a random batch of the same size
         is drawn from it at every step and handed to the extra ``losses`` (domain adaptation,
         consistency). Its labels are never used here.
+
+        ``resume``: ``True`` continues from ``run_dir/checkpoint.pt`` when it exists (from the
+        epoch after the last completed one; without a checkpoint training starts fresh); a
+        path resumes from that checkpoint file; ``False`` always starts fresh; ``None``
+        (default) resumes only inside :func:`transferkit.train.rundir.resuming` (what
+        ``transferkit run --resume`` uses). The checkpoint must come from the same model,
+        data sizes and budget, else :class:`~transferkit.errors.ConfigError`.
         """
         seed_everything(self.seed)
         y_all = self._labels(train, "training")
@@ -233,9 +344,34 @@ class Trainer:
         # a separate stream for target batches, so adding a target leaves the source order unchanged
         tgen = torch.Generator().manual_seed(self.seed + 1)
         best, best_state, bad = None, None, 0
+        ckpt_path = Path(self.run_dir) / CHECKPOINT if self.run_dir is not None and self.checkpoint else None
+        fingerprint = self._fingerprint(train, val, target, steps_per_epoch)
+        start, done = 0, False
+        ckpt = self._resume_from(resume, ckpt_path, fingerprint)
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            gen.set_state(ckpt["rng"]["gen"])
+            tgen.set_state(ckpt["rng"]["tgen"])
+            for term, st in zip(self.losses, ckpt["losses"]):
+                if st is not None and isinstance(term, nn.Module):
+                    term.load_state_dict(st)
+            for cb, st in zip(self.callbacks, ckpt["callbacks"]):
+                if st is not None and hasattr(cb, "load_state_dict"):
+                    cb.load_state_dict(st)
+            self.history = list(ckpt["history"])
+            best, best_state, bad, self.best_epoch = ckpt["best"], ckpt["best_state"], ckpt["bad"], ckpt["best_epoch"]
+            step, start, done = ckpt["step"], ckpt["epoch"] + 1, ckpt["stopped"]
+            self.stopped_early = done
+            if self.run_dir is not None and ckpt.get("metrics_bytes") is not None:
+                _truncate(Path(self.run_dir) / "metrics.jsonl", ckpt["metrics_bytes"])
+            _set_rng_state(ckpt["rng"]["global"])
         from tqdm.auto import tqdm
 
-        bar = tqdm(range(self.epochs), desc=self.tag or "train", disable=None if self.progress else True, unit="epoch", leave=False)
+        bar = tqdm(range(start, self.epochs if not done else start), desc=self.tag or "train",
+                   disable=None if self.progress else True, unit="epoch", leave=False,
+                   initial=start, total=self.epochs)
         for epoch in bar:
             for cb in self.callbacks:
                 if hasattr(cb, "on_epoch_start"):
@@ -314,13 +450,75 @@ class Trainer:
                 if hasattr(cb, "on_epoch_end"):
                     cb.on_epoch_end(self, epoch, row)
             bar.set_postfix({k: round(v, 3) for k, v in row.items() if k in ("train_loss", "val_accuracy")})
-            if self.early_stopping is not None and val_data is not None and bad >= self.early_stopping:
+            stop = self.early_stopping is not None and val_data is not None and bad >= self.early_stopping
+            if ckpt_path is not None:
+                save_checkpoint({
+                    "format": "transferkit.trainer/1", "fingerprint": fingerprint, "epoch": epoch, "step": step,
+                    "stopped": stop, "model": self.model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "rng": {"gen": gen.get_state(), "tgen": tgen.get_state(), "global": _rng_state()},
+                    "losses": [t.state_dict() if isinstance(t, nn.Module) else None for t in self.losses],
+                    "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
+                    "history": self.history, "best": best, "best_state": best_state, "bad": bad,
+                    "best_epoch": self.best_epoch, "metrics_bytes": self._metrics_bytes(),
+                }, ckpt_path)
+            if stop:
                 self.stopped_early = True
                 break
         bar.close()
         if best_state is not None:
             self.model.load_state_dict(best_state)
+        if ckpt_path is not None:
+            # the run finished: the caller saves the final model, the checkpoint is not needed
+            ckpt_path.unlink(missing_ok=True)
         return self
+
+    # ------------------------------------------------------------------ checkpoints
+    def _fingerprint(self, train, val, target, steps_per_epoch: int) -> dict:
+        """What must match for a checkpoint to continue this fit."""
+        return {
+            "tag": self.tag, "epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed,
+            "n_train": len(train), "n_val": 0 if val is None else len(val),
+            "n_target": 0 if target is None else len(target), "steps_per_epoch": steps_per_epoch,
+            "parameters": [f"{k}:{tuple(v.shape)}" for k, v in self.model.state_dict().items()],
+            "losses": [type(t).__name__ for t in self.losses],
+        }
+
+    def _resume_from(self, resume, ckpt_path: Path | None, fingerprint: dict) -> dict | None:
+        from_scope = resume is None
+        if resume is None:
+            from .rundir import resume_requested
+
+            resume = resume_requested()
+        if resume is False or resume is None:
+            return None
+        if resume is True:
+            if ckpt_path is None:
+                raise ConfigError("resume=True needs a run_dir (where checkpoint.pt is) and checkpoint=True.")
+            if not ckpt_path.is_file():
+                return None  # killed before the first epoch ended: nothing to continue
+            path = ckpt_path
+        else:
+            path = Path(resume)
+        ckpt = load_checkpoint(path)
+        if ckpt["fingerprint"] != fingerprint:
+            diff = [k for k in fingerprint if ckpt["fingerprint"].get(k) != fingerprint[k]]
+            if from_scope:
+                import warnings
+
+                warnings.warn(f"{path}: checkpoint of another fit ({', '.join(diff)} differ); this fit starts "
+                              "from scratch.", stacklevel=3)
+                return None
+            raise ConfigError(
+                f"checkpoint {str(path)!r} was written by a different training run ({', '.join(diff)} differ); "
+                "resume with the same model, data and settings, or delete the checkpoint to start over.")
+        return ckpt
+
+    def _metrics_bytes(self) -> int | None:
+        if self.run_dir is None:
+            return None
+        p = Path(self.run_dir) / "metrics.jsonl"
+        return p.stat().st_size if p.exists() else 0
 
     @torch.no_grad()
     def _evaluate(self, data: _Prepared, labels) -> dict:

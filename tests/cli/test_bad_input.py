@@ -1,0 +1,303 @@
+"""Bad input through the CLI: one line that names the problem and what to do, exit code 2, no
+traceback (unless ``--debug``), and nothing already on disk is changed.
+
+Most cases point ``--out`` at an existing run directory *with* ``--overwrite``: the bad input
+must be found before the old run is removed. Every file under the test's folder is compared
+byte for byte before and after.
+"""
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from transferkit.cli import main
+from transferkit.errors import TransferKitError
+
+BASE = {
+    "name": "bad",
+    "seeds": [0],
+    "target": "digits:subset=1/2,size=16",
+    "split": {"labels_per_class": 3, "val_fraction": 0.5},
+    "backbone": {"name": "tiny_cnn", "image_size": 16},
+    "progress": False,
+    "strategies": [{"name": "scratch", "epochs": 1}],
+}
+
+
+class Evil:
+    """Unpickling this would run code."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def _cfg(tmp: Path, text: str | None = None, **changes) -> str:
+    data = {**BASE, **changes}
+    p = tmp / "exp.yaml"
+    p.write_text(text if text is not None else yaml.safe_dump(data, sort_keys=False))
+    return str(p)
+
+
+def _run(tmp: Path, cfg: str, *extra) -> list:
+    """``run CFG --out existing --overwrite``: the old run must survive the bad input."""
+    return ["run", cfg, "--out", str(tmp / "existing"), "--overwrite", "--no-report", *extra]
+
+
+def _npz(tmp: Path, name="data.npz", n=40, d=4, **arrays) -> str:
+    rng = np.random.default_rng(0)
+    arrays.setdefault("x", rng.normal(size=(n, d)).astype(np.float32))
+    arrays.setdefault("y", np.arange(n) % 2)
+    np.savez(tmp / name, **arrays)
+    return str(tmp / name)
+
+
+def _tab(tmp: Path, target: str, **changes) -> str:
+    """A tabular experiment on ``target`` with a tiny MLP."""
+    return _cfg(tmp, target=target, backbone={"name": "tiny_mlp", "options": {"in_features": 4}},
+                split={"labels_per_class": 3, "val_fraction": 0.5}, **changes)
+
+
+def _folder(tmp: Path, corrupt=False, empty_class=False) -> str:
+    from PIL import Image
+
+    root = tmp / "imgs"
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        if empty_class and c == "dog":
+            (root / c / "notes.txt").write_text("no images here")
+            continue
+        for i in range(6):
+            pixels = (np.random.default_rng(i).random((8, 8, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / c / f"{i}.png")
+    if corrupt:
+        (root / "dog" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    return str(root)
+
+
+def _weights(tmp: Path, kind: str) -> str:
+    import torch
+    from safetensors.torch import save_file
+
+    from transferkit.backbones import create_backbone
+
+    if kind == "pickle.pt":
+        p = tmp / "weights.pt"
+        p.write_bytes(pickle.dumps(Evil()))
+    elif kind == "pickle.safetensors":
+        p = tmp / "weights.safetensors"
+        p.write_bytes(pickle.dumps(Evil()))
+    elif kind == "torch_pickle.pt":  # a real torch.save of an object, not of tensors
+        p = tmp / "model.pt"
+        torch.save({"model": Evil()}, p)
+    elif kind == "truncated":
+        p = tmp / "weights.safetensors"
+        save_file(create_backbone("tiny_cnn", pretrained=False).state_dict(), str(p))
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    elif kind == "wrong_arch":
+        p = tmp / "weights.safetensors"
+        save_file({"fc.weight": torch.zeros(2, 2)}, str(p))
+    return str(p)
+
+
+def _csv(tmp: Path, text: str, name="t.csv") -> str:
+    (tmp / name).write_text(text)
+    return str(tmp / name)
+
+
+ROWS = "".join(f"{i % 3 * 0.5},{i},{(i * 7) % 5},{i % 2},{i % 4}\n" for i in range(40))
+
+CASES = {
+    # --- data files and folders
+    "corrupt image in a folder": lambda t: (
+        _run(t, _cfg(t, target=_folder(t, corrupt=True), split={"labels_per_class": 2})),
+        ["corrupt image", "3.png", "replace or delete"]),
+    "empty folder": lambda t: (
+        _run(t, _cfg(t, target=str((t / "empty").mkdir() or t / "empty"))),
+        ["has no class subfolders", "no images at all", "own subfolder"]),
+    "class folder without images": lambda t: (
+        _run(t, _cfg(t, target=_folder(t, empty_class=True))),
+        ["class folder 'dog' has no images", "notes.txt", "add images"]),
+    "float labels in a CSV label column": lambda t: (
+        _run(t, _tab(t, _csv(t, "label,a,b,c,d\n" + ROWS))),
+        ["label column 'label' holds non-integer numbers", "0.5", "integers or strings"]),
+    "float labels in an npz": lambda t: (
+        _run(t, _tab(t, _npz(t, y=np.linspace(0, 1, 40)))),
+        ["labels 'y' are not whole numbers", "integer class indices"]),
+    "NaN features in an npz": lambda t: (
+        _run(t, _tab(t, _npz(t, x=np.where(np.eye(40, 4) > 0, np.nan, 1.0).astype(np.float32)))),
+        ["NaN/inf value(s)", "fill or drop them"]),
+    "NaN features in a CSV": lambda t: (
+        _run(t, _tab(t, _csv(t, "a,b,c,d,label\n" + ROWS.replace("\n0.5,", "\n,", 1) + ",1,2,3,1\n"))),
+        ["feature column 'a'", "missing or infinite", "fill them"]),
+    "label outside the label space": lambda t: (
+        _run(t, _tab(t, _npz(t, y=np.arange(40) % 3, classes=np.array(["a", "b"])))),
+        ["label 2 is outside 'classes'", "fix the labels or the class names"]),
+    "label below -1": lambda t: (
+        _run(t, _tab(t, _npz(t, y=np.arange(40) % 2 - 2))),
+        ["contain -2", "-1 for unlabeled"]),
+    "zero labeled target samples": lambda t: (
+        _run(t, _tab(t, _npz(t, y=np.full(40, -1)))),
+        ["has no labels", "labels_per_class", "label column"]),
+    "source and target feature dimensions differ": lambda t: (
+        _run(t, _tab(t, _npz(t), source=_npz(t, name="src.npz", d=5))),
+        ["source 'src' has 5 features but target 'data' has 4", "same feature columns"]),
+    "backbone input width differs from the data": lambda t: (
+        _run(t, _tab(t, _npz(t, d=6))),
+        ["backbone 'tiny_mlp' cannot process the target", "in_features"]),
+    "image backbone on tabular data": lambda t: (
+        _run(t, _cfg(t, target=_npz(t))),
+        ["backbone 'tiny_cnn' takes image inputs but the target 'data' is tabular", "choose a tabular backbone"]),
+    "missing data file": lambda t: (
+        _run(t, _cfg(t, target="data/missing.csv")),
+        ["'data/missing.csv': no such file or folder", "check the path"]),
+    "empty CSV": lambda t: (
+        _run(t, _tab(t, _csv(t, ""))),
+        ["is empty", "write a header row"]),
+    "CSV with the wrong delimiter": lambda t: (
+        _run(t, _tab(t, _csv(t, "a;b;c;d;label\n" + ROWS.replace(",", ";")))),
+        ["separated by ';'", "save it comma-separated"]),
+    "npz that is a pickle": lambda t: (
+        _run(t, _tab(t, str((t / "x.npz").write_bytes(pickle.dumps(Evil())) and t / "x.npz"))),
+        ["is a pickle, not an .npz archive", "np.savez"]),
+    "unknown dataset name": lambda t: (
+        _run(t, _cfg(t, target="digitz:size=16")),
+        ["unknown dataset 'digitz'", "Did you mean 'digits'"]),
+    "unknown dataset option": lambda t: (
+        _run(t, _cfg(t, target="digits:size=16,rotat=5")),
+        ["unknown option 'rotat'", "Did you mean 'rotate'"]),
+    "labels_per_class larger than available": lambda t: (
+        _run(t, _cfg(t, split={"labels_per_class": 500})),
+        ["class 0 has only", "labels_per_class=500"]),
+    # --- the config file
+    "YAML syntax error": lambda t: (
+        _run(t, _cfg(t, "target: digits\nstrategies: [scratch\n")),
+        ["YAML syntax error at line 3", "fix the file"]),
+    "unknown top-level key": lambda t: (
+        _run(t, _cfg(t, splt={"labels_per_class": 3})),
+        ["unknown key 'splt'", "Did you mean 'split'"]),
+    "unknown backbone": lambda t: (
+        _run(t, _cfg(t, backbone={"name": "tiny_cn", "image_size": 16})),
+        ["unknown backbone 'tiny_cn'", "Did you mean 'tiny_cnn'"]),
+    "unknown strategy": lambda t: (
+        _run(t, _cfg(t, strategies=["finetuen"])),
+        ["unknown strategy 'finetuen'", "Did you mean 'finetune'"]),
+    "unknown strategy parameter": lambda t: (
+        _run(t, _cfg(t, strategies=[{"name": "scratch", "epoch": 2}])),
+        ["unknown parameter strategies[0].'epoch'", "Did you mean 'epochs'"]),
+    "negative epochs": lambda t: (
+        _run(t, _cfg(t, strategies=[{"name": "scratch", "epochs": -3}])),
+        ["strategies[0].epochs must be >= 1, got -3"]),
+    "lr as a string": lambda t: (
+        _run(t, _cfg(t, strategies=[{"name": "finetune", "lr": "fast"}])),
+        ["strategies[0].lr must be a number, got 'fast'"]),
+    "image_size too small": lambda t: (
+        _run(t, _cfg(t, backbone={"name": "tiny_cnn", "image_size": 4})),
+        ["backbone.image_size must be >= 8, got 4"]),
+    "zero seeds": lambda t: (
+        _run(t, _cfg(t, seeds=0)),
+        ["seeds must be >= 1"]),
+    "val_fraction out of range": lambda t: (
+        _run(t, _cfg(t, split={"labels_per_class": 3, "val_fraction": 1.5})),
+        ["split.val_fraction must be < 1, got 1.5"]),
+    "missing config file": lambda t: (
+        _run(t, str(t / "nope.yaml")),
+        ["nope.yaml' does not exist", "check the path"]),
+    # --- weights
+    "pickle disguised as .pt weights": lambda t: (
+        _run(t, _cfg(t, backbone={"name": "tiny_cnn", "image_size": 16, "weights": _weights(t, "pickle.pt")})),
+        ["refused to load", "never unpickles", "safetensors.torch.save_file"]),
+    "torch.save of an object as weights": lambda t: (
+        _run(t, _cfg(t, backbone={"name": "tiny_cnn", "image_size": 16, "weights": _weights(t, "torch_pickle.pt")})),
+        ["refused to load", "never unpickles"]),
+    "pickle disguised as .safetensors": lambda t: (
+        _run(t, _cfg(t, backbone={"name": "tiny_cnn", "image_size": 16,
+                                  "weights": _weights(t, "pickle.safetensors")})),
+        ["not a valid safetensors file", "save_file"]),
+    "truncated safetensors": lambda t: (
+        _run(t, _cfg(t, backbone={"name": "tiny_cnn", "image_size": 16, "weights": _weights(t, "truncated")})),
+        ["not a valid safetensors file", "save_file"]),
+    "weights of another architecture": lambda t: (
+        _run(t, _cfg(t, backbone={"name": "tiny_cnn", "image_size": 16, "weights": _weights(t, "wrong_arch")})),
+        ["does not load into tiny_cnn", "right architecture"]),
+    "missing weights file": lambda t: (
+        _run(t, _cfg(t, backbone={"name": "tiny_cnn", "image_size": 16, "weights": str(t / "w.safetensors")})),
+        ["w.safetensors' does not exist", "check the path"]),
+    # --- run directories
+    "existing run dir without --overwrite": lambda t: (
+        ["run", _cfg(t), "--out", str(t / "existing")],
+        ["already holds a run", "--overwrite"]),
+    "--resume on a folder without a config": lambda t: (
+        ["run", "--resume", str((t / "junk").mkdir() or t / "junk")],
+        ["has no config.yaml", "not a transferkit run directory"]),
+    "--resume on a missing folder": lambda t: (
+        ["run", "--resume", str(t / "gone")],
+        ["does not exist", "--resume"]),
+    "--resume with a config file": lambda t: (
+        ["run", _cfg(t), "--resume", str(t / "existing")],
+        ["--resume continues a run with the config stored in it", "drop a config file"]),
+    "run without a config": lambda t: (
+        ["run"],
+        ["needs an experiment file", "--resume DIR"]),
+}
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def existing(tmp_path):
+    """A finished run that bad input must leave alone (even with --overwrite)."""
+    d = tmp_path / "existing"
+    (d / "scratch" / "seed0").mkdir(parents=True)
+    (d / "results.json").write_text('{"summary": {}}\n')
+    (d / "config.yaml").write_text("target: digits\n")
+    (d / "scratch" / "seed0" / "model.safetensors").write_bytes(b"weights")
+    return d
+
+
+def test_the_table_is_large_enough():
+    assert len(CASES) >= 20
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_one_line_exit_2_nothing_damaged(case, tmp_path, existing, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative path or an unpickled payload would land here
+    argv, fragments = CASES[case](tmp_path)
+    before = _snapshot(tmp_path)
+    code = main(argv)
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 2, (case, captured.out[-2000:], err)
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("transferkit: error: ") and "Traceback" not in err
+    for frag in fragments:
+        assert frag in err, (frag, err)
+    assert _snapshot(tmp_path) == before  # nothing written, nothing removed, nothing changed
+    assert not (tmp_path / "pwned.txt").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path, existing, capsys):
+    cfg = _cfg(tmp_path, strategies=["finetuen"])
+    with pytest.raises(TransferKitError, match="unknown strategy 'finetuen'"):
+        main(["--debug", "run", cfg, "--out", str(tmp_path / "o")])
+    with pytest.raises(TransferKitError, match="unknown strategy 'finetuen'"):
+        main(["run", cfg, "--out", str(tmp_path / "o"), "--debug"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_as_a_process(tmp_path):
+    """The real console with --debug: a traceback (without it, ``main``'s return value 2 above is
+    the exit status: ``python -m transferkit`` and the console script exit with it)."""
+    cfg = _cfg(tmp_path, backbone={"name": "tiny_cn"})
+    debug = subprocess.run([sys.executable, "-m", "transferkit", "--debug", "run", cfg, "--out", str(tmp_path / "o")],
+                           capture_output=True, text=True, timeout=300)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
+    assert "Did you mean 'tiny_cnn'" in debug.stderr
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,91 @@
+"""`transferkit diagnose` end to end on a tiny table (seconds)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from transferkit.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+EXP = """
+name: tiny_diag
+seeds: 3
+target: "{target}"
+split: {{labels_per_class: 5}}
+backbone: {{name: tiny_mlp, options: {{in_features: 8, width: 16}}}}
+progress: false
+strategies:
+  - {{name: scratch, epochs: 4, lr: 0.01}}
+  - {{name: finetune, epochs: 4, lr: 0.01, pretrained: false, lp_init: false}}
+diagnose:
+  transfer: finetune
+  baseline: scratch
+  labels_per_class: [2, 5, all]
+  sharpness: true
+  sharpness_samples: 12
+"""
+
+
+@pytest.fixture
+def exp(tmp_path):
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=150, n_features=8, n_informative=4, n_redundant=0, n_classes=3,
+                               n_clusters_per_class=1, class_sep=2.0, random_state=0)
+    np.savez(tmp_path / "t.npz", x=X.astype(np.float32), y=y)
+    p = tmp_path / "exp.yaml"
+    p.write_text(EXP.format(target=tmp_path / "t.npz"))
+    return p
+
+
+def test_diagnose_writes_json_and_markdown(exp, tmp_path, capsys):
+    out = tmp_path / "diag"
+    assert main(["diagnose", str(exp), "--out", str(out), "--seeds", "2", "--no-report"]) == 0
+    printed = capsys.readouterr().out
+    assert "negative transfer:" in printed and "diagnose.json" in printed
+    res = json.loads((out / "diagnose.json").read_text())
+    for key in ("negative_transfer", "sample_efficiency", "forgetting", "sharpness", "convergence"):
+        assert key in res
+    nt = res["negative_transfer"]
+    assert {"verdict", "delta_mean", "ci_low", "ci_high", "n_seeds", "p_value", "method"} <= set(nt)
+    assert nt["n_seeds"] == 2 and nt["ci_low"] <= nt["delta_mean"] <= nt["ci_high"]
+    assert nt["verdict"] in ("positive transfer", "no significant difference", "negative transfer")
+    assert res["forgetting"] is None  # off by default
+    assert [r["label"] for r in res["sample_efficiency"]["curve"]] == ["2", "5", "all"]
+    sh = res["sharpness"]
+    assert sh["finetune"]["n_samples"] == 12 and len(sh["scratch"]["per_seed"]) == 2
+    assert all(v > 0 for v in sh["scratch"]["per_seed"])  # cross-entropy is convex in the logits
+    conv = res["convergence"]
+    assert conv["transfer"]["n_seeds"] == 2 and 0 < conv["threshold"] <= 1
+    md = (out / "diagnose.md").read_text()
+    assert "## Negative transfer" in md and "## Sample efficiency" in md and "## Sharpness" in md
+    assert (out / "negative_transfer" / "results.json").is_file()
+    assert (out / "sample_efficiency" / "k2" / "results.json").is_file()
+    # a second run into the same directory is refused
+    assert main(["diagnose", str(exp), "--out", str(out), "--no-report"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("  sharpnes: true", "unknown key diagnose.'sharpnes'. Did you mean 'sharpness'"),
+    ("  method: welsh", "Did you mean 'welch'"),
+    ("  labels_per_class: [0, 5]", "labels_per_class"),
+    ("  baseline: scrach", "Did you mean 'scratch'"),
+])
+def test_diagnose_config_errors_exit_2(exp, tmp_path, capsys, bad, match):
+    text = exp.read_text().replace("  sharpness_samples: 12", bad)
+    exp.write_text(text)
+    assert main(["diagnose", str(exp), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

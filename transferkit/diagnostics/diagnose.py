@@ -1,0 +1,191 @@
+"""``transferkit diagnose``: did transfer help, by how much, and at what cost?
+
+One call runs, from an experiment config and its optional ``diagnose:`` section
+(:class:`transferkit.config.DiagnoseConfig`):
+
+1. the negative-transfer test (:mod:`.negative_transfer`): transfer vs baseline (and
+   source-only when label spaces match) over the config's seeds, same splits and budget;
+2. convergence speed from those runs' histories (:func:`.sample_efficiency.convergence_speed`);
+3. sharpness of each solution found (:func:`.sharpness.model_sharpness`);
+4. the sample-efficiency curve and labels saved (:func:`.sample_efficiency.run_sample_efficiency`);
+5. forgetting of the source task, when enabled (``transferkit.diagnostics.forgetting``).
+
+and writes ``diagnose.json`` and ``diagnose.md`` under the output directory.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def run_diagnose(cfg, out_dir: str | Path | None = None, *, overwrite: bool = False, echo=print) -> dict:
+    """Run every enabled diagnostic for ``cfg``; write ``diagnose.json``/``diagnose.md``.
+
+    Returns the dict written to ``diagnose.json``: ``negative_transfer`` (``verdict``,
+    ``delta_mean``, ``ci_low``, ``ci_high``, ``n_seeds``, ``p_value``, ``method``, ...),
+    ``convergence``, ``sharpness``, ``sample_efficiency``, ``forgetting`` (``None`` when off or
+    unavailable, with the reason in ``notes``), ``wall_time``.
+    """
+    from ..config import DiagnoseConfig
+    from ..data.spec import load_dataset
+    from ..experiment import make_splits
+    from ..train.rundir import prepare_run_dir, write_json, write_text
+    from .negative_transfer import run_negative_transfer, strategy_config
+    from .sample_efficiency import convergence_speed, run_sample_efficiency
+
+    t0 = time.perf_counter()
+    dc = cfg.diagnose or DiagnoseConfig()
+    dc.validate([s.key for s in cfg.strategies])
+    # bad data fails here, before anything is written to disk
+    target = load_dataset(cfg.target)
+    if cfg.source is not None:
+        load_dataset(cfg.source)
+    make_splits(target, cfg.split, cfg.seeds[0], load=load_dataset)
+    out = prepare_run_dir(out_dir or cfg.output_dir or f"runs/diagnose-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                          overwrite)
+    t_key, b_key = strategy_config(cfg, dc.transfer).key, strategy_config(cfg, dc.baseline).key
+    notes: list[str] = []
+    captured: dict[str, list[dict]] = {t_key: [], b_key: []}
+
+    def on_run(strat, row, splits):
+        if row["strategy"] not in captured:
+            return
+        rec = {"seed": row["seed"], "history": list(getattr(strat, "history_", []) or []),
+               "n_train": int((splits[0].labels >= 0).sum()), "batch_size": getattr(strat, "batch_size", None)}
+        model = getattr(strat, "model_", None)
+        if dc.sharpness and hasattr(strat, "trainer_") and model is not None:
+            from .sharpness import model_sharpness
+
+            rec["sharpness"] = model_sharpness(model, splits[0], max_samples=dc.sharpness_samples, seed=row["seed"])
+        captured[row["strategy"]].append(rec)
+
+    echo(f"negative transfer: {t_key} vs {b_key} over seeds {cfg.seeds}")
+    nt = run_negative_transfer(cfg, out / "negative_transfer", transfer=dc.transfer, baseline=dc.baseline,
+                               source_only=dc.source_only, method=dc.method, confidence=dc.confidence,
+                               n_resamples=dc.n_resamples, echo=echo, on_run=on_run)
+    experiment = nt.pop("experiment")
+    nt.pop("histories")
+    nt["summary"] = experiment["summary"]
+    if len(cfg.seeds) < 3:
+        notes.append(f"only {len(cfg.seeds)} seeds: the negative-transfer interval is wide; use 3 or more.")
+
+    conv = None
+    t_runs = [r for r in captured[t_key] if r["history"] and r["batch_size"]]
+    b_runs = [r for r in captured[b_key] if r["history"] and r["batch_size"]]
+    if t_runs and b_runs:
+        conv = convergence_speed(t_runs, b_runs, threshold=dc.convergence_accuracy)
+        conv["transfer_strategy"], conv["baseline_strategy"] = t_key, b_key
+    else:
+        notes.append("convergence speed needs per-epoch validation histories from both strategies (trained with "
+                     "the Trainer and a validation split); skipped.")
+
+    sharp = None
+    if dc.sharpness:
+        sharp = {"quantity": "top Hessian eigenvalue of the mean training cross-entropy over the trainable "
+                             "parameters, model in eval mode (power iteration on Hessian-vector products)"}
+        for key in (t_key, b_key):
+            vals = [r["sharpness"] for r in captured[key] if "sharpness" in r]
+            if not vals:
+                sharp[key] = None
+                notes.append(f"sharpness: strategy {key!r} has no end-to-end model (feature-level head); skipped.")
+                continue
+            ev = np.array([v["eigenvalue"] for v in vals])
+            sharp[key] = {"mean": float(ev.mean()), "std": float(ev.std(ddof=1)) if len(ev) > 1 else 0.0,
+                          "per_seed": ev.tolist(), "converged": all(v["converged"] for v in vals),
+                          "n_params": vals[0]["n_params"], "n_samples": vals[0]["n_samples"]}
+
+    se = None
+    if dc.labels_per_class:
+        k0 = cfg.split.labels_per_class if cfg.split.labels_per_class is not None else "all"
+        se = run_sample_efficiency(cfg, out / "sample_efficiency", transfer=dc.transfer, baseline=dc.baseline,
+                                   labels_per_class=dc.labels_per_class, echo=echo,
+                                   precomputed={k0: experiment})  # the config's own split was just run
+
+    forgetting = None
+    if dc.forgetting:
+        try:
+            from .forgetting import run_forgetting
+        except ImportError:
+            notes.append("forgetting: transferkit.diagnostics.forgetting is not available in this version; skipped.")
+        else:
+            import inspect
+
+            # run_forgetting trains its own source task (two digit tasks) on the config's backbone
+            wanted = {"backbone": cfg.backbone.name, "seeds": list(cfg.seeds), "image_size": cfg.backbone.image_size,
+                      "device": cfg.device, "echo": echo}
+            accepted = inspect.signature(run_forgetting).parameters
+            forgetting = run_forgetting(**{k: v for k, v in wanted.items() if k in accepted and v is not None})
+            notes.append("forgetting: measured by transferkit.diagnostics.forgetting.run_forgetting on its own "
+                         "two-task digits setup with this backbone, not on the config's source.")
+
+    result = {
+        "name": cfg.name,
+        "target": target.spec or target.name,
+        "source": cfg.source if isinstance(cfg.source, str) or cfg.source is None else str(cfg.source),
+        "backbone": cfg.backbone.name,
+        "seeds": list(cfg.seeds),
+        "transfer": t_key,
+        "baseline": b_key,
+        "negative_transfer": nt,
+        "convergence": conv,
+        "sharpness": sharp,
+        "sample_efficiency": se,
+        "forgetting": forgetting,
+        "notes": notes,
+        "output_dir": str(out),
+        "wall_time": time.perf_counter() - t0,
+    }
+    write_json(out / "diagnose.json", result)
+    write_text(out / "diagnose.md", format_diagnose(result) + "\n")
+    return result
+
+
+def format_diagnose(res: dict) -> str:
+    """The Markdown summary of :func:`run_diagnose`'s result."""
+    from .sample_efficiency import format_curve
+
+    t, b = res["transfer"], res["baseline"]
+    nt = res["negative_transfer"]
+    lvl = round(100 * nt["confidence"])
+    lines = [f"# transferkit diagnose: {res['name']}", "",
+             f"target `{res['target']}`, source `{res['source']}`, backbone `{res['backbone']}`, seeds {res['seeds']}", "",
+             "## Negative transfer", "",
+             f"**{nt['verdict']}**: {t} - {b} test accuracy = {nt['delta_mean']:+.3f} "
+             f"({lvl}% CI [{nt['ci_low']:+.3f}, {nt['ci_high']:+.3f}], {nt['method']}, p = {nt['p_value']:.3g}, "
+             f"{nt['n_seeds']} seeds)", "",
+             f"- {t}: {nt['transfer_mean']:.3f}; {b}: {nt['baseline_mean']:.3f}"]
+    if nt.get("source_only"):
+        so = nt["source_only"]
+        lines.append(f"- source_only: {so['accuracy_mean']:.3f} (vs {b}: {so['delta_mean']:+.3f}, {so['verdict']})")
+    rv = nt["rising_val_loss"]
+    lines.append(f"- validation loss rising from the start: {'YES, seeds ' + str(rv['seeds']) if rv['flagged'] else 'no'}")
+    conv = res.get("convergence")
+    if conv and conv.get("transfer"):
+        def steps(s):
+            return "not reached" if s["steps_mean"] is None else f"{s['steps_mean']:.0f} ({s['reached']}/{s['n_seeds']} seeds)"
+
+        lines += ["", "## Convergence", "",
+                  f"steps to {conv['threshold']:.3f} validation accuracy ({conv['threshold_rule']}): "
+                  f"{t} {steps(conv['transfer'])}, {b} {steps(conv['baseline'])}"
+                  + (f"; speed-up {conv['speedup']:.2f}x" if conv.get("speedup") else "")
+                  + (f"; speed-up at least {conv['speedup_at_least']:.2f}x ({b} missed it in some seeds)"
+                     if conv.get("speedup_at_least") else "")]
+    sh = res.get("sharpness")
+    if sh:
+        lines += ["", "## Sharpness", "", sh["quantity"] + ":", ""]
+        for k in (t, b):
+            v = sh.get(k)
+            lines.append(f"- {k}: " + ("-" if v is None else f"{v['mean']:.4g} ± {v['std']:.2g}"))
+    se = res.get("sample_efficiency")
+    if se and se["curve"]:
+        lines += ["", "## Sample efficiency", "", format_curve(se), "", se["headline"]]
+        for s in se["skipped"]:
+            lines.append(f"- skipped k={s['label']}: {s['reason']}")
+    if res.get("forgetting") is not None:
+        lines += ["", "## Forgetting", "", "```", str(res["forgetting"]), "```"]
+    if res["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
+    return "\n".join(lines)
