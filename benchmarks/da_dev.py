@@ -43,6 +43,7 @@ VARIANTS = {
     "entropy_w01": dict(method="entropy", weight=0.1),
     "kl_align": dict(method="kl_align"),
     "kl_align_w01": dict(method="kl_align", weight=0.1),
+    "deep_coral": dict(method="deep_coral"),
     "coral": dict(method="coral"),
     "tca": dict(method="tca"),
     "kmm": dict(method="kmm"),

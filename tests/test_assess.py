@@ -45,7 +45,7 @@ def test_verdict_rules():
     v = make_verdict(div, {}, 0.3, 10, 100)
     assert v["shift_size"] == "large"
     assert "a source-only model will likely fail" in v["text"]
-    assert "prefer fine-tuning" in v["text"] and "DANN or CORAL" in v["text"]
+    assert "prefer fine-tuning" in v["text"] and "domain adaptation on the unlabeled target" in v["text"]
     assert "no target labels" in make_verdict(div, {}, None, None, 0)["text"]
     assert "feature extraction" in make_verdict(div, {}, None, 3, 30)["text"]
 

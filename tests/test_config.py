@@ -24,7 +24,8 @@ def test_defaults_resolve():
         ({**BASE, "seeds": 0}, r"seeds must be >= 1"),
         ({**BASE, "seeds": "three"}, r"seeds="),
         ({"strategies": ["finetune"]}, r"needs a 'target'"),
-        ({**BASE, "split": {"labels_per_class": 0}}, r"labels_per_class must be >= 1"),
+        ({**BASE, "split": {"labels_per_class": 0}}, r"labels_per_class=0 leaves no training data"),
+        ({**BASE, "split": {"labels_per_class": -1}}, r"labels_per_class must be >= 0"),
         ({**BASE, "strategies": ["finetune", "finetune"]}, r"appears twice"),
     ],
 )

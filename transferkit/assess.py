@@ -225,7 +225,7 @@ def make_verdict(div: dict, trans: dict, source_only: float | None, labels_per_c
     elif labels_per_class is not None:
         advice.append(f"with {labels_per_class} labels per class prefer fine-tuning (LP-FT, lower backbone rate, frozen BatchNorm)")
     if significant and n_labeled:
-        advice.append("consider DANN or CORAL on the unlabeled target too")
+        advice.append("consider domain adaptation on the unlabeled target too (the adapt strategy: JAN by default, or CORAL)")
     best = None
     if trans:
         key = "logme" if all("logme" in v for v in trans.values()) else next(iter(next(iter(trans.values()))))

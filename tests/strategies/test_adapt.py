@@ -42,8 +42,10 @@ def test_adaptation_beats_source_only_on_a_shifted_toy_problem():
             __import__("transferkit").create_backbone("identity", in_features=6), cache_dir=False).fit()
         return s.fit(unl, source=src).score(test)
 
-    so = fit(None, epochs=20)
+    so = fit(None, epochs=20, domain_bn=False)
     assert fit("coral") > so + 0.2
+    # AdaBN: normalizing the target with its own statistics undoes a per-feature affine shift
+    assert fit(None, epochs=20, domain_bn=True) > so + 0.2
 
 
 def test_adapt_needs_a_source(domains):
@@ -98,3 +100,37 @@ def test_weight_grid_is_chosen_by_the_unsupervised_score():
     assert set(s.weight_scores_) == {0.1, 1.0}
     assert s.weight_ == max(s.weight_scores_, key=s.weight_scores_.get)
     assert "weight from [0.1, 1.0]" in s.selection_
+
+
+@pytest.mark.parametrize("method", ["jan+mcc", "fixmatch"])
+def test_backbone_level_adaptation_through_the_strategy(domains, method):
+    src, tgt, unl = domains
+    s = Adapt(backbone="tiny_cnn", pretrained=False, image_size=16, method=method, epochs=2, seed=0,
+              level="backbone", batch_size=64).fit(unl.subset(np.arange(200)), source=src.subset(np.arange(300)))
+    assert s.selection_.startswith("dev") and s.best_epoch_ in (0, 1)
+    assert s.predict_logits(tgt).shape == (len(tgt), 10)
+    # the backbone trained: its parameters count as trainable
+    assert s.trainable_params_ > sum(p.numel() for p in s.model_.head.parameters())
+
+
+def test_backbone_level_rejects_a_shallow_method(domains):
+    src, _, unl = domains
+    with pytest.raises(ConfigError, match="level='features'"):
+        Adapt(backbone="tiny_cnn", pretrained=False, image_size=16, method="coral", level="backbone").fit(unl, source=src)
+
+
+def test_combined_losses_and_part_options(domains):
+    from transferkit.adapt.features import CombinedDALoss, build_method_loss
+
+    loss = build_method_loss("jan+mcc", 8, 3, 0.5, {"mcc": {"temperature": 2.0}})
+    assert isinstance(loss, CombinedDALoss) and set(loss.parts) == {"jan", "mcc"}
+    assert loss.parts["mcc"].temperature == 2.0
+    import torch
+
+    torch.manual_seed(0)
+    fs, ft, zs, zt = torch.randn(6, 8), torch.randn(5, 8), torch.randn(6, 3), torch.randn(5, 3)
+    kw = dict(logits_s=zs, logits_t=zt, y_s=torch.tensor([0, 1, 2, 0, 1, 2]))
+    parts = sum(loss.parts[n](fs, ft, **kw)["loss"] for n in ("jan", "mcc"))
+    assert torch.allclose(loss(fs, ft, **kw)["loss"], parts)
+    with pytest.raises(ConfigError, match="keyed by part name"):
+        build_method_loss("jan+mcc", 8, 3, 1.0, {"temperature": 2.0})

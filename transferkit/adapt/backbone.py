@@ -329,7 +329,8 @@ def train_backbone_adapter(
 
     t0 = time.perf_counter()
     methods = available("da_loss") + ["fixmatch"]
-    if method is not None and method not in methods:
+    if method is not None and not all(m.strip() in available("da_loss") for m in method.split("+")) \
+            and method != "fixmatch":
         raise ConfigError(f"method={method!r} is not a registered da_loss or 'fixmatch'." + suggest(method, methods)
                           + f" Choose one of {', '.join(methods)}, or None for source-only training.")
     check_choice("selection", selection, SELECTIONS)
@@ -381,10 +382,10 @@ def train_backbone_adapter(
             raise ConfigError(f"method 'fixmatch' augments images; target {target.name!r} is {target.modality}.")
         term = FixMatchTerm(weight=weight, mean=bb.spec.mean, std=bb.spec.std, seed=seed, **opts)
     elif method is not None:
-        from .features import build_da_loss
+        from .features import build_method_loss
 
         d = model.head.net[0].out_features if feature_layer == "bottleneck" else bb.feature_dim
-        term = DALossTerm(build_da_loss(method, d, n_classes, weight, **opts))
+        term = DALossTerm(build_method_loss(method, d, n_classes, weight, opts))
 
     groups = build_param_groups(model, lr, backbone_lr_mult=backbone_lr_mult, layer_decay=layer_decay,
                                 weight_decay=weight_decay)

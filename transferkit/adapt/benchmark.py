@@ -23,7 +23,7 @@ TASKS = {
     "noise_blur": "digits:subset=1/2,noise=0.2,blur=1.0,seed=0",
     "scale": "digits:subset=1/2,scale=0.6..0.8,seed=0",
 }
-DEEP = ["dan", "jan", "dann", "cdan", "cdan_e", "deep_coral", "mcc", "entropy", "deepjdot", "kl_align"]
+DEEP = ["dan", "jan", "dann", "cdan", "cdan_e", "deep_coral", "mcc", "entropy", "deepjdot", "kl_align", "jan+mcc"]
 SHALLOW = ["coral", "sa", "tca", "ot_mapping", "kmm", "kliep", "self_training"]
 DEFAULT_METHODS = ["source_only", "source_only_lr"] + DEEP + SHALLOW + ["target_only"]
 

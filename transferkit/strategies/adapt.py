@@ -34,8 +34,14 @@ class Adapt(Strategy):
     source_val_fraction
         Held-out labeled source fraction for IWCV/DEV.
     domain_bn
-        Normalize each domain with its own BatchNorm statistics when predicting (AdaBN); the
-        fitted model carries the target's.
+        Feature level: normalize each domain with its own BatchNorm statistics when predicting
+        (AdaBN); the fitted model carries the target's.
+    level
+        ``"features"`` (default): adapt a bottleneck + head on cached features of the frozen
+        backbone (fast on a CPU). ``"backbone"``: train the backbone too (its ``unfreeze``
+        groups at ``backbone_lr_mult`` times ``lr``) with the DA loss on the bottleneck of an
+        MLP head, through the one Trainer (:func:`transferkit.adapt.backbone.train_backbone_adapter`;
+        meant for GPUs); also allows ``method="fixmatch"`` (weak/strong image augmentation).
     bottleneck, dropout, epochs, batch_size, lr, weight_decay, loss_options
         The adapter network and its training.
     """
@@ -43,10 +49,11 @@ class Adapt(Strategy):
     name = "adapt"
     needs_source = True
 
-    def __init__(self, backbone="efficientnet_lite0", method="dann", weight=1.0, selection="dev",
+    def __init__(self, backbone="efficientnet_lite0", method="jan", weight=1.0, selection="dev",
                  pretrained=True, image_size=None, bottleneck=256, dropout=0.5, epochs=30, batch_size=64,
                  lr=1e-3, weight_decay=5e-4, loss_options=None, source_val_fraction=0.2, cache_dir=None,
-                 seed=0, device="cpu", progress=False, domain_bn=True):
+                 seed=0, device=None, progress=False, domain_bn=True, level="features", backbone_lr_mult=0.1,
+                 unfreeze="all"):
         self.backbone = backbone
         self.method = method
         self.weight = weight
@@ -66,6 +73,9 @@ class Adapt(Strategy):
         self.device = device
         self.progress = progress
         self.domain_bn = domain_bn
+        self.level = level
+        self.backbone_lr_mult = backbone_lr_mult
+        self.unfreeze = unfreeze
 
     # ------------------------------------------------------------------ features
     def _features(self, dataset) -> np.ndarray:
@@ -88,7 +98,12 @@ class Adapt(Strategy):
             raise ConfigError(f"strategy {self.name!r} needs a labeled source dataset (set 'source' in the config).")
         if source.labels is None or not (source.labels >= 0).any():
             raise DataError(f"source {source.name!r} has no labels; adaptation needs a labeled source.")
+        from .._validation import check_choice
+
+        check_choice("level", self.level, ("features", "backbone"))
         t0 = time.perf_counter()
+        if self.level == "backbone":
+            return self._fit_backbone(train, val, source, run_dir, t0)
         Fs_all, Ft = self._features(source), self._features(train)
         if Fs_all.shape[1] != Ft.shape[1]:
             raise DataError(f"source and target features differ in dimension ({Fs_all.shape[1]} vs {Ft.shape[1]}).")
@@ -125,7 +140,7 @@ class Adapt(Strategy):
                     num_classes=n_classes, method=method, weight=wt, loss_options=self.loss_options,
                     bottleneck=self.bottleneck, dropout=self.dropout, epochs=self.epochs, batch_size=self.batch_size,
                     lr=self.lr, weight_decay=self.weight_decay, selection=self.selection, seed=self.seed,
-                    device=self.device, domain_bn=self.domain_bn,
+                    device=self.device or "cpu", domain_bn=self.domain_bn,
                 )
                 # the same unsupervised score that picked the epoch picks the weight
                 score = res["history"][res["best_epoch"]]["score"]
@@ -138,6 +153,39 @@ class Adapt(Strategy):
             self.model_, self.history_, self.best_epoch_ = res["model"], res["history"], res["best_epoch"]
             self.trainable_params_ = int(sum(p.numel() for p in self.model_.parameters()))
         self.n_classes_ = n_classes
+        self.train_time_ = time.perf_counter() - t0
+        return self
+
+    def _fit_backbone(self, train, val, source, run_dir, t0):
+        from ..adapt.backbone import train_backbone_adapter
+
+        if self.method in available("shallow_da") or self.method in ("self_training", "source_only_lr"):
+            raise ConfigError(f"method {self.method!r} works on fixed features; use level='features' for it, or a "
+                              "deep loss / 'fixmatch' with level='backbone'.")
+        grid = list(self.weight) if isinstance(self.weight, (list, tuple)) else [self.weight]
+        if not grid:
+            raise ConfigError("weight=[] is empty; give a number or a list of candidate weights.")
+        n_classes = max(source.n_classes, train.n_classes)
+        best = None
+        self.weight_scores_ = {}
+        for wt in grid:
+            res = train_backbone_adapter(
+                source, train, backbone=self.backbone, pretrained=self.pretrained, image_size=self.image_size,
+                num_classes=n_classes, method=self.method, weight=wt, loss_options=self.loss_options,
+                selection=self.selection, source_val_fraction=self.source_val_fraction,
+                target_val_ds=val if self.selection == "target_val" else None, epochs=self.epochs,
+                batch_size=self.batch_size, lr=self.lr, backbone_lr_mult=self.backbone_lr_mult,
+                unfreeze=self.unfreeze, seed=self.seed, device=self.device,
+                run_dir=run_dir if len(grid) == 1 else None, progress=self.progress)
+            self.weight_scores_[wt] = res["score"]
+            if best is None or res["score"] > best[0]:
+                best = (res["score"], wt, res)
+        _, self.weight_, res = best
+        self.model_, self.trainer_, self.history_ = res["model"], res["trainer"], res["history"]
+        self.best_epoch_ = res["best_epoch"]
+        self.selection_ = res["selection"] + (f" (weight from {grid})" if len(grid) > 1 else "")
+        self.n_classes_ = n_classes
+        self.trainable_params_ = int(sum(p.numel() for p in self.model_.parameters() if p.requires_grad))
         self.train_time_ = time.perf_counter() - t0
         return self
 
@@ -183,6 +231,8 @@ class Adapt(Strategy):
     def predict_logits(self, dataset) -> np.ndarray:
         import torch
 
+        if hasattr(self, "trainer_"):  # backbone level
+            return self.trainer_.predict_logits(dataset)
         F = self._features(dataset)
         if hasattr(self, "model_"):
             with torch.no_grad():
