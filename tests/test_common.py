@@ -81,3 +81,62 @@ def test_transferability_contract(name):
     r1 = f(features=F, labels=y, source_probs=probs, seed=0)
     r2 = f(features=F, labels=y, source_probs=probs, seed=0)
     assert np.isfinite(r1.value) and r1.value == r2.value
+
+
+def _penalty_names():
+    from transferkit._registry import available
+
+    return available("penalty")
+
+
+@pytest.mark.parametrize("name", _penalty_names())
+def test_penalty_contract(name):
+    """Every registered penalty: attaches, gives a finite scalar that backpropagates into the
+    model, keeps its state in buffers that ``.to()`` moves and ``state_dict()`` restores."""
+    import numpy as np
+    import torch
+
+    from transferkit._registry import get
+    from transferkit.backbones import create_backbone
+    from transferkit.data import DomainDataset
+    from transferkit.train import StepContext
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    src = DomainDataset(rng.normal(size=(40, 6)).astype(np.float32), rng.integers(0, 3, 40), "src", "tabular")
+    model = create_backbone("tiny_mlp", 3, pretrained=False, in_features=6)
+    head = torch.nn.Linear(model.backbone.feature_dim, 3)
+
+    def attached():
+        return get("penalty", name)().attach(model, source=src, source_head=head, seed=0)
+
+    pen = attached()
+    with torch.no_grad():  # move away from the reference point so every penalty is active
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.as_tensor(src.inputs[:16])
+    f = model.features(x)
+    ctx = StepContext(model=model, inputs=x, labels=torch.as_tensor(src.labels[:16]), features=f,
+                      logits=model.head(f), generator=torch.Generator().manual_seed(0), epoch=0, step=0,
+                      progress=0.0, device=torch.device("cpu"))
+    out = pen(ctx)
+    assert out["loss"].dim() == 0 and torch.isfinite(out["loss"])
+    assert name in out and all(torch.as_tensor(v).numel() == 1 for v in out.values())
+    model.zero_grad()
+    out["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    sd = pen.state_dict()
+    fresh = attached()
+    fresh.load_state_dict(sd)
+    assert all(torch.equal(sd[k], fresh.state_dict()[k]) for k in sd)
+    with torch.no_grad():  # the restored state gives the same value (random draws aside: same seed)
+        f = model.features(x)
+        ctx.features, ctx.logits, ctx.generator = f, model.head(f), torch.Generator().manual_seed(0)
+        a = pen(ctx)["loss"]
+        ctx.generator = torch.Generator().manual_seed(0)
+        fresh.load_state_dict(sd)
+        b = fresh(ctx)["loss"]
+    assert torch.isfinite(a) and torch.isfinite(b)
+    pen.to(torch.float64)
+    assert all(b.dtype in (torch.float64, torch.int64, torch.long, torch.bool) or not b.is_floating_point()
+               for b in pen.buffers())

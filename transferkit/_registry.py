@@ -37,6 +37,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "scorer": ("transferkit.metrics.scorers",),
     "da_loss": ("transferkit.adapt.deep",),
     "shallow_da": ("transferkit.adapt.shallow",),
+    "penalty": ("transferkit.finetune.penalties",),
 }
 
 _REGISTRY: dict[str, dict[str, Any]] = {k: {} for k in KINDS}

@@ -74,6 +74,19 @@ def make_splits(target, split=None, seed: int = 0, load=None, **split_options) -
     return train, val, test
 
 
+def _selection_note(runs: list[dict]) -> str:
+    """How each strategy chose its model, for the results header (test is always scored once)."""
+    default = "labeled target validation split"
+    per = {}
+    for r in runs:
+        per.setdefault(r.get("strategy", r.get("method")), r.get("selection", default))
+    kinds = set(per.values())
+    if kinds <= {default}:
+        return f"{default} (best epoch / C); test split scored once after fit"
+    parts = "; ".join(f"{k}: {v}" for k, v in per.items())
+    return f"{parts}; test split scored once after fit"
+
+
 def _backbone_factory(cfg: ExperimentConfig):
     from .backbones import create_backbone
 
@@ -263,7 +276,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, 
                 "seed": seed,
                 "accuracy": strat.score(test),
                 "val_accuracy": strat.score(val) if val is not None else None,
-                "train_accuracy": strat.score(train),
+                "train_accuracy": strat.score(train) if (train.labels is not None and (train.labels >= 0).any()) else None,
                 "train_time": strat.train_time_,
                 "trainable_params": strat.trainable_params_,
                 "n_train": len(train),
@@ -294,7 +307,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, 
         "source": (source.spec or source.name) if source is not None else None,
         "backbone": cfg.backbone.name,
         "seeds": cfg.seeds,
-        "selection": "labeled target validation split (best epoch / C); test split scored once after fit",
+        "selection": _selection_note(runs),
         "summary": summary,
         "runs": runs,
         "run_dirs": sorted({str(Path(r["run_dir"])) for r in runs}),

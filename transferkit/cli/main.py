@@ -83,7 +83,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list backbones, datasets, strategies, divergences or transferability scores")
     ls.add_argument("kind", choices=["backbones", "datasets", "strategies", "divergences", "transferability",
-                                     "da_losses", "shallow_da", "scorers"])
+                                     "da_losses", "shallow_da", "scorers", "penalties"])
 
     g = sub.add_parser("groups", help="print a backbone's layer groups")
     g.add_argument("backbone")
@@ -253,7 +253,8 @@ def _cmd_list(args) -> int:
     else:
         from .._registry import describe
 
-        kinds = {"strategies": "strategy", "divergences": "divergence", "da_losses": "da_loss", "scorers": "scorer"}
+        kinds = {"strategies": "strategy", "divergences": "divergence", "da_losses": "da_loss", "scorers": "scorer",
+                 "penalties": "penalty"}
         items = describe(kinds.get(args.kind, args.kind))
     w = max(map(len, items))
     for k, v in items.items():
