@@ -25,7 +25,7 @@ TASKS = {
 }
 DEEP = ["dan", "jan", "dann", "cdan", "cdan_e", "deep_coral", "mcc", "entropy", "deepjdot", "kl_align", "jan+mcc"]
 SHALLOW = ["coral", "sa", "tca", "ot_mapping", "kmm", "kliep", "self_training"]
-DEFAULT_METHODS = ["source_only", "source_only_lr"] + DEEP + SHALLOW + ["target_only"]
+DEFAULT_METHODS = ["source_only", "source_only_lr", "adabn"] + DEEP + SHALLOW + ["target_only"]
 
 
 def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "efficientnet_lite0",
@@ -58,8 +58,13 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
                     # oracle: the same adapter trained on the labeled pool as its "source"
                     s = Adapt(**common, method=None, selection="dev").fit(unlabeled, source=labeled_pool)
                     sel = "oracle (target labels)"
+                elif m in ("source_only", "adabn"):
+                    # source_only sees no target data at all; adabn adds only the target's BatchNorm statistics
+                    s = Adapt(**common, method=None, selection=selection, domain_bn=m == "adabn")
+                    s.fit(unlabeled, source=src)
+                    sel = s.selection_
                 else:
-                    s = Adapt(**common, method=None if m == "source_only" else m, selection=selection)
+                    s = Adapt(**common, method=m, selection=selection)
                     s.fit(unlabeled, source=src)
                     sel = s.selection_
                 acc = s.score(test)

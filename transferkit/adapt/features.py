@@ -130,7 +130,9 @@ def train_feature_adapter(
         Labeled target validation data, used only when ``selection="target_val"``.
     method
         A registered ``da_loss`` name, several joined by ``+`` (their sum, e.g. ``"jan+mcc"``),
-        or ``None`` for source-only training.
+        or ``None`` for source-only training (target inputs are then not forwarded at all, so
+        with ``domain_bn=False`` the model has seen nothing of the target; with ``domain_bn=True``
+        it is AdaBN: source training plus the target's BatchNorm statistics).
     selection
         ``"dev"``, ``"iwcv"``, ``"snd"``, ``"entropy"`` (unsupervised scorers), ``"target_val"``
         (labeled target validation accuracy) or ``"last"``.
@@ -196,11 +198,15 @@ def train_feature_adapter(
             i_s = torch.randint(len(S), (batch_size,), generator=gen)
             i_t = torch.randint(len(T), (batch_size,), generator=gen)
             xs, xt = S[i_s].to(device), T[i_t].to(device)
-            fs, ft = model.features(xs), model.features(xt)
-            zs, zt = model.head(fs), model.head(ft)
+            lab = yt_t[i_t] >= 0
+            fs = model.features(xs)
+            zs = model.head(fs)
+            if da is not None or lab.any():
+                ft = model.features(xt)
+                zt = model.head(ft)
+            # else: a source-only model never sees target inputs (not even in BatchNorm statistics)
             loss = F.cross_entropy(zs, ys_t[i_s].to(device))
             terms = {"cls": loss.item()}
-            lab = yt_t[i_t] >= 0
             if lab.any():
                 lt = F.cross_entropy(zt[lab.to(device)], yt_t[i_t][lab].to(device))
                 loss = loss + lt
