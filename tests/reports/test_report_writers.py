@@ -144,7 +144,8 @@ def test_benchmark_report(tmp_path):
     assert section_titles(rep) == ["Benchmark results"]
     table = next(b for b in rep.sections[0].blocks if isinstance(b, Table))
     assert table.head == ["method", "rot30", "invert"]
-    assert table.rows == [["source_only", "0.441 ± 0.010", "0.789 ± 0.030"], ["dann", "0.521 ± 0.020", "0.870 ± 0.040"]]
+    assert table.rows == [["source_only", "0.441 ± 0.010", "0.789 ± 0.030"],
+                          ["dann", "0.521 ± 0.020", "0.870 ± 0.040"]]
 
 
 def test_confusion_matrix_matches_sklearn(experiment_dir):

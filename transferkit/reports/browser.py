@@ -220,9 +220,9 @@ def inspect_page(path: str | os.PathLike, *, screenshot: str | os.PathLike | Non
             h = page_h if full_page else height
             if max_height:
                 h = min(h, max_height)
-            data = dt.send("Page.captureScreenshot", {
-                "format": "png", "captureBeyondViewport": True,
-                "clip": {"x": 0, "y": 0, "width": max(page_w, width), "height": h, "scale": scale}}, session=sid)["data"]
+            clip = {"x": 0, "y": 0, "width": max(page_w, width), "height": h, "scale": scale}
+            data = dt.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip},
+                           session=sid)["data"]
             shot = Path(screenshot)
             shot.parent.mkdir(parents=True, exist_ok=True)
             shot.write_bytes(base64.b64decode(data))

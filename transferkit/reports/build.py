@@ -192,7 +192,8 @@ def experiment_sections(d: Path, res: dict) -> list[Section]:
     sec = Section("Results")
     head = ["strategy", "test accuracy (mean ± std)", "val accuracy", "train time (s)", "trainable params", "seeds"]
     rows = [[k, _pm(s["accuracy_mean"], s["accuracy_std"]), _fmt(s.get("val_accuracy_mean")),
-             f"{s['train_time_mean']:.1f}", f"{s['trainable_params']:,}", str(s["n_seeds"])] for k, s in summary.items()]
+             f"{s['train_time_mean']:.1f}", f"{s['trainable_params']:,}", str(s["n_seeds"])]
+            for k, s in summary.items()]
     sec.add(Table(head, rows, caption="mean ± sample standard deviation over seeds; test split scored once after fit"))
     gains = gains_over_baseline(summary)
     if gains:
@@ -215,7 +216,8 @@ def experiment_sections(d: Path, res: dict) -> list[Section]:
             no_epochs.append(key)
             continue
         curves.add(Image(f"curves-{key}", plots.learning_curves(hs, title=key),
-                         caption=f"{key}: per-epoch training and validation metrics, mean ± std over {len(hs)} seed(s)"))
+                         caption=f"{key}: per-epoch training and validation metrics, "
+                                 f"mean ± std over {len(hs)} seed(s)"))
     if no_epochs:
         curves.add(Text(f"no per-epoch metrics for {', '.join(no_epochs)} (closed-form head or no metrics.jsonl)."))
     if any(isinstance(b, Image) for b in curves.blocks):
@@ -394,7 +396,8 @@ def benchmark_sections(res: dict) -> list[Section]:
     by = {(r["method"], r["task"]): r for r in rows}
     s = Section("Benchmark results")
     if res.get("source"):
-        s.add(KeyValues([("source", res["source"])] + [(f"task {t}", spec) for t, spec in (res.get("tasks") or {}).items()]))
+        specs = [(f"task {t}", spec) for t, spec in (res.get("tasks") or {}).items()]
+        s.add(KeyValues([("source", res["source"])] + specs))
     s.add(Table(["method"] + tasks, [[m] + [_pm(by[(m, t)]["accuracy_mean"], by[(m, t)]["accuracy_std"])
                                             if (m, t) in by else "-" for t in tasks] for m in methods],
                 caption="target test accuracy, mean ± sample std over seeds"))
@@ -471,7 +474,8 @@ def diagnose_sections(res: dict) -> list[Section]:
             s.add(Image("negative-transfer", plots.interval_plot(
                 [lb for lb, _ in comps], [c["delta_mean"] for _, c in comps], [c["ci_low"] for _, c in comps],
                 [c["ci_high"] for _, c in comps], title="test-accuracy difference and confidence interval"),
-                caption="green: interval above 0 (positive transfer); red: below 0 (negative transfer); grey: contains 0"))
+                caption="green: interval above 0 (positive transfer); red: below 0 (negative transfer); "
+                        "grey: contains 0"))
             rv = nt.get("rising_val_loss")
             if isinstance(rv, dict) and rv.get("flagged"):
                 s.add(Text(f"warning: the validation loss of {nt.get('transfer', 'transfer')} rose during training on "

@@ -11,8 +11,9 @@ Turned on by the experiment config::
 The experiment runner logs each finished run: its parameters (strategy parameters, seed,
 backbone, target), every per-epoch row of its history (``metrics.jsonl``) as metrics with
 ``step = epoch``, and the final ``test_accuracy``, ``final_val_accuracy``,
-``final_train_accuracy``, ``train_time`` and ``trainable_params``. Logging after each fit (rather than inside the training loop) keeps the
-Trainer free of tracking code and logs the feature-space adapters' histories the same way.
+``final_train_accuracy``, ``train_time`` and ``trainable_params``. Logging after each fit
+(rather than inside the training loop) keeps the Trainer free of tracking code and logs the
+feature-space adapters' histories the same way.
 
 MLflow's default store here is SQLite in the run directory: MLflow 3 refuses new
 file-system stores (``./mlruns``) unless ``MLFLOW_ALLOW_FILE_STORE=true`` is set.
