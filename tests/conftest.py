@@ -18,3 +18,15 @@ def _threads():
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tiny models: a second one gains nothing and, on a busy 2-core
+    machine, made steps 10-20x slower (spinning OpenMP workers)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

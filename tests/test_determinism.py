@@ -25,12 +25,7 @@ strategies:
 METRICS = ("accuracy", "val_accuracy", "train_accuracy", "best_epoch", "trainable_params", "n_train", "n_test")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second thread only adds contention
 
 
 def test_same_config_and_seed_give_identical_results(tmp_path, capsys):

@@ -16,13 +16,7 @@ from transferkit.diagnostics.negative_transfer import (
 from transferkit.errors import ConfigError, DataError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny MLPs gain nothing from a second thread and lose a lot to contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second thread only adds contention
 
 
 # ------------------------------------------------------------------ statistics

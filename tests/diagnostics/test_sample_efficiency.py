@@ -19,12 +19,7 @@ from transferkit.diagnostics.sample_efficiency import (
 from transferkit.errors import DataError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second thread only adds contention
 
 
 KS = [1, 2, 5, 10, 20, 50]

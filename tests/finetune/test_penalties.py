@@ -293,13 +293,7 @@ def test_frozen_head_forms():
 
 
 # ---------------------------------------------------------------------------- strategy wiring
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny CNNs: one torch thread (two were ~20x slower per step on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second thread only adds contention
 
 
 @pytest.fixture(scope="module")

@@ -187,16 +187,6 @@ class SelectionCallback:
             self.model.load_state_dict(self.best_state)
 
 
-def _resolve_backbone(backbone, pretrained: bool, image_size: int | None):
-    if isinstance(backbone, str):
-        from ..backbones import create_backbone
-
-        return create_backbone(backbone, pretrained=pretrained, image_size=image_size)
-    if isinstance(backbone, nn.Module):
-        return backbone
-    if callable(backbone):
-        return backbone(pretrained=pretrained)
-    raise ConfigError(f"backbone={backbone!r} must be a name, a Backbone, or a factory f(pretrained=...).")
 
 
 @torch.no_grad()
@@ -368,7 +358,9 @@ def train_backbone_adapter(
     n_classes = int(num_classes) if num_classes is not None else source_ds.n_classes
 
     torch.manual_seed(seed)  # the new head, a scratch backbone and the discriminator
-    bb = _resolve_backbone(backbone, pretrained, image_size)
+    from ..backbones import resolve_backbone
+
+    bb = resolve_backbone(backbone, pretrained, image_size)
     model = TransferModel(bb, n_classes, head="mlp", dropout=dropout)
     nb = len(model.layer_groups()) - 1
     apply_freeze(model, parse_unfreeze(unfreeze, nb))

@@ -72,6 +72,19 @@ def create_backbone(
     return TransferModel(bb, num_classes, head=head, dropout=dropout)
 
 
+def resolve_backbone(backbone, pretrained: bool = True, image_size: int | None = None):
+    """A backbone from a name, an instance, or a factory ``f(pretrained=...)``."""
+    from torch import nn
+
+    if isinstance(backbone, str):
+        return create_backbone(backbone, pretrained=pretrained, image_size=image_size)
+    if isinstance(backbone, nn.Module):
+        return backbone
+    if callable(backbone):
+        return backbone(pretrained=pretrained)
+    raise ConfigError(f"backbone={backbone!r} must be a name, a Backbone, or a factory f(pretrained=...).")
+
+
 def _from_file(path: str, arch: str | None, image_size: int | None):
     from pathlib import Path
 

@@ -10,20 +10,10 @@ from ..errors import DataError
 
 
 def resolve_backbone(backbone, pretrained: bool = True, image_size: int | None = None):
-    """A backbone from a name, an instance, or a factory ``f(pretrained=...)``."""
-    from torch import nn
+    """See :func:`transferkit.backbones.resolve_backbone` (imported on use: strategies import light)."""
+    from ..backbones import resolve_backbone as _resolve
 
-    if isinstance(backbone, str):
-        from ..backbones import create_backbone
-
-        return create_backbone(backbone, pretrained=pretrained, image_size=image_size)
-    if isinstance(backbone, nn.Module):
-        return backbone
-    if callable(backbone):
-        return backbone(pretrained=pretrained)
-    from ..errors import ConfigError
-
-    raise ConfigError(f"backbone={backbone!r} must be a name, a Backbone, or a factory f(pretrained=...).")
+    return _resolve(backbone, pretrained, image_size)
 
 
 class Strategy:
