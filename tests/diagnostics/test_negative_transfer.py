@@ -3,7 +3,6 @@ case, a positive control, and the false-positive rate on a genuinely null setup.
 
 import numpy as np
 import pytest
-import torch
 from scipy import stats
 
 from transferkit.diagnostics.negative_transfer import (
