@@ -260,7 +260,7 @@ def test_state_lives_in_buffers(cls, kw):
     assert sd, "reference state must be checkpointed"
     assert not any(p.requires_grad for p in pen.parameters())
     pen.to(torch.float64)
-    assert all(t.dtype == torch.float64 for t in pen.state_dict().values() if t.is_floating_point())
+    assert all(t.dtype == torch.float64 for t in pen.state_dict().values() if isinstance(t, torch.Tensor) and t.is_floating_point())
     # a fresh attached penalty loads the checkpoint and computes the same value
     pen = cls(**kw).attach(m, source=_source(), source_head=nn.Linear(3, 2))
     other = cls(**kw).attach(_Model(), source=_source(), source_head=nn.Linear(3, 2))
@@ -364,3 +364,27 @@ def test_experiment_runner_passes_source_only_when_needed(tmp_path):
     res = run_experiment(config_from_dict({**base, "source": "digits:subset=0/2,size=8", "strategies": strategies}),
                          tmp_path / "b", echo=lambda *a: None)
     assert res["summary"]["finetune"]["n_seeds"] == 1
+
+
+def test_replay_draws_resume_from_the_state_dict():
+    """The replay memory's random stream is checkpointed: a restored copy draws the same samples."""
+    import numpy as np
+
+    from transferkit.backbones import create_backbone
+    from transferkit.data import DomainDataset
+    from transferkit.finetune.penalties import ReplayPenalty
+    from transferkit.train import StepContext
+
+    rng = np.random.default_rng(0)
+    src = DomainDataset(rng.normal(size=(40, 6)).astype(np.float32), rng.integers(0, 3, 40), "src", "tabular")
+    model = create_backbone("tiny_mlp", 3, pretrained=False, in_features=6)
+    head = torch.nn.Linear(model.backbone.feature_dim, 3)
+    a = ReplayPenalty(fraction=0.5).attach(model, source=src, source_head=head, seed=0)
+    x = torch.as_tensor(src.inputs[:8])
+    ctx = StepContext(model=model, inputs=x, labels=torch.as_tensor(src.labels[:8]), epoch=0, step=0, progress=0.0)
+    a(ctx)  # advance the stream
+    sd = a.state_dict()
+    b = ReplayPenalty(fraction=0.5).attach(model, source=src, source_head=head, seed=123)
+    b.load_state_dict(sd)
+    with torch.no_grad():
+        assert torch.equal(a(ctx)["loss"], b(ctx)["loss"])

@@ -88,6 +88,16 @@ class ReplayPenalty(Penalty):
         self.old_head = FrozenHead(source_head).to(dev)
         self._gen = torch.Generator().manual_seed(int(seed) + 7919)
 
+    # the draw generator's position is part of the state, so a resumed run replays the same samples
+    def get_extra_state(self):
+        return {"generator": self._gen.get_state()} if hasattr(self, "_gen") else {}
+
+    def set_extra_state(self, state) -> None:
+        if state and "generator" in state:
+            if not hasattr(self, "_gen"):
+                self._gen = torch.Generator()
+            self._gen.set_state(state["generator"])
+
     def compute(self, ctx):
         from ...train.trainer import to_channels_last
 
