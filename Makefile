@@ -33,6 +33,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/divergence_speed.py
 	$(PY) benchmarks/assess_usefulness.py --seeds 3
 	$(PY) benchmarks/shallow_vs_skada.py
+	$(PY) benchmarks/forgetting.py
+	$(PY) benchmarks/sample_efficiency.py --seeds 3
+	$(VENV)/bin/transferkit benchmark digits-shift --seeds 3 --out runs/bench-digits-shift --overwrite
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
