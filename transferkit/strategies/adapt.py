@@ -19,8 +19,9 @@ class Adapt(Strategy):
     Parameters
     ----------
     method
-        A deep DA loss (``transferkit list da_losses``: ``dan``, ``dann``, ``cdan``, ...) trained
-        with a bottleneck + head; a shallow estimator (``coral``, ``sa``, ``tca``, ``ot_mapping``,
+        A deep DA loss (``transferkit list da_losses``: ``jan`` (the default, chosen on
+        development tasks: ``benchmarks/da_dev.py``), ``dan``, ``dann``, ``cdan``, ...) or a sum
+        of them (``"jan+mcc"``) trained with a bottleneck + head; a shallow estimator (``coral``, ``sa``, ``tca``, ``ot_mapping``,
         ``kmm``, ``kliep``) followed by logistic regression; ``"self_training"``;
         ``"source_only_lr"`` (logistic regression on source features: the shallow methods'
         baseline); or ``None`` for source-only training of the same bottleneck + head.
