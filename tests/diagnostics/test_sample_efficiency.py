@@ -76,6 +76,8 @@ def test_labels_saved_and_headline():
     assert by_k[20]["display"] == ">50" and by_k[20]["labels_saved_per_class"] is None
     line = headline(saved, 10, "finetune", "scratch")
     assert line.startswith("finetune with 10 labels per class") and "equals scratch with 40 labels per class" in line
+    line = headline(saved, 20, "finetune", "scratch")  # scratch never gets there on the grid
+    assert line.endswith("is not reached by scratch with up to 50 labels per class (the largest on the grid)")
     table = format_curve({"transfer": "finetune", "baseline": "scratch", "curve": _curve(t, s), "labels_saved": saved})
     assert table.count("\n") == 1 + len(KS) and "| 10 | 100 |" in table
 

@@ -108,9 +108,12 @@ def headline(saved: list[dict], k: float = 10, transfer: str = "transfer", basel
     if not saved:
         return ""
     row = min(saved, key=lambda r: (abs(math.log(r["k"]) - math.log(k)), r["k"]))
-    word = {"=": "equals", "<=": "is matched by", ">": "is not matched by"}[row["bound"]]
-    return (f"{transfer} with {row['label']} labels per class ({row['transfer_accuracy']:.3f}) {word} "
-            f"{baseline} with {row['display']} labels per class")
+    head = f"{transfer} with {row['label']} labels per class ({row['transfer_accuracy']:.3f})"
+    if row["bound"] == ">":  # the baseline never reaches it on the grid
+        most = row["display"].lstrip(">")
+        return f"{head} is not reached by {baseline} with up to {most} labels per class (the largest on the grid)"
+    word = {"=": "equals", "<=": "is matched by"}[row["bound"]]
+    return f"{head} {word} {baseline} with {row['display']} labels per class"
 
 
 # ---------------------------------------------------------------------------- convergence
