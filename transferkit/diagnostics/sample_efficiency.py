@@ -244,7 +244,7 @@ def run_sample_efficiency(cfg, out_dir: str | Path, *, transfer: str = "finetune
         if res is None:
             echo(f"sample efficiency: k={k}")
             sub = dataclasses.replace(cfg, split=split, strategies=[t_cfg, b_cfg])
-            res = run_experiment(sub, out / f"k{k}", overwrite=overwrite, echo=echo)
+            res = run_experiment(sub, out / f"k{k}", overwrite=overwrite, echo=echo, report_features=False)  # t-SNE per k is not reported
         else:
             echo(f"sample efficiency: k={k} reuses {res['output_dir']}")
         n_classes = target.n_classes
