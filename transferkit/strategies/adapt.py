@@ -12,6 +12,11 @@ from ..errors import ConfigError, DataError
 from .base import Strategy, resolve_backbone
 
 
+def _is_shallow(method) -> bool:
+    """Methods that work on fixed feature matrices (closed-form estimators, no checkpoints)."""
+    return method in available("shallow_da") or method in ("self_training", "source_only_lr")
+
+
 @register("strategy", "adapt")
 class Adapt(Strategy):
     """Adapt from a labeled source to a (mostly) unlabeled target on cached backbone features.
@@ -123,19 +128,14 @@ class Adapt(Strategy):
             Ftv, ytv = self._features(val), val.labels
         self.selection_ = self.selection
         method = self.method
-        if method in available("shallow_da") or method in ("self_training", "source_only_lr"):
+        if _is_shallow(method):
             self._fit_shallow(method, Fs, ys, Ft, yt)
             self.history_, self.best_epoch_ = [], None
             self.selection_ = "none (closed-form estimator, no checkpoints to select)"
         else:
             from ..adapt.features import train_feature_adapter
 
-            grid = list(self.weight) if isinstance(self.weight, (list, tuple)) else [self.weight]
-            if not grid:
-                raise ConfigError("weight=[] is empty; give a number or a list of candidate weights.")
-            best = None
-            self.weight_scores_ = {}
-            for wt in grid:
+            def train_one(wt, n_candidates):
                 res = train_feature_adapter(
                     Fs, ys, Ft, yt=yt, Xs_val=Fsv, ys_val=ysv, weights_val=w, Xt_val=Ftv, yt_val=ytv,
                     num_classes=n_classes, method=method, weight=wt, loss_options=self.loss_options,
@@ -143,12 +143,9 @@ class Adapt(Strategy):
                     lr=self.lr, weight_decay=self.weight_decay, selection=self.selection, seed=self.seed,
                     device=self.device or "cpu", domain_bn=self.domain_bn,
                 )
-                # the same unsupervised score that picked the epoch picks the weight
-                score = res["history"][res["best_epoch"]]["score"]
-                self.weight_scores_[wt] = score
-                if best is None or score > best[0]:
-                    best = (score, wt, res)
-            _, self.weight_, res = best
+                return res["history"][res["best_epoch"]]["score"], res
+
+            grid, res = self._fit_weight_grid(train_one)
             if len(grid) > 1:
                 self.selection_ = f"{self.selection} (epoch and weight from {grid})"
             self.model_, self.history_, self.best_epoch_ = res["model"], res["history"], res["best_epoch"]
@@ -157,19 +154,35 @@ class Adapt(Strategy):
         self.train_time_ = time.perf_counter() - t0
         return self
 
-    def _fit_backbone(self, train, val, source, run_dir, t0):
-        from ..adapt.backbone import train_backbone_adapter
+    def _fit_weight_grid(self, train_one):
+        """Train once per candidate ``weight`` and keep the best run: the same unsupervised score
+        that picked each run's checkpoint picks the weight (no target labels involved).
 
-        if self.method in available("shallow_da") or self.method in ("self_training", "source_only_lr"):
-            raise ConfigError(f"method {self.method!r} works on fixed features; use level='features' for it, or a "
-                              "deep loss / 'fixmatch' with level='backbone'.")
+        ``train_one(weight, n_candidates)`` returns ``(score, result)``; sets ``weight_``,
+        ``weight_scores_`` and returns ``(grid, best result)``.
+        """
         grid = list(self.weight) if isinstance(self.weight, (list, tuple)) else [self.weight]
         if not grid:
             raise ConfigError("weight=[] is empty; give a number or a list of candidate weights.")
-        n_classes = max(source.n_classes, train.n_classes)
         best = None
         self.weight_scores_ = {}
         for wt in grid:
+            score, res = train_one(wt, len(grid))
+            self.weight_scores_[wt] = score
+            if best is None or score > best[0]:
+                best = (score, wt, res)
+        _, self.weight_, res = best
+        return grid, res
+
+    def _fit_backbone(self, train, val, source, run_dir, t0):
+        from ..adapt.backbone import train_backbone_adapter
+
+        if _is_shallow(self.method):
+            raise ConfigError(f"method {self.method!r} works on fixed features; use level='features' for it, or a "
+                              "deep loss / 'fixmatch' with level='backbone'.")
+        n_classes = max(source.n_classes, train.n_classes)
+
+        def train_one(wt, n_candidates):
             res = train_backbone_adapter(
                 source, train, backbone=self.backbone, pretrained=self.pretrained, image_size=self.image_size,
                 num_classes=n_classes, method=self.method, weight=wt, loss_options=self.loss_options,
@@ -177,11 +190,10 @@ class Adapt(Strategy):
                 target_val_ds=val if self.selection == "target_val" else None, epochs=self.epochs,
                 batch_size=self.batch_size, lr=self.lr, backbone_lr_mult=self.backbone_lr_mult,
                 unfreeze=self.unfreeze, seed=self.seed, device=self.device,
-                run_dir=run_dir if len(grid) == 1 else None, progress=self.progress)
-            self.weight_scores_[wt] = res["score"]
-            if best is None or res["score"] > best[0]:
-                best = (res["score"], wt, res)
-        _, self.weight_, res = best
+                run_dir=run_dir if n_candidates == 1 else None, progress=self.progress)
+            return res["score"], res
+
+        grid, res = self._fit_weight_grid(train_one)
         self.model_, self.trainer_, self.history_ = res["model"], res["trainer"], res["history"]
         self.best_epoch_ = res["best_epoch"]
         self.selection_ = res["selection"] + (f" (weight from {grid})" if len(grid) > 1 else "")
