@@ -189,21 +189,6 @@ class SelectionCallback:
 
 
 
-@torch.no_grad()
-def _embed(backbone: nn.Module, ds, device, batch: int = 128) -> np.ndarray:
-    """Pooled backbone features of a dataset in eval mode (for the importance weights)."""
-    was = backbone.training
-    backbone.eval()
-    out = []
-    inp = ds.inputs
-    for s in range(0, len(ds), batch):
-        stop = min(len(ds), s + batch)
-        chunk = inp[s:stop] if isinstance(inp, np.ndarray) else [inp[i] for i in range(s, stop)]
-        out.append(backbone(backbone.move_inputs(backbone.preprocess(chunk), device)).float().cpu())
-    backbone.train(was)
-    return torch.cat(out).numpy()
-
-
 def _hide_labels(ds):
     """The same inputs with every label -1: whatever runs next cannot read target labels."""
     from ..data import DomainDataset
@@ -390,7 +375,9 @@ def train_backbone_adapter(
     if selection in ("dev", "iwcv"):
         dev = torch.device("cuda" if device is None and torch.cuda.is_available() else (device or "cpu"))
         bb.to(dev)
-        Fs, Fv, Ft = (_embed(bb, d_, dev) for d_ in (source, source_val, target))
+        from ..features.extractor import extract_features
+
+        Fs, Fv, Ft = (extract_features(bb, d_.inputs, device=dev) for d_ in (source, source_val, target))
         weights_val = importance_weights(Fv, Fs, Ft, seed=seed)
     cb = SelectionCallback(model, selection, target=target, source_val=source_val, weights_val=weights_val,
                            target_val=target_val_ds)

@@ -331,9 +331,9 @@ class Trainer:
         base = getattr(model, "module", model)  # the unwrapped model (DDP wraps it on several GPUs)
         data = _Prepared(self.model, train)
         val_data = _Prepared(self.model, val) if val is not None else None
-        target_data = _Prepared(self.model, target) if target is not None else None
         if target is not None and len(target) == 0:
             raise DataError(f"target dataset {target.name!r} is empty; pass unlabeled target samples or target=None.")
+        target_data = _Prepared(self.model, target) if target is not None else None
         for term in self.losses:
             if isinstance(term, nn.Module):
                 term.to(self.device)
