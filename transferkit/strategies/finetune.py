@@ -162,17 +162,8 @@ class FineTune(Strategy):
             return (sh, "backbone") if sh is not None else (None, None)
         if sh is not None and int(torch.as_tensor(sh[0]).shape[0]) == source.n_classes:
             return sh, "backbone"
-        from sklearn.linear_model import LogisticRegression
-
-        from ..features import FeatureExtractor
-        from .feature_extraction import logistic_as_linear
-
-        mask = source.labeled_mask
-        feats = FeatureExtractor(model.backbone, cache_dir=self.cache_dir).fit().transform(source)[mask]
-        with one_blas_thread():
-            clf = LogisticRegression(C=1.0, max_iter=5000, tol=1e-6).fit(feats, source.labels[mask])
-        W, b = logistic_as_linear(clf, source.n_classes)
-        return (torch.from_numpy(W), torch.from_numpy(np.maximum(b, -10.0))), f"linear probe on {source.name}"
+        W, b = self._probe(model.backbone, source, source.n_classes)
+        return (torch.from_numpy(W), torch.from_numpy(b)), f"linear probe on {source.name}"
 
     def _attach_penalties(self, model, source) -> list:
         from ..errors import DataError
@@ -201,21 +192,26 @@ class FineTune(Strategy):
         bb = resolve_backbone(self.backbone, self.pretrained, self.image_size)
         return TransferModel(bb, n_classes, head=self.head, dropout=self.dropout)
 
-    def _linear_probe(self, model, train) -> None:
+    def _probe(self, backbone, dataset, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """A linear classifier ``(W, b)`` fitted by logistic regression on the frozen (cached)
+        features of ``dataset``'s labeled samples; absent classes get a bias of -10, not -1e4,
+        so a head initialized from it can still learn them."""
         from sklearn.linear_model import LogisticRegression
 
         from ..features import FeatureExtractor
         from .feature_extraction import logistic_as_linear
 
+        mask = dataset.labeled_mask
+        feats = FeatureExtractor(backbone, cache_dir=self.cache_dir).fit().transform(dataset)[mask]
+        with one_blas_thread():
+            clf = LogisticRegression(C=1.0, max_iter=5000, tol=1e-6).fit(feats, dataset.labels[mask])
+        W, b = logistic_as_linear(clf, n_classes)
+        return W, np.maximum(b, -10.0)
+
+    def _linear_probe(self, model, train) -> None:
         if self.head != "linear":
             return
-        mask = train.labeled_mask
-        fe = FeatureExtractor(model.backbone, cache_dir=self.cache_dir).fit()
-        feats = fe.transform(train)[mask]
-        with one_blas_thread():
-            clf = LogisticRegression(C=1.0, max_iter=5000, tol=1e-6).fit(feats, train.labels[mask])
-        W, b = logistic_as_linear(clf, model.num_classes)
-        b = np.maximum(b, -10.0)  # an absent class must stay learnable, not pinned at -1e4
+        W, b = self._probe(model.backbone, train, model.num_classes)
         with torch.no_grad():
             model.head.fc.weight.copy_(torch.from_numpy(W))
             model.head.fc.bias.copy_(torch.from_numpy(b))
@@ -286,27 +282,17 @@ class FineTune(Strategy):
         ``source_head_`` (set when a penalty used one).
         """
         from ..errors import ConfigError
+        from ..features.extractor import extract_features
         from ..finetune.penalties import FrozenHead
-        from ..train.trainer import to_channels_last
 
         if head is None and getattr(self, "source_head_", None) is None:
             raise ConfigError("no source classifier: pass head=(W, b), or fit with a penalty that uses one "
                               "(ewc, lwf, replay).")
         head = self.source_head_ if head is None else (head if isinstance(head, FrozenHead) else FrozenHead(head))
-        model = self.model_
-        dev = next(model.parameters()).device
-        head = head.to(dev)
-        was = model.training
-        model.eval()
-        out = []
-        inp = dataset.inputs
-        for s in range(0, len(dataset), 64):
-            e = min(s + 64, len(dataset))
-            raw = inp[s:e] if isinstance(inp, np.ndarray) else [inp[i] for i in range(s, e)]
-            x = to_channels_last(model.move_inputs(model.preprocess(raw), dev))
-            out.append(head(model.features(x)).float().cpu())
-        model.train(was)
-        return torch.cat(out).numpy() if out else np.zeros((0, head.num_classes or 0), dtype=np.float32)
+        dev = next(self.model_.parameters()).device
+        # the fine-tuned trunk's features (TransferModel.features is its backbone), in eval mode
+        feats = torch.from_numpy(extract_features(self.model_.backbone, dataset.inputs, device=dev)).to(dev)
+        return head.to(dev)(feats).float().cpu().numpy()
 
     def state_dict(self) -> dict:
         return self.model_.state_dict()
