@@ -321,14 +321,16 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, 
 
 
 def summarize(runs: list[dict]) -> dict:
+    from .metrics._base import mean_std
+
     summary: dict[str, dict] = {}
     for key in dict.fromkeys(r["strategy"] for r in runs):
         rs = [r for r in runs if r["strategy"] == key]
-        acc = np.array([r["accuracy"] for r in rs], dtype=float)
+        acc_mean, acc_std = mean_std([r["accuracy"] for r in rs])
         val = [r["val_accuracy"] for r in rs if r["val_accuracy"] is not None]
         summary[key] = {
-            "accuracy_mean": float(acc.mean()),
-            "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+            "accuracy_mean": acc_mean,
+            "accuracy_std": acc_std,
             "n_seeds": len(rs),
             "val_accuracy_mean": float(np.mean(val)) if val else None,
             "train_time_mean": float(np.mean([r["train_time"] for r in rs])),

@@ -437,3 +437,10 @@ def test_compute_divergences():
         D.compute_divergences(X, Y, names=["mdd"])
     with pytest.raises(ConfigError, match="options given for 'wasserstein', which is not among names"):
         D.compute_divergences(X, Y, names=["mmd"], wasserstein={"p": 1})
+
+
+def test_mean_std_is_the_sample_std_over_seeds():
+    from transferkit.metrics._base import mean_std
+
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)  # ddof=1: sqrt(((1)^2 + 0 + 1^2) / 2)
+    assert mean_std([0.7]) == (0.7, 0.0)

@@ -33,6 +33,7 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
     """Run every (task, method, seed); return ``{"rows": [...], "runs": [...]}``."""
     from ..data import DomainDataset, stratified_split
     from ..data.spec import load_dataset
+    from ..metrics._base import mean_std
     from ..strategies import Adapt
 
     tasks = list(tasks or TASKS)
@@ -75,9 +76,8 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
     for task in tasks:
         for m in methods:
             rs = [r for r in runs if r["task"] == task and r["method"] == m]
-            a = np.array([r["accuracy"] for r in rs])
-            rows.append({"task": task, "method": m, "accuracy_mean": float(a.mean()),
-                         "accuracy_std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n_seeds": len(a),
+            mean, std = mean_std([r["accuracy"] for r in rs])
+            rows.append({"task": task, "method": m, "accuracy_mean": mean, "accuracy_std": std, "n_seeds": len(rs),
                          "selection": rs[0]["selection"]})
     return {"rows": rows, "runs": runs, "source": SOURCE, "tasks": {t: TASKS[t] for t in tasks},
             "protocol": "target split 50/50 per seed into an unlabeled pool and a test split; checkpoint selection "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
+from ..metrics._base import mean_std
 
 
 def run_diagnose(cfg, out_dir: str | Path | None = None, *, overwrite: bool = False, echo=print) -> dict:
@@ -92,9 +92,9 @@ def run_diagnose(cfg, out_dir: str | Path | None = None, *, overwrite: bool = Fa
                 sharp[key] = None
                 notes.append(f"sharpness: strategy {key!r} has no end-to-end model (feature-level head); skipped.")
                 continue
-            ev = np.array([v["eigenvalue"] for v in vals])
-            sharp[key] = {"mean": float(ev.mean()), "std": float(ev.std(ddof=1)) if len(ev) > 1 else 0.0,
-                          "per_seed": ev.tolist(), "converged": all(v["converged"] for v in vals),
+            ev = [float(v["eigenvalue"]) for v in vals]
+            mean, std = mean_std(ev)
+            sharp[key] = {"mean": mean, "std": std, "per_seed": ev, "converged": all(v["converged"] for v in vals),
                           "n_params": vals[0]["n_params"], "n_samples": vals[0]["n_samples"]}
 
     se = None

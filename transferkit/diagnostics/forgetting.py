@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from .._validation import check_number
+from ..metrics._base import mean_std
 from ..errors import ConfigError
 
 #: Penalty strengths used by :func:`run_forgetting` unless ``penalty_options`` overrides them.
@@ -169,9 +170,7 @@ def run_forgetting(backbone: str = "tiny_cnn", seeds=3, epochs: int = 15, penalt
         rs = [r for r in runs if r["penalty"] == label]
         row = {"penalty": label, "method": pname, "options": opts, "n_seeds": len(rs)}
         for k in keys:
-            v = np.array([r[k] for r in rs], dtype=float)
-            row[k] = float(v.mean())
-            row[k + "_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+            row[k], row[k + "_std"] = mean_std([r[k] for r in rs])
         rows.append(row)
     setup = {"backbone": backbone, "image_size": image_size, "seeds": seed_list, "epochs": epochs,
              "source_epochs": source_epochs, "lr": lr, "batch_size": batch_size,

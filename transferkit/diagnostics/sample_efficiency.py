@@ -252,8 +252,8 @@ def run_sample_efficiency(cfg, out_dir: str | Path, *, transfer: str = "finetune
         acc = {}
         for key in (t_cfg.key, b_cfg.key):
             rs = [r["accuracy"] for r in res["runs"] if r["strategy"] == key]
-            acc[key] = {"mean": float(np.mean(rs)), "std": float(np.std(rs, ddof=1)) if len(rs) > 1 else 0.0,
-                        "runs": rs}
+            summ = res["summary"][key]  # the experiment's own mean ± std over seeds
+            acc[key] = {"mean": summ["accuracy_mean"], "std": summ["accuracy_std"], "runs": rs}
         curve.append({"label": str(k), "labels_per_class": (n_train / n_classes) if k == "all" else float(k),
                       "n_train": n_train, "accuracy": acc, "output_dir": res["output_dir"]})
     curve.sort(key=lambda r: r["labels_per_class"])

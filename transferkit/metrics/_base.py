@@ -47,6 +47,13 @@ class MetricResult:
         return float(self.value)
 
 
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (``ddof=1``) of per-seed values; the std of a single
+    value is reported as 0.0. The one convention for every "mean ± std over seeds" table."""
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else 0.0)
+
+
 def as_2d(X, name: str, *, min_rows: int = 2, dtype=np.float64) -> np.ndarray:
     """``X`` (array-like or torch tensor) as a finite 2-D float array; a 1-D input is one feature."""
     if hasattr(X, "detach"):
