@@ -257,6 +257,14 @@ _PARAM_RULES: dict[str, dict] = {
 }
 
 
+def _section(value, name: str, cls, example: str):
+    """A config section (a mapping with strict keys) as its dataclass ``cls``."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"'{name}' must be a mapping, e.g. {example}.")
+    _check_keys(value, cls, f"{name}.")
+    return cls(**value)
+
+
 def config_from_dict(data: dict) -> ExperimentConfig:
     """Build and validate an :class:`ExperimentConfig` from a plain mapping."""
     if not isinstance(data, dict):
@@ -265,11 +273,7 @@ def config_from_dict(data: dict) -> ExperimentConfig:
     if "target" not in data:
         raise ConfigError("the experiment config needs a 'target' dataset (e.g. target: \"digits:rotate=30\").")
     d = dict(data)
-    split = d.get("split") or {}
-    if not isinstance(split, dict):
-        raise ConfigError("'split' must be a mapping, e.g. split: {labels_per_class: 10}.")
-    _check_keys(split, SplitConfig, "split.")
-    d["split"] = SplitConfig(**split)
+    d["split"] = _section(d.get("split") or {}, "split", SplitConfig, "split: {labels_per_class: 10}")
     d["split"].validate()
     bb = d.get("backbone") or {}
     if isinstance(bb, str):
@@ -296,18 +300,11 @@ def config_from_dict(data: dict) -> ExperimentConfig:
     if dup:
         raise ConfigError(f"strategy {dup[0]!r} appears twice; give one of them a distinct 'label'.")
     if d.get("diagnose") is not None:
-        diag = d["diagnose"]
-        if not isinstance(diag, dict):
-            raise ConfigError("'diagnose' must be a mapping, e.g. diagnose: {transfer: finetune, baseline: scratch}.")
-        _check_keys(diag, DiagnoseConfig, "diagnose.")
-        d["diagnose"] = DiagnoseConfig(**diag)
+        d["diagnose"] = _section(d["diagnose"], "diagnose", DiagnoseConfig,
+                                 "diagnose: {transfer: finetune, baseline: scratch}")
         d["diagnose"].validate(keys)
     if d.get("tracking") is not None:
-        tr = d["tracking"]
-        if not isinstance(tr, dict):
-            raise ConfigError("'tracking' must be a mapping, e.g. tracking: {mlflow: true, tensorboard: true}.")
-        _check_keys(tr, TrackingConfig, "tracking.")
-        d["tracking"] = TrackingConfig(**tr)
+        d["tracking"] = _section(d["tracking"], "tracking", TrackingConfig, "tracking: {mlflow: true, tensorboard: true}")
         d["tracking"].validate()
     return ExperimentConfig(**d)
 
