@@ -94,10 +94,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def _run(cfg, args) -> int:
     from ..experiment import format_table, gains_over_baseline, run_experiment
 
-    if getattr(args, "seeds", None):
-        cfg.seeds = list(range(args.seeds))
-    if cfg is not None and getattr(args, "no_progress", False):
-        cfg.progress = False
+    _override(cfg, args)
     t0 = time.perf_counter()
     if getattr(args, "resume", None):
         from ..experiment import resume_experiment
@@ -114,6 +111,27 @@ def _run(cfg, args) -> int:
     print(f"results: {os.path.join(res['output_dir'], 'results.json')}   ({time.perf_counter() - t0:.0f}s)")
     _report(res["output_dir"], args)
     return 0
+
+
+def _override(cfg, args):
+    """``--seeds N`` and ``--no-progress`` on top of a loaded config (``None``: a resumed run's own)."""
+    if cfg is not None:
+        if getattr(args, "seeds", None):
+            cfg.seeds = list(range(args.seeds))
+        if getattr(args, "no_progress", False):
+            cfg.progress = False
+    return cfg
+
+
+def _new_out_dir(args, kind: str) -> str:
+    """The output directory of a command that computes before it writes: an existing
+    non-empty one is refused *before* the work starts (unless ``--overwrite``)."""
+    from ..train.rundir import prepare_run_dir
+
+    out = args.out or f"runs/{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if os.path.isdir(out) and os.listdir(out) and not args.overwrite:
+        prepare_run_dir(out, overwrite=False)  # raises the usual message
+    return out
 
 
 def _report(run_dir, args) -> None:
@@ -177,9 +195,7 @@ def _cmd_assess(args) -> int:
     from ..assess import assess, format_assessment
     from ..train.rundir import prepare_run_dir, write_json, write_text
 
-    out = args.out or f"runs/assess-{time.strftime('%Y%m%d-%H%M%S')}"
-    if os.path.isdir(out) and os.listdir(out) and not args.overwrite:
-        prepare_run_dir(out, overwrite=False)  # raises the usual message before any work
+    out = _new_out_dir(args, "assess")
     res = assess(args.source, args.target, backbones=args.backbone or ["efficientnet_lite0"],
                  image_size=args.image_size, n_permutations=args.permutations, max_samples=args.max_samples,
                  seed=args.seed, progress=True, echo=print, return_features=not args.no_report)
@@ -203,9 +219,7 @@ def _cmd_benchmark(args) -> int:
     from ..adapt.benchmark import markdown_table, run_benchmark
     from ..train.rundir import prepare_run_dir, write_json, write_text
 
-    out = args.out or f"runs/benchmark-{time.strftime('%Y%m%d-%H%M%S')}"
-    if os.path.isdir(out) and os.listdir(out) and not args.overwrite:
-        prepare_run_dir(out, overwrite=False)
+    out = _new_out_dir(args, "benchmark")
     res = run_benchmark(args.tasks, args.methods, args.seeds, selection=args.selection, epochs=args.epochs)
     d = prepare_run_dir(out, overwrite=args.overwrite)
     table = markdown_table(res)
@@ -222,11 +236,7 @@ def _cmd_diagnose(args) -> int:
     from ..config import load_config
     from ..diagnostics.diagnose import run_diagnose
 
-    cfg = load_config(args.config, overrides=args.set)
-    if args.seeds:
-        cfg.seeds = list(range(args.seeds))
-    if args.no_progress:
-        cfg.progress = False
+    cfg = _override(load_config(args.config, overrides=args.set), args)
     res = run_diagnose(cfg, args.out, overwrite=args.overwrite)
     nt = res["negative_transfer"]
     print(f"\nnegative transfer: {nt['verdict']}  ({res['transfer']} - {res['baseline']} = {nt['delta_mean']:+.3f}, "
