@@ -270,11 +270,12 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, 
                 extra["source"] = source
             with resuming(resume):
                 strat.fit(train, val, run_dir=run_dir, **extra)
+            y_test = strat.predict(test)  # scored here and kept for the report's confusion matrix
             row = {
                 "strategy": scfg.key,
                 "method": scfg.name,
                 "seed": seed,
-                "accuracy": strat.score(test),
+                "accuracy": strat.score(test, y_pred=y_test),
                 "val_accuracy": strat.score(val) if val is not None else None,
                 "train_accuracy": strat.score(train) if (train.labels is not None and (train.labels >= 0).any()) else None,
                 "train_time": strat.train_time_,
@@ -290,7 +291,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, 
                 strat.save(tmp, metadata={"transferkit.backbone": factory.name, "transferkit.strategy": scfg.name})
             # what `transferkit report` needs without retraining: test predictions; features of the first seed
             save_run_artifacts(strat, run_dir, test, source=source, features=report_features and seed == cfg.seeds[0],
-                               seed=seed)
+                               seed=seed, y_pred=y_test)
             row.update(tracker.log_experiment_run(cfg, scfg, seed, strat, row))
             write_json(run_dir / "result.json", row)
             mark_complete(run_dir)

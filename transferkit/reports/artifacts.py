@@ -38,9 +38,10 @@ FEATURES = "features.npz"
 PCA_COMPONENTS = 50
 
 
-def save_predictions(strategy, test, run_dir: str | Path) -> Path:
-    """Write ``predictions.npz`` (test labels and predictions) into ``run_dir``."""
-    y_pred = np.asarray(strategy.predict(test), dtype=np.int64)
+def save_predictions(strategy, test, run_dir: str | Path, y_pred=None) -> Path:
+    """Write ``predictions.npz`` (test labels and predictions) into ``run_dir``; ``y_pred``:
+    the strategy's predictions on ``test`` when the caller already has them."""
+    y_pred = np.asarray(strategy.predict(test) if y_pred is None else y_pred, dtype=np.int64)
     y_true = np.asarray(test.labels if test.labels is not None else np.full(len(test), -1), dtype=np.int64)
     classes = np.array([str(c) for c in (test.classes or [])], dtype=str)
     path = Path(run_dir) / PREDICTIONS
@@ -164,11 +165,11 @@ def save_domain_features(run_dir: str | Path, source: np.ndarray, target: np.nda
 
 
 def save_run_artifacts(strategy, run_dir: str | Path, test, *, source=None, features: bool = True,
-                       seed: int = 0) -> None:
+                       seed: int = 0, y_pred=None) -> None:
     """The experiment runner's one call: predictions always, features when ``features``, and
     ``metrics.jsonl`` from the strategy's ``history_`` when its training loop wrote none (the
     feature-space adapters train outside the Trainer)."""
-    save_predictions(strategy, test, run_dir)
+    save_predictions(strategy, test, run_dir, y_pred=y_pred)
     hist = getattr(strategy, "history_", None)
     mfile = Path(run_dir) / "metrics.jsonl"
     if hist and not mfile.exists():

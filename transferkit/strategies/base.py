@@ -67,12 +67,14 @@ class Strategy:
     def predict(self, dataset) -> np.ndarray:
         return self.predict_logits(dataset).argmax(1)
 
-    def score(self, dataset) -> float:
-        """Accuracy on the labeled samples of ``dataset``."""
+    def score(self, dataset, y_pred=None) -> float:
+        """Accuracy on the labeled samples of ``dataset`` (``y_pred``: its predictions, when
+        already computed)."""
         if dataset.labels is None or not (dataset.labels >= 0).any():
             raise DataError(f"cannot score on {dataset.name!r}: it has no labels.")
         mask = dataset.labels >= 0
-        return float((self.predict(dataset)[mask] == dataset.labels[mask]).mean())
+        pred = self.predict(dataset) if y_pred is None else np.asarray(y_pred)
+        return float((pred[mask] == dataset.labels[mask]).mean())
 
     def _timer(self):
         return time.perf_counter()
