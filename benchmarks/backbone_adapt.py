@@ -20,7 +20,7 @@ import numpy as np
 
 def main(argv=None):
     from transferkit.adapt.benchmark import SOURCE, TASKS
-    from transferkit.data import DomainDataset, stratified_split
+    from transferkit.data import stratified_split
     from transferkit.data.spec import load_dataset
     from transferkit.strategies import Adapt
 
@@ -36,7 +36,7 @@ def main(argv=None):
     for seed in range(args.seeds):
         pool, test_idx = stratified_split(tgt.labels, [0.5, 0.5], seed=seed)
         labeled, test = tgt.subset(pool), tgt.subset(test_idx)
-        unl = DomainDataset(labeled.inputs, np.full(len(pool), -1), tgt.name, "image", classes=tgt.classes)
+        unl = labeled.without_labels()
         for m in args.methods:
             t0 = time.perf_counter()
             kw = dict(backbone="efficientnet_lite0", image_size=64, seed=seed, epochs=args.epochs, batch_size=32,

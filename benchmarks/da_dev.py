@@ -55,7 +55,7 @@ VARIANTS = {
 
 
 def main(argv=None):
-    from transferkit.data import DomainDataset, stratified_split
+    from transferkit.data import stratified_split
     from transferkit.data.spec import load_dataset
     from transferkit.strategies import Adapt
 
@@ -83,8 +83,7 @@ def main(argv=None):
             accs = []
             for seed in range(args.seeds):
                 pool, test_idx = stratified_split(tgt.labels, [0.5, 0.5], seed=seed)
-                unl = DomainDataset(tgt.inputs[pool], np.full(len(pool), -1), tgt.name, "image", classes=tgt.classes,
-                                    spec=tgt.spec)
+                unl = tgt.subset(pool).without_labels()
                 kw = dict(backbone="efficientnet_lite0", image_size=64, seed=seed, **VARIANTS[name])
                 kw.update(extra)
                 s = Adapt(**kw).fit(unl, source=src)

@@ -569,3 +569,16 @@ def test_list_datasets():
     assert "digits" in kinds and kinds["digits"]
     for k in ("<folder>", "<file>.csv", "<file>.tsv", "<file>.parquet", "<file>.npz"):
         assert k in kinds
+
+
+def test_without_labels_hides_every_label_and_keeps_the_rest():
+    import numpy as np
+
+    from transferkit.data import DomainDataset
+
+    ds = DomainDataset(np.zeros((4, 3), np.float32), np.array([0, 1, 1, 0]), "d", "tabular", classes=["a", "b"],
+                       spec="x.npz")
+    u = ds.without_labels()
+    assert (u.labels == -1).all() and u.inputs is ds.inputs and u.fingerprint() == ds.fingerprint()
+    assert (u.name, u.modality, u.classes, u.spec) == (ds.name, ds.modality, ds.classes, ds.spec)
+    assert (ds.labels == [0, 1, 1, 0]).all()  # the original keeps its labels

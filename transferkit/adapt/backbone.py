@@ -187,16 +187,6 @@ class SelectionCallback:
             self.model.load_state_dict(self.best_state)
 
 
-
-
-def _hide_labels(ds):
-    """The same inputs with every label -1: whatever runs next cannot read target labels."""
-    from ..data import DomainDataset
-
-    return DomainDataset(ds.inputs, np.full(len(ds), -1, dtype=np.int64), ds.name, ds.modality,
-                         classes=ds.classes, spec=ds.spec)
-
-
 def train_backbone_adapter(
     source_ds, target_ds, *, backbone="efficientnet_lite0", num_classes: int | None = None,
     method: str | None = "dann", weight: float = 1.0, loss_options: dict | None = None, selection: str = "dev",
@@ -330,7 +320,7 @@ def train_backbone_adapter(
                               + f" Options: {', '.join(FIXMATCH_OPTIONS)}.")
 
     source = source_ds.subset(np.flatnonzero(source_ds.labels >= 0))
-    target = _hide_labels(target_ds)
+    target = target_ds.without_labels()  # whatever runs next cannot read target labels
     source_val = source_val_ds
     if selection in ("dev", "iwcv"):
         if source_val is None:

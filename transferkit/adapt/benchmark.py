@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from ..errors import ConfigError
 
 SOURCE = "digits:subset=0/2"
@@ -31,7 +29,7 @@ DEFAULT_METHODS = ["source_only", "source_only_lr", "adabn"] + DEEP + SHALLOW + 
 def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "efficientnet_lite0",
                   image_size: int = 64, selection: str = "dev", epochs: int = 30, echo=print) -> dict:
     """Run every (task, method, seed); return ``{"rows": [...], "runs": [...]}``."""
-    from ..data import DomainDataset, stratified_split
+    from ..data import stratified_split
     from ..data.spec import load_dataset
     from ..metrics._base import mean_std
     from ..strategies import Adapt
@@ -50,8 +48,7 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
         for seed in range(seeds):
             pool, test_idx = stratified_split(tgt.labels, [0.5, 0.5], seed=seed)
             labeled_pool, test = tgt.subset(pool), tgt.subset(test_idx)
-            unlabeled = DomainDataset(labeled_pool.inputs, np.full(len(pool), -1), tgt.name, "image",
-                                      classes=tgt.classes, spec=tgt.spec)
+            unlabeled = labeled_pool.without_labels()
             for m in methods:
                 t0 = time.perf_counter()
                 common = dict(backbone=backbone, image_size=image_size, seed=seed, epochs=epochs)

@@ -111,6 +111,12 @@ class DomainDataset:
             meta=dict(self.meta),
         )
 
+    def without_labels(self) -> DomainDataset:
+        """The same inputs with every label hidden (-1): unlabeled target data for adaptation,
+        so that whatever receives it cannot read its labels."""
+        return DomainDataset(inputs=self.inputs, labels=np.full(len(self), -1, dtype=np.int64), name=self.name,
+                             modality=self.modality, classes=self.classes, spec=self.spec, meta=dict(self.meta))
+
     def get_input(self, i: int):
         return self.inputs[i]
 

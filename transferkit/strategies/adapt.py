@@ -291,12 +291,10 @@ class TwoStage(Adapt):
         import time as _time
 
         from ..adapt.features import train_feature_adapter
-        from ..data import DomainDataset
 
         t0 = _time.perf_counter()
         labels = train.labels if train.labels is not None else np.full(len(train), -1)
-        hidden = DomainDataset(train.inputs, np.full(len(train), -1), train.name, train.modality,
-                               classes=train.classes, spec=train.spec)
+        hidden = train.without_labels()
         super().fit(hidden, None, source=source, run_dir=run_dir)  # stage 1: target labels hidden
         self.stage1_history_ = self.history_
         lab = np.flatnonzero(labels >= 0)
