@@ -26,3 +26,9 @@ class WeightsError(TransferKitError, RuntimeError):
 
 class MissingDependencyError(TransferKitError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class TransferKitWarning(UserWarning):
+    """A result that is valid but may not mean what the user expects (one class, duplicate
+    seeds, a degenerate split). The experiment runner records every such warning in
+    ``results.json`` (``"warnings"``) and the report shows them."""

@@ -6,111 +6,16 @@ must be found before the old run is removed. Every file under the test's folder 
 byte for byte before and after.
 """
 
-import os
-import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
+from _badinput import (ROWS, _cfg, _csv, _folder, _npz, _run, _tab, _weights, check_case,  # noqa: F401
+                       existing)
 from transferkit.cli import main
 from transferkit.errors import TransferKitError
-
-BASE = {
-    "name": "bad",
-    "seeds": [0],
-    "target": "digits:subset=1/2,size=16",
-    "split": {"labels_per_class": 3, "val_fraction": 0.5},
-    "backbone": {"name": "tiny_cnn", "image_size": 16},
-    "progress": False,
-    "strategies": [{"name": "scratch", "epochs": 1}],
-}
-
-
-class Evil:
-    """Unpickling this would run code."""
-
-    def __reduce__(self):
-        return (os.system, ("echo pwned > pwned.txt",))
-
-
-def _cfg(tmp: Path, text: str | None = None, **changes) -> str:
-    data = {**BASE, **changes}
-    p = tmp / "exp.yaml"
-    p.write_text(text if text is not None else yaml.safe_dump(data, sort_keys=False))
-    return str(p)
-
-
-def _run(tmp: Path, cfg: str, *extra) -> list:
-    """``run CFG --out existing --overwrite``: the old run must survive the bad input."""
-    return ["run", cfg, "--out", str(tmp / "existing"), "--overwrite", "--no-report", *extra]
-
-
-def _npz(tmp: Path, name="data.npz", n=40, d=4, **arrays) -> str:
-    rng = np.random.default_rng(0)
-    arrays.setdefault("x", rng.normal(size=(n, d)).astype(np.float32))
-    arrays.setdefault("y", np.arange(n) % 2)
-    np.savez(tmp / name, **arrays)
-    return str(tmp / name)
-
-
-def _tab(tmp: Path, target: str, **changes) -> str:
-    """A tabular experiment on ``target`` with a tiny MLP."""
-    return _cfg(tmp, target=target, backbone={"name": "tiny_mlp", "options": {"in_features": 4}},
-                split={"labels_per_class": 3, "val_fraction": 0.5}, **changes)
-
-
-def _folder(tmp: Path, corrupt=False, empty_class=False) -> str:
-    from PIL import Image
-
-    root = tmp / "imgs"
-    for c in ("cat", "dog"):
-        (root / c).mkdir(parents=True)
-        if empty_class and c == "dog":
-            (root / c / "notes.txt").write_text("no images here")
-            continue
-        for i in range(6):
-            pixels = (np.random.default_rng(i).random((8, 8, 3)) * 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / c / f"{i}.png")
-    if corrupt:
-        (root / "dog" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    return str(root)
-
-
-def _weights(tmp: Path, kind: str) -> str:
-    import torch
-    from safetensors.torch import save_file
-
-    from transferkit.backbones import create_backbone
-
-    if kind == "pickle.pt":
-        p = tmp / "weights.pt"
-        p.write_bytes(pickle.dumps(Evil()))
-    elif kind == "pickle.safetensors":
-        p = tmp / "weights.safetensors"
-        p.write_bytes(pickle.dumps(Evil()))
-    elif kind == "torch_pickle.pt":  # a real torch.save of an object, not of tensors
-        p = tmp / "model.pt"
-        torch.save({"model": Evil()}, p)
-    elif kind == "truncated":
-        p = tmp / "weights.safetensors"
-        save_file(create_backbone("tiny_cnn", pretrained=False).state_dict(), str(p))
-        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
-    elif kind == "wrong_arch":
-        p = tmp / "weights.safetensors"
-        save_file({"fc.weight": torch.zeros(2, 2)}, str(p))
-    return str(p)
-
-
-def _csv(tmp: Path, text: str, name="t.csv") -> str:
-    (tmp / name).write_text(text)
-    return str(tmp / name)
-
-
-ROWS = "".join(f"{i % 3 * 0.5},{i},{(i * 7) % 5},{i % 2},{i % 4}\n" for i in range(40))
 
 CASES = {
     # --- data files and folders
@@ -247,40 +152,13 @@ CASES = {
 }
 
 
-def _snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture
-def existing(tmp_path):
-    """A finished run that bad input must leave alone (even with --overwrite)."""
-    d = tmp_path / "existing"
-    (d / "scratch" / "seed0").mkdir(parents=True)
-    (d / "results.json").write_text('{"summary": {}}\n')
-    (d / "config.yaml").write_text("target: digits\n")
-    (d / "scratch" / "seed0" / "model.safetensors").write_bytes(b"weights")
-    return d
-
-
 def test_the_table_is_large_enough():
     assert len(CASES) >= 20
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_one_line_exit_2_nothing_damaged(case, tmp_path, existing, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # a relative path or an unpickled payload would land here
-    argv, fragments = CASES[case](tmp_path)
-    before = _snapshot(tmp_path)
-    code = main(argv)
-    captured = capsys.readouterr()
-    err = captured.err.strip()
-    assert code == 2, (case, captured.out[-2000:], err)
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("transferkit: error: ") and "Traceback" not in err
-    for frag in fragments:
-        assert frag in err, (frag, err)
-    assert _snapshot(tmp_path) == before  # nothing written, nothing removed, nothing changed
-    assert not (tmp_path / "pwned.txt").exists()
+    check_case(CASES, case, tmp_path, capsys, monkeypatch)
 
 
 def test_debug_shows_the_traceback(tmp_path, existing, capsys):

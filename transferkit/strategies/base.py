@@ -38,6 +38,17 @@ class Strategy:
         sig = inspect.signature(type(self).__init__)
         return {k: getattr(self, k) for k in sig.parameters if k != "self"}
 
+    def validate(self, backbone=None) -> None:
+        """Check every parameter without touching data or disk: types, finiteness, ranges and
+        cross-field rules; raise :class:`~transferkit.errors.ConfigError` naming the parameter
+        and what to do.
+
+        ``backbone``: the built backbone instance when the caller has one (rules such as
+        ``unfreeze="last:k"`` depend on its layer groups). The experiment runner calls this for
+        every strategy before the run directory is created or an old run is replaced; ``fit``
+        calls it again, so the Python API gets the same checks.
+        """
+
     @staticmethod
     def _check_train(train) -> None:
         if train.labels is None or not (train.labels >= 0).any():

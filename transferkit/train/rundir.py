@@ -24,6 +24,13 @@ from ..errors import ConfigError
 #: Marker file present while a run (or an experiment) directory is being written.
 INCOMPLETE = ".incomplete"
 
+#: Marker file written when transferkit creates an output directory: ``--overwrite`` replaces
+#: only a directory that holds it (never a folder of the user's that merely has files in it).
+RUN_MARKER = ".transferkit-run"
+
+#: Lock file of a directory being written (holds the writer's pid); one writer at a time.
+LOCK = ".lock"
+
 _RESUMING: contextvars.ContextVar[bool] = contextvars.ContextVar("transferkit_resuming", default=False)
 
 
