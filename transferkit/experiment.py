@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._faults import fault_point
 from ._registry import get
 from .config import ExperimentConfig
 from .errors import ConfigError, DataError
@@ -100,15 +101,18 @@ def _backbone_factory(cfg: ExperimentConfig):
     return factory
 
 
-def _check_inputs(what: str, ds, factory) -> None:
+def _check_inputs(what: str, ds, factory):
     """Build the backbone once and run it on two samples of ``ds``: an unknown backbone, unsafe
     or mismatched weights, the wrong modality or input width fail here, before anything is
-    written (and before ``--overwrite`` removes an old run)."""
+    written (and before ``--overwrite`` replaces an old run). Returns the built backbone (the
+    strategies' parameters are checked against its layer groups). The global RNGs are left as
+    they were (a random initialisation here must not shift what the runs draw)."""
     import torch
 
     from .errors import TransferKitError
 
-    bb = factory(pretrained=True)
+    with torch.random.fork_rng(devices=[]):
+        bb = factory(pretrained=True)
     modality = getattr(getattr(bb, "spec", None), "modality", None)
     if modality is not None and modality != ds.modality:
         raise ConfigError(
@@ -127,6 +131,7 @@ def _check_inputs(what: str, ds, factory) -> None:
             f"backbone {factory.name!r} cannot process the {what} {ds.name!r} "
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); check the input size or feature count "
             "(e.g. backbone.options.in_features) against the data.") from None
+    return bb
 
 
 def _check_domains(source, target) -> None:
@@ -180,7 +185,8 @@ def resume_experiment(out_dir: str | Path, *, echo=print, on_run=None) -> dict:
 
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, overwrite: bool = False,
-                   echo=print, on_run=None, resume: bool = False, report_features: bool = True) -> dict:
+                   echo=print, on_run=None, resume: bool = False, report_features: bool = True,
+                   inputs=()) -> dict:
     """Run ``cfg``; write ``results.json``, ``results.md``, the resolved config and the
     environment under ``out_dir``; return the results dict.
 
@@ -191,8 +197,14 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, 
     ``on_run(strategy, row, (train, val, test))``, when given, is called after each fit while
     the fitted strategy is still in memory (the diagnostics read its history and model there).
 
-    Nothing is written before the data, the splits and the backbone have been checked, so bad
-    input leaves the disk as it was (``overwrite`` removes an old run only after these checks).
+    Nothing is written before the data, every seed's splits, the backbone and every
+    strategy's parameters have been checked, so bad input leaves the disk as it was. The
+    output directory obeys :func:`transferkit.train.rundir.open_run_dir`: never the working
+    directory or a folder holding an input (the config's paths and ``inputs``), one writer at
+    a time, and ``overwrite`` builds the new run beside the old one and swaps it in only when
+    it is complete (a failing run leaves the old one byte-identical). Warnings of the
+    :class:`~transferkit.errors.TransferKitWarning` kind are printed and stored in
+    ``results["warnings"]``.
     Every file is written atomically; ``out_dir/.incomplete`` (and the same marker in each
     strategy/seed folder) stays until that part is complete. ``resume=True`` continues an
     interrupted run in ``out_dir`` (see :func:`resume_experiment`, which also reads the stored
@@ -204,120 +216,211 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, 
     and target features before/after adaptation), so that :func:`transferkit.reports.write_report`
     can draw confusion matrices and t-SNE plots without retraining.
     """
+    import warnings
+
+    t_start = time.perf_counter()
+    recorded: list[str] = []
+    with warnings.catch_warnings():
+        _record_warnings(recorded)
+        return _run_experiment(cfg, out_dir, overwrite=overwrite, echo=echo, on_run=on_run, resume=resume,
+                               report_features=report_features, inputs=inputs, t_start=t_start, recorded=recorded)
+
+
+def _record_warnings(into: list[str]) -> None:
+    """Inside a ``warnings.catch_warnings()`` block: every :class:`TransferKitWarning` is printed
+    as one ``transferkit: warning:`` line and appended (once) to ``into`` (results.json's
+    ``warnings``); other warnings pass through as usual."""
+    import sys
+    import warnings
+
+    from .errors import TransferKitWarning
+
+    warnings.simplefilter("always", TransferKitWarning)
+    show = warnings.showwarning
+
+    def _show(message, category, filename, lineno, file=None, line=None):
+        if isinstance(category, type) and issubclass(category, TransferKitWarning):
+            text = " ".join(str(message).split())
+            if text not in into:
+                into.append(text)
+                print(f"transferkit: warning: {text}", file=sys.stderr)
+            return
+        show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = _show
+
+
+def _make_strategy(cls, scfg, cfg: ExperimentConfig, seed: int, factory):
+    """The strategy of one (strategy, seed) run, with the experiment-wide options."""
+    params = dict(scfg.params)
+    params.setdefault("seed", seed)
+    common = {"cache_dir": cfg.cache_dir, "device": cfg.device, "progress": cfg.progress}
+    for k, v in common.items():
+        if v is not None:
+            params.setdefault(k, v)
+    return cls(backbone=factory, **params)
+
+
+def _check_tree(out: Path) -> None:
+    """A run directory given to ``--resume`` may come from someone else: it must hold no
+    symbolic link (a write through one would land outside the run directory)."""
+    import os
+
+    for root, dirs, files in os.walk(out):
+        for name in dirs + files:
+            q = Path(root) / name
+            if q.is_symlink():
+                raise ConfigError(
+                    f"{str(out)!r} holds a symbolic link {str(q)!r}; a transferkit run directory never does, and a "
+                    "resumed run would write through it. Remove the link or start a new run with --out.")
+
+
+def _validate_run(cfg: ExperimentConfig, load_dataset):
+    """Every check that can fail, in one pass, before anything is written: the data, every
+    seed's splits, the domains, the backbone on real samples, every strategy's parameters
+    (against the built backbone) and the cache directory."""
+    target = load_dataset(cfg.target)
+    source = load_dataset(cfg.source) if cfg.source is not None else None
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        dup = sorted({s for s in cfg.seeds if cfg.seeds.count(s) > 1})
+        raise ConfigError(f"seeds {cfg.seeds} repeat {dup[0]}; the same seed twice is the same run twice "
+                          "(give distinct seeds, e.g. seeds: 3).")
+    for seed in cfg.seeds:
+        make_splits(target, cfg.split, seed, load=load_dataset)
+    _check_domains(source, target)
+    factory = _backbone_factory(cfg)
+    bb = _check_inputs("target", target, factory)
+    if cfg.cache_dir is not None:
+        try:
+            from .features import check_cache_dir
+        except ImportError:  # pragma: no cover - older feature package
+            check_cache_dir = None
+        if check_cache_dir is not None:
+            check_cache_dir(cfg.cache_dir)
+    strategies = [(s, get("strategy", s.name)) for s in cfg.strategies]
+    for scfg, cls in strategies:  # asked of an instance, as in the run loop (no logic in __init__)
+        strat = _make_strategy(cls, scfg, cfg, cfg.seeds[0], factory)
+        try:
+            strat.validate(backbone=bb)
+        except ConfigError as exc:
+            raise ConfigError(f"strategy {scfg.key!r}: {exc}") from None
+        if source is None and getattr(strat, "needs_source", False):
+            raise ConfigError(f"strategy {scfg.key!r} needs a labeled 'source' dataset in the config.")
+    return target, source, factory, strategies
+
+
+def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_features, inputs, t_start, recorded):
+    import shutil
+
     import yaml
 
     from .data.spec import load_dataset
-    import shutil
-
-    from .train.rundir import (atomic_path, environment_info, mark_complete, mark_incomplete, prepare_run_dir,
-                               resuming, write_json, write_text)
-    from .train.trainer import CHECKPOINT
     from .reports.artifacts import save_run_artifacts
+    from .train.rundir import (atomic_path, environment_info, is_inside, mark_complete, mark_incomplete,
+                               open_run_dir, resuming, write_json, write_text)
     from .train.tracking import make_tracker
+    from .train.trainer import CHECKPOINT
 
-    t_start = time.perf_counter()
-    # bad data fails here, before anything is written to disk
-    target = load_dataset(cfg.target)
-    source = load_dataset(cfg.source) if cfg.source is not None else None
-    make_splits(target, cfg.split, cfg.seeds[0], load=load_dataset)
-    _check_domains(source, target)
-    factory = _backbone_factory(cfg)
-    _check_inputs("target", target, factory)
-    strategies = [(s, get("strategy", s.name)) for s in cfg.strategies]
-    for scfg, cls in strategies:  # asked of an instance, as in the loop below (no logic in __init__)
-        if source is None and getattr(cls(backbone=factory, **scfg.params), "needs_source", False):
-            raise ConfigError(f"strategy {scfg.key!r} needs a labeled 'source' dataset in the config.")
-    if resume:
-        out = Path(out_dir)
-        echo(f"resuming {out}")
-    else:
-        out = prepare_run_dir(out_dir or cfg.output_dir or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                              overwrite)
-        mark_incomplete(out)
-        write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        write_json(out / "environment.json", environment_info(cfg.seeds))
-    echo(f"target: {target!r}")
-    if source is not None:
-        echo(f"source: {source!r}")
-    runs: list[dict] = []
-    tracker = make_tracker(getattr(cfg, "tracking", None), out, cfg.name)  # MLflow / TensorBoard, off by default
-    for seed in cfg.seeds:
-        train, val, test = make_splits(target, cfg.split, seed, load=load_dataset)
-        for scfg, cls in strategies:
-            run_dir = out / scfg.key / f"seed{seed}"
-            done = _load_or_none(run_dir / "result.json") if resume else None
-            if done is not None:
-                runs.append(done)
-                echo(f"  seed {seed}  {scfg.key:<20} test acc {done['accuracy']:.3f}  (complete, kept)")
-                continue
-            if resume and run_dir.exists() and not (run_dir / CHECKPOINT).exists():
-                shutil.rmtree(run_dir)  # interrupted before its first checkpoint: start this run over
-            mark_incomplete(run_dir)
-            params = dict(scfg.params)
-            params.setdefault("seed", seed)
-            common = {"cache_dir": cfg.cache_dir, "device": cfg.device, "progress": cfg.progress}
-            for k, v in common.items():
-                if v is not None:
-                    params.setdefault(k, v)
-            strat = cls(backbone=factory, **params)
-            extra = {}
-            # asked of the instance: finetune needs source data only with some penalties (ewc, replay)
-            if getattr(strat, "needs_source", False):
-                if source is None:
-                    raise ConfigError(f"strategy {scfg.key!r} needs a labeled 'source' dataset in the config.")
-                extra["source"] = source
-            elif source is not None and getattr(strat, "accepts_source", False):
-                extra["source"] = source
-            with resuming(resume):
-                strat.fit(train, val, run_dir=run_dir, **extra)
-            y_test = strat.predict(test)  # scored here and kept for the report's confusion matrix
-            row = {
-                "strategy": scfg.key,
-                "method": scfg.name,
-                "seed": seed,
-                "accuracy": strat.score(test, y_pred=y_test),
-                "val_accuracy": strat.score(val) if val is not None else None,
-                "train_accuracy": strat.score(train) if (train.labels is not None and (train.labels >= 0).any()) else None,
-                "train_time": strat.train_time_,
-                "trainable_params": strat.trainable_params_,
-                "n_train": len(train),
-                "n_val": len(val) if val is not None else 0,
-                "n_test": len(test),
-                "best_epoch": getattr(strat, "best_epoch_", None),
-                "selection": getattr(strat, "selection_", "labeled target validation split"),
-                "run_dir": str(run_dir),
-            }
-            with atomic_path(run_dir / "model.safetensors") as tmp:
-                strat.save(tmp, metadata={"transferkit.backbone": factory.name, "transferkit.strategy": scfg.name})
-            # what `transferkit report` needs without retraining: test predictions; features of the first seed
-            save_run_artifacts(strat, run_dir, test, source=source, features=report_features and seed == cfg.seeds[0],
-                               seed=seed, y_pred=y_test)
-            row.update(tracker.log_experiment_run(cfg, scfg, seed, strat, row))
-            write_json(run_dir / "result.json", row)
-            mark_complete(run_dir)
-            runs.append(row)
-            if on_run is not None:
-                on_run(strat, row, (train, val, test))
-            echo(f"  seed {seed}  {scfg.key:<20} test acc {row['accuracy']:.3f}  "
-                 f"(val {row['val_accuracy'] if row['val_accuracy'] is not None else float('nan'):.3f}, "
-                 f"{row['train_time']:.1f}s)")
-    summary = summarize(runs)
-    results = {
-        "name": cfg.name,
-        "target": target.spec or target.name,
-        "source": (source.spec or source.name) if source is not None else None,
-        "backbone": cfg.backbone.name,
-        "seeds": cfg.seeds,
-        "selection": _selection_note(runs),
-        "summary": summary,
-        "runs": runs,
-        "run_dirs": sorted({str(Path(r["run_dir"])) for r in runs}),
-        "output_dir": str(out),
-        "wall_time": time.perf_counter() - t_start,
-    }
-    write_json(out / "results.json", results)
-    write_text(out / "results.md", format_table(summary, markdown=True) + "\n")
-    mark_complete(out)
+    # bad input fails here, before anything is written to disk
+    target, source, factory, strategies = _validate_run(cfg, load_dataset)
+    final = Path(out_dir or cfg.output_dir or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    read = {k: v for k, v in cfg.to_dict().items() if k != "output_dir"}  # the paths this run reads
+    with open_run_dir(final, overwrite=overwrite, resume=resume, inputs=(read, *inputs)) as out:
+        if resume:
+            _check_tree(out)
+            echo(f"resuming {out}")
+        else:
+            mark_incomplete(out)
+            write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            write_json(out / "environment.json", environment_info(cfg.seeds))
+            fault_point("experiment.start")
+        echo(f"target: {target!r}")
+        if source is not None:
+            echo(f"source: {source!r}")
+        runs: list[dict] = []
+        tracker = make_tracker(getattr(cfg, "tracking", None), out, cfg.name)  # MLflow / TensorBoard, off by default
+        for seed in cfg.seeds:
+            train, val, test = make_splits(target, cfg.split, seed, load=load_dataset)
+            for scfg, cls in strategies:
+                run_dir = out / scfg.key / f"seed{seed}"
+                if not is_inside(run_dir, out):  # labels are checked names; this is the last line of defence
+                    raise ConfigError(f"strategy label {scfg.key!r} would put a run outside {str(final)!r}; "
+                                      "use a plain name (letters, digits, _ . + -).")
+                done = _load_or_none(run_dir / "result.json") if resume else None
+                if done is not None:
+                    runs.append(done)
+                    echo(f"  seed {seed}  {scfg.key:<20} test acc {done['accuracy']:.3f}  (complete, kept)")
+                    continue
+                if resume and run_dir.is_dir() and not (run_dir / CHECKPOINT).exists():
+                    shutil.rmtree(run_dir)  # interrupted before its first checkpoint: start this run over
+                mark_incomplete(run_dir)
+                fault_point("experiment.run_start")
+                strat = _make_strategy(cls, scfg, cfg, seed, factory)
+                extra = {}
+                # asked of the instance: finetune needs source data only with some penalties (ewc, replay)
+                if getattr(strat, "needs_source", False):
+                    extra["source"] = source
+                elif source is not None and getattr(strat, "accepts_source", False):
+                    extra["source"] = source
+                with resuming(resume):
+                    strat.fit(train, val, run_dir=run_dir, **extra)
+                fault_point("experiment.fit")
+                y_test = strat.predict(test)  # scored here and kept for the report's confusion matrix
+                row = {
+                    "strategy": scfg.key,
+                    "method": scfg.name,
+                    "seed": seed,
+                    "accuracy": strat.score(test, y_pred=y_test),
+                    "val_accuracy": strat.score(val) if val is not None else None,
+                    "train_accuracy": strat.score(train) if (train.labels is not None and (train.labels >= 0).any()) else None,
+                    "train_time": strat.train_time_,
+                    "trainable_params": strat.trainable_params_,
+                    "n_train": len(train),
+                    "n_val": len(val) if val is not None else 0,
+                    "n_test": len(test),
+                    "best_epoch": getattr(strat, "best_epoch_", None),
+                    "selection": getattr(strat, "selection_", "labeled target validation split"),
+                    "run_dir": str(final / scfg.key / f"seed{seed}"),
+                }
+                with atomic_path(run_dir / "model.safetensors") as tmp:
+                    strat.save(tmp, metadata={"transferkit.backbone": factory.name, "transferkit.strategy": scfg.name})
+                fault_point("experiment.model")
+                # what `transferkit report` needs without retraining: test predictions; features of the first seed
+                save_run_artifacts(strat, run_dir, test, source=source,
+                                   features=report_features and seed == cfg.seeds[0], seed=seed, y_pred=y_test)
+                fault_point("experiment.artifacts")
+                row.update(tracker.log_experiment_run(cfg, scfg, seed, strat, row))
+                write_json(run_dir / "result.json", row)
+                fault_point("experiment.result")
+                mark_complete(run_dir)
+                fault_point("experiment.run_complete")
+                runs.append(row)
+                if on_run is not None:
+                    on_run(strat, row, (train, val, test))
+                echo(f"  seed {seed}  {scfg.key:<20} test acc {row['accuracy']:.3f}  "
+                     f"(val {row['val_accuracy'] if row['val_accuracy'] is not None else float('nan'):.3f}, "
+                     f"{row['train_time']:.1f}s)")
+        summary = summarize(runs)
+        results = {
+            "name": cfg.name,
+            "target": target.spec or target.name,
+            "source": (source.spec or source.name) if source is not None else None,
+            "backbone": cfg.backbone.name,
+            "seeds": cfg.seeds,
+            "selection": _selection_note(runs),
+            "summary": summary,
+            "runs": runs,
+            "run_dirs": sorted({str(Path(r["run_dir"])) for r in runs}),
+            "output_dir": str(final),
+            "warnings": recorded,
+            "wall_time": time.perf_counter() - t_start,
+        }
+        write_json(out / "results.json", results)
+        fault_point("experiment.results_json")
+        write_text(out / "results.md", format_table(summary, markdown=True) + "\n")
+        fault_point("experiment.results_md")
+        mark_complete(out)
+        fault_point("experiment.complete")
     return results
 
 

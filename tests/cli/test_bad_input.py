@@ -6,13 +6,14 @@ must be found before the old run is removed. Every file under the test's folder 
 byte for byte before and after.
 """
 
+import pickle
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from _badinput import (ROWS, _cfg, _csv, _folder, _npz, _run, _tab, _weights, check_case,  # noqa: F401
+from _badinput import (ROWS, Evil, _cfg, _csv, _folder, _npz, _run, _tab, _weights, check_case,  # noqa: F401
                        existing)
 from transferkit.cli import main
 from transferkit.errors import TransferKitError

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from importlib import resources
@@ -15,8 +16,41 @@ from importlib import resources
 from ..errors import TransferKitError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with transferkit's error format: one line, exit code 2 (no usage block)."""
+
+    def error(self, message):
+        print(f"transferkit: error: {_printable(message)}; see '{self.prog} --help'.", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _int_arg(low: int, high: int | None = None):
+    """An ``int`` argparse type with a range (``--seeds 0`` is an error, not silently ignored)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if v < low or (high is not None and v > high):
+            rng = f">= {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"must be {rng}, got {v}")
+        return v
+
+    return parse
+
+
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*(\x07|\x1b\\)?|[\x00-\x08\x0b-\x1f\x7f\x9b]")
+
+
+def _printable(text: str) -> str:
+    """One line without terminal escape sequences or control characters (a file name or a
+    value from a config may hold them; they must not reach the terminal raw)."""
+    return " ".join(_CONTROL.sub("?", str(text)).split())
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="transferkit", description="Transfer learning toolkit.")
+    p = _Parser(prog="transferkit", description="Transfer learning toolkit.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command")
@@ -28,7 +62,7 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     r.add_argument("--out", help="output directory (default: config's output_dir or runs/NAME-TIMESTAMP)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    r.add_argument("--seeds", type=int, help="number of seeds (overrides the config)")
+    r.add_argument("--seeds", type=_int_arg(1, 10_000), help="number of seeds (overrides the config)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set split.labels_per_class=5 (repeatable)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -37,7 +71,7 @@ def _build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="scratch vs feature extraction vs fine-tuning on shifted digits")
     d.add_argument("--out", help="output directory (default: runs/demo-TIMESTAMP)")
     d.add_argument("--overwrite", action="store_true")
-    d.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3)")
+    d.add_argument("--seeds", type=_int_arg(1, 10_000), default=None, help="number of seeds (default 3)")
     d.add_argument("--no-progress", action="store_true")
     d.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
 
@@ -46,10 +80,12 @@ def _build_parser() -> argparse.ArgumentParser:
     a.add_argument("--target", required=True, help="target dataset spec")
     a.add_argument("--backbone", action="append", default=None, metavar="NAME",
                    help="backbone to score (repeatable; the first defines the feature space; default efficientnet_lite0)")
-    a.add_argument("--image-size", type=int, default=None, help="input side for image backbones (e.g. 64)")
-    a.add_argument("--permutations", type=int, default=200, help="MMD permutation-test permutations")
-    a.add_argument("--max-samples", type=int, default=2000, help="per-domain subsample for divergences")
-    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--image-size", type=_int_arg(8, 1024), default=None,
+                   help="input side for image backbones (e.g. 64)")
+    a.add_argument("--permutations", type=_int_arg(1, 100_000), default=200, help="MMD permutation-test permutations")
+    a.add_argument("--max-samples", type=_int_arg(2, 10_000_000), default=2000,
+                   help="per-domain subsample for divergences")
+    a.add_argument("--seed", type=_int_arg(0, 2**32 - 1), default=0)
     a.add_argument("--out", help="output directory for assess.json (default: runs/assess-TIMESTAMP)")
     a.add_argument("--overwrite", action="store_true")
     a.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
@@ -101,7 +137,8 @@ def _run(cfg, args) -> int:
 
         res = resume_experiment(args.resume)
     else:
-        res = run_experiment(cfg, args.out, overwrite=args.overwrite)
+        config_file = getattr(args, "config", None)
+        res = run_experiment(cfg, args.out, overwrite=args.overwrite, inputs=[config_file] if config_file else [])
     print()
     print(format_table(res["summary"]))
     gains = gains_over_baseline(res["summary"])
@@ -116,21 +153,22 @@ def _run(cfg, args) -> int:
 def _override(cfg, args):
     """``--seeds N`` and ``--no-progress`` on top of a loaded config (``None``: a resumed run's own)."""
     if cfg is not None:
-        if getattr(args, "seeds", None):
+        if getattr(args, "seeds", None) is not None:
             cfg.seeds = list(range(args.seeds))
         if getattr(args, "no_progress", False):
             cfg.progress = False
     return cfg
 
 
-def _new_out_dir(args, kind: str) -> str:
-    """The output directory of a command that computes before it writes: an existing
-    non-empty one is refused *before* the work starts (unless ``--overwrite``)."""
-    from ..train.rundir import prepare_run_dir
+def _new_out_dir(args, kind: str, inputs=()) -> str:
+    """The output directory of a command that computes before it writes, checked *before* the
+    work starts (see :func:`transferkit.train.rundir.check_output_dir`: an existing run needs
+    ``--overwrite``, a folder transferkit did not create is never replaced, the working
+    directory and folders holding an input are refused)."""
+    from ..train.rundir import check_output_dir
 
     out = args.out or f"runs/{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if os.path.isdir(out) and os.listdir(out) and not args.overwrite:
-        prepare_run_dir(out, overwrite=False)  # raises the usual message
+    check_output_dir(out, overwrite=args.overwrite, inputs=inputs)
     return out
 
 
@@ -193,25 +231,26 @@ def _cmd_demo(args) -> int:
 
 def _cmd_assess(args) -> int:
     from ..assess import assess, format_assessment
-    from ..train.rundir import prepare_run_dir, write_json, write_text
+    from ..train.rundir import open_run_dir, write_json, write_text
 
-    out = _new_out_dir(args, "assess")
+    inputs = [args.source, args.target, *(args.backbone or [])]
+    out = _new_out_dir(args, "assess", inputs)
     res = assess(args.source, args.target, backbones=args.backbone or ["efficientnet_lite0"],
                  image_size=args.image_size, n_permutations=args.permutations, max_samples=args.max_samples,
                  seed=args.seed, progress=True, echo=print, return_features=not args.no_report)
     feats = res.pop("features", None)  # arrays for the report's t-SNE, not part of assess.json
-    d = prepare_run_dir(out, overwrite=args.overwrite)
     text = format_assessment(res)
-    write_json(d / "assess.json", res)
-    write_text(d / "assess.md", "```\n" + text + "\n```\n")
+    with open_run_dir(out, overwrite=args.overwrite, inputs=inputs, kind="assess") as d:
+        write_json(d / "assess.json", res)
+        write_text(d / "assess.md", "```\n" + text + "\n```\n")
+        if feats is not None:
+            from ..reports.artifacts import save_domain_features
+
+            save_domain_features(d, **feats, seed=args.seed)
     print()
     print(text)
-    print(f"\nwritten: {os.path.join(str(d), 'assess.json')}   ({res['wall_time']:.0f}s)")
-    if feats is not None:
-        from ..reports.artifacts import save_domain_features
-
-        save_domain_features(d, **feats, seed=args.seed)
-    _report(d, args)
+    print(f"\nwritten: {os.path.join(str(out), 'assess.json')}   ({res['wall_time']:.0f}s)")
+    _report(out, args)
     return 0
 
 
@@ -281,7 +320,10 @@ def _cmd_groups(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, one line printed by _Parser)
+        return exc.code if isinstance(exc.code, int) else 2
     if args.version:
         from .. import __version__
 
@@ -299,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         # OSError: a path that cannot be written or read (permissions, full disk), not a bug
         if args.debug:
             raise
-        msg = " ".join(str(exc).split())  # always one line, whatever the message holds
+        msg = _printable(exc)  # always one line, whatever the message holds
         if isinstance(exc, OSError) and not isinstance(exc, TransferKitError):
             msg += "; check the path, its permissions and the free disk space"
         print(f"transferkit: error: {msg}", file=sys.stderr)
@@ -307,6 +349,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("transferkit: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, or a failure we did not foresee: still one line, and how to see more
+        if args.debug:
+            raise
+        print(f"transferkit: error: unexpected {type(exc).__name__}: {_printable(exc)[:300]} (this is a bug or an "
+              "unforeseen input; rerun with --debug for the traceback and report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

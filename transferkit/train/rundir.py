@@ -15,10 +15,10 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from .._io import atomic_path  # noqa: F401  (re-exported: the one atomic writer)
 from ..errors import ConfigError
 
 #: Marker file present while a run (or an experiment) directory is being written.
@@ -82,12 +82,97 @@ def environment_info(seeds=None) -> dict:
     return info
 
 
-def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Create ``path`` for a new run. An existing non-empty directory is refused unless
-    ``overwrite``; then its contents are removed only after the check passes."""
+def _resolved(path) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(str(path))))
+
+
+def _contains(parent: Path, child: Path) -> bool:
+    """Whether ``child`` is ``parent`` or lies below it (both resolved)."""
+    return child == parent or parent in child.parents
+
+
+def is_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """Whether ``path``, with every symbolic link resolved, lies inside ``root`` (or is it)."""
+    return _contains(Path(os.path.realpath(root)), Path(os.path.realpath(path)))
+
+
+def input_paths(*values) -> list[Path]:
+    """Existing files and folders named by ``values`` (strings, mappings and lists of them, as
+    in a config): a path, or the path part of a dataset spec (``data.csv:label=y``) or of a
+    ``file:PATH`` backbone. These are what a run reads and must never overwrite."""
+    found: list[Path] = []
+
+    def visit(v):
+        if isinstance(v, dict):
+            for x in v.values():
+                visit(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                visit(x)
+        elif isinstance(v, (str, os.PathLike)):
+            s = str(v)
+            if not s or len(s) > 4096 or "\x00" in s:
+                return
+            cands = {s, s.split(":", 1)[0]}
+            if ":" in s:
+                cands.add(s.split(":", 1)[1].split(",", 1)[0])
+            for c in cands:
+                try:
+                    if c and os.path.exists(c):
+                        found.append(Path(os.path.realpath(c)))
+                except (OSError, ValueError):
+                    pass
+
+    for v in values:
+        visit(v)
+    return sorted(set(found))
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a directory that transferkit created (it holds :data:`RUN_MARKER`)."""
     p = Path(path)
+    return p.is_dir() and not p.is_symlink() and (p / RUN_MARKER).is_file()
+
+
+def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs=(), resume: bool = False) -> Path:
+    """Refuse an output directory that a run must not write into, *before* any work starts.
+
+    The rules (each refusal names the rule and what to do):
+
+    - never the current directory or one of its ancestors (``--out .`` would empty it);
+    - never an input (a config, data file or folder, weights, the cache directory) or a
+      folder that holds one, and never a folder inside an input folder;
+    - an existing non-empty directory only with ``overwrite``, and only when it is a
+      transferkit output (it holds :data:`RUN_MARKER`, written when transferkit creates one);
+    - never a directory that another process is writing (its :data:`LOCK` names a live pid).
+
+    Returns the path as given (a :class:`~pathlib.Path`).
+    """
+    p = Path(path)
+    if str(path) == "" or "\x00" in str(path):
+        raise ConfigError(f"output directory {str(path)!r} is not a valid path; choose a folder such as runs/NAME.")
+    r = _resolved(p)
+    real = Path(os.path.realpath(p))
+    cwd = Path(os.path.realpath(os.getcwd()))
+    if _contains(real, cwd) or _contains(r, cwd):
+        raise ConfigError(
+            f"output directory {str(p)!r} is the current directory or holds it; a run would write into (or, with "
+            "--overwrite, replace) your working folder. Choose a new folder, e.g. --out runs/NAME.")
+    for inp in input_paths(*inputs) if not isinstance(inputs, (str, os.PathLike)) else input_paths(inputs):
+        if _contains(real, inp) or _contains(r, inp):
+            raise ConfigError(
+                f"output directory {str(p)!r} holds the input {str(inp)!r}; a run must never write over what it "
+                "reads. Choose a folder outside it, e.g. --out runs/NAME.")
+        if inp.is_dir() and (_contains(inp, real) or _contains(inp, r)):
+            raise ConfigError(
+                f"output directory {str(p)!r} lies inside the input folder {str(inp)!r} (it would become part of "
+                "the data); choose a folder outside it, e.g. --out runs/NAME.")
+    if p.is_symlink():
+        raise ConfigError(f"output {str(p)!r} is a symbolic link; give the real folder (or another --out).")
     if p.exists() and not p.is_dir():
         raise ConfigError(f"output {str(p)!r} exists and is not a directory; choose another --out.")
+    if resume:
+        return p
     if p.is_dir() and any(p.iterdir()):
         if not overwrite:
             if (p / INCOMPLETE).exists():
@@ -98,40 +183,208 @@ def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
             raise ConfigError(
                 f"output directory {str(p)!r} already holds a run; choose another --out or pass --overwrite."
             )
-        shutil.rmtree(p)
-    p.mkdir(parents=True, exist_ok=True)
+        if not is_run_dir(p):
+            raise ConfigError(
+                f"output directory {str(p)!r} is not empty and was not created by transferkit (no {RUN_MARKER} "
+                "marker), so --overwrite will not delete it; choose another --out, or empty it yourself.")
+        check_unlocked(p)
     return p
 
 
+# ---------------------------------------------------------------------------------- locking
+_HELD: set[str] = set()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _lock_owner(folder: Path) -> int | None:
+    """The pid of a live process holding ``folder``'s lock, else ``None`` (no lock, or stale)."""
+    lock = folder / LOCK
+    try:
+        text = lock.read_text()[:64]
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    except OSError:
+        return None
+    try:
+        pid = int(text.split()[0])
+    except (ValueError, IndexError):
+        return None
+    if pid == os.getpid():
+        return pid if str(_resolved(folder)) in _HELD else None
+    return pid if _pid_alive(pid) else None
+
+
+def check_unlocked(folder: str | os.PathLike) -> None:
+    """Raise when another live process is writing ``folder``."""
+    pid = _lock_owner(Path(folder))
+    if pid is not None:
+        raise ConfigError(
+            f"{str(folder)!r} is being written by process {pid}; wait for it to finish (or stop it), or choose "
+            f"another --out. If no such run is going on, delete {str(Path(folder) / LOCK)!r}.")
+
+
+def acquire_lock(folder: str | os.PathLike) -> Path:
+    """Take ``folder``'s one-writer lock (a :data:`LOCK` file holding this process's pid);
+    a stale lock (its process is gone, e.g. killed) is taken over."""
+    f = Path(folder)
+    lock = f / LOCK
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            check_unlocked(f)
+            lock.unlink(missing_ok=True)  # stale: its writer is gone
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+        _HELD.add(str(_resolved(f)))
+        return lock
+    check_unlocked(f)
+    raise ConfigError(f"could not lock {str(f)!r}; another process keeps taking it. Try again.")
+
+
+def release_lock(folder: str | os.PathLike) -> None:
+    f = Path(folder)
+    key = str(_resolved(f))
+    if key in _HELD:
+        _HELD.discard(key)
+        try:
+            if (f / LOCK).read_text().split()[0] == str(os.getpid()):
+                (f / LOCK).unlink()
+        except (OSError, IndexError):
+            pass
+
+
+def _write_marker(p: Path, kind: str) -> None:
+    (p / RUN_MARKER).write_text(json.dumps({"kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                            "pid": os.getpid()}) + "\n")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    rc = fn(AT_FDCWD, os.fsencode(str(a)), AT_FDCWD, os.fsencode(str(b)), RENAME_EXCHANGE)
+    return rc == 0
+
+
+def _remove_own(p: Path) -> None:
+    """Delete a directory that transferkit made (marker present, not a link, no live writer)."""
+    if is_run_dir(p) and _lock_owner(p) is None:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _stale_siblings(p: Path) -> list[Path]:
+    parent = p.parent if str(p.parent) else Path(".")
+    try:
+        return [q for q in parent.iterdir()
+                if q.name.startswith((f".{p.name}.new-", f".{p.name}.old-")) and q.is_dir() and not q.is_symlink()]
+    except OSError:
+        return []
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path next to ``path``; when the block succeeds, fsync it and rename it
-    to ``path`` (atomic on POSIX and Windows); when it fails, delete it.
+def open_run_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs=(), resume: bool = False,
+                 kind: str = "run"):
+    """The output directory of a run, held with its one-writer lock for the ``with`` block.
 
-    For writers that take a file name (``safetensors.torch.save_file``, ``torch.save``)::
+    - a new (or empty) ``path`` is created with :data:`RUN_MARKER` and written in place (a
+      killed run can be continued with ``--resume``);
+    - ``resume=True`` reopens an existing transferkit output directory;
+    - an existing run with ``overwrite=True`` is *not* touched while the new run is built: the
+      block writes into a hidden sibling ``.NAME.new-PID``, which replaces ``path`` only when
+      the block succeeds (an atomic exchange where the system has one); on failure the sibling
+      is removed and the old run is left byte-identical.
 
-        with atomic_path(run_dir / "model.safetensors") as tmp:
-            save_file(state, tmp)
+    Yields the directory to write into. :func:`check_output_dir` runs first.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
+    check_output_dir(p, overwrite=overwrite, inputs=inputs, resume=resume)
+    if resume:
+        if not p.is_dir():
+            raise ConfigError(f"run directory {str(p)!r} does not exist; check the path given to --resume.")
+        acquire_lock(p)
+        try:
+            yield p
+        finally:
+            release_lock(p)
+        return
+    replacing = p.is_dir() and any(p.iterdir())
+    if not replacing:
+        p.mkdir(parents=True, exist_ok=True)
+        if not (p / RUN_MARKER).exists():
+            _write_marker(p, kind)
+        acquire_lock(p)
+        try:
+            yield p
+        finally:
+            release_lock(p)
+        return
+    for q in _stale_siblings(p):  # left by a run killed while it replaced this one
+        _remove_own(q)
+    stage = p.parent / f".{p.name}.new-{os.getpid()}"
+    stage.mkdir()
+    _write_marker(stage, kind)
+    acquire_lock(stage)
+    ok = False
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
+        yield stage
+        ok = True
+    finally:
+        release_lock(stage)
+        if not ok:
+            shutil.rmtree(stage, ignore_errors=True)
+    # the new run is complete: put it in place of the old one
+    acquire_lock(p)  # no live writer may be inside the old run while it is replaced
+    try:
+        if _exchange(stage, p):
+            old = stage
+        else:  # non-Linux: two renames (a crash between them leaves the .old/.new siblings, both kept)
+            old = p.parent / f".{p.name}.old-{os.getpid()}"
+            os.replace(p, old)
+            os.replace(stage, p)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        release_lock(p)
+        shutil.rmtree(stage, ignore_errors=True)
         raise
+    _HELD.discard(str(_resolved(p)))
+    (old / LOCK).unlink(missing_ok=True)  # our lock went with the old run
+    shutil.rmtree(old, ignore_errors=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False, inputs=()) -> Path:
+    """Create ``path`` for a new run, without the build-beside-and-swap of :func:`open_run_dir`
+    (for callers that write a few files at the end). An existing non-empty directory is
+    refused unless ``overwrite``, and replaced only when transferkit created it."""
+    p = check_output_dir(path, overwrite=overwrite, inputs=inputs)
+    if p.is_dir() and any(p.iterdir()):
+        shutil.rmtree(p)
+    p.mkdir(parents=True, exist_ok=True)
+    _write_marker(p, "run")
+    return p
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
@@ -149,7 +402,7 @@ def mark_incomplete(folder: str | os.PathLike) -> None:
     """Put the :data:`INCOMPLETE` marker in ``folder`` (created if needed)."""
     p = Path(folder)
     p.mkdir(parents=True, exist_ok=True)
-    (p / INCOMPLETE).write_text("this run is being written; 'transferkit run --resume' continues it\n")
+    write_text(p / INCOMPLETE, "this run is being written; 'transferkit run --resume' continues it\n")
 
 
 def mark_complete(folder: str | os.PathLike) -> None:
