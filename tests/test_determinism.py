@@ -60,3 +60,66 @@ def test_a_different_seed_changes_the_result(tmp_path, capsys):
     w4 = load_file(str(tmp_path / "s4" / "scratch" / "seed4" / "model.safetensors"))
     w3 = load_file(str(tmp_path / "s3" / "scratch" / "seed3" / "model.safetensors"))
     assert not torch.equal(w4["head.fc.weight"], w3["head.fc.weight"])
+
+
+# ---------------------------------------------------------------- every strategy, first and alone
+ALONE = """
+name: alone
+seeds: [5]
+source: "digits:subset=0/2,size=16"
+target: "digits:subset=1/2,size=16,rotate=10..30,seed=2"
+split: {labels_per_class: 6, val_fraction: 0.5}
+backbone: {name: tiny_cnn, image_size: 16, pretrained: false}
+progress: false
+strategies:
+  - STRATEGY
+"""
+
+#: Small budgets per strategy (each must stay a few seconds on one thread).
+BUDGET = {
+    "adapt": {"epochs": 2, "batch_size": 32, "bottleneck": 32},
+    "two_stage": {"epochs": 2, "batch_size": 32, "bottleneck": 32, "stage2_epochs": 2},
+    "feature_extraction": {},
+    "finetune": {"epochs": 2, "batch_size": 16},
+    "scratch": {"epochs": 2, "batch_size": 16},
+}
+
+
+def _scramble(seed: int) -> None:
+    """Leave the global RNGs somewhere no earlier run would leave them."""
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(seed)
+    torch.rand(seed % 97 + 1)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _strategy_names():
+    from transferkit._registry import available
+
+    return available("strategy")
+
+
+@pytest.mark.parametrize("name", _strategy_names())
+def test_every_strategy_is_deterministic_on_its_own_with_a_random_backbone(name, tmp_path, capsys):
+    """Run first and alone (after different global RNG states), with a randomly initialised
+    backbone: identical metrics and identical model tensors. Before the backbone construction
+    was seeded, feature_extraction gave a different backbone (and accuracy) per process."""
+    import yaml
+
+    assert set(BUDGET) == set(_strategy_names()), "give every registered strategy a budget here"
+    spec = yaml.safe_dump([{"name": name, **BUDGET[name]}], default_flow_style=True).strip()[1:-1]
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(ALONE.replace("STRATEGY", spec))
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for scramble, out in zip((11, 12345), outs):
+        _scramble(scramble)
+        assert main(["run", str(exp), "--out", str(out), "--no-report"]) == 0
+    res = [json.loads((o / "results.json").read_text()) for o in outs]
+    runs = [[{k: r[k] for k in ("strategy", "seed", *METRICS)} for r in x["runs"]] for x in res]
+    assert len(runs[0]) == 1 and runs[0] == runs[1]
+    w = [load_file(str(o / name / "seed5" / "model.safetensors")) for o in outs]
+    assert w[0].keys() == w[1].keys() and all(torch.equal(w[0][k], w[1][k]) for k in w[0])

@@ -303,6 +303,8 @@ def _validate_run(cfg: ExperimentConfig, load_dataset):
         try:
             strat.validate(backbone=bb)
         except ConfigError as exc:
+            if scfg.label is None:  # the message already names the strategy (``finetune.lr=...``)
+                raise
             raise ConfigError(f"strategy {scfg.key!r}: {exc}") from None
         if source is None and getattr(strat, "needs_source", False):
             raise ConfigError(f"strategy {scfg.key!r} needs a labeled 'source' dataset in the config.")

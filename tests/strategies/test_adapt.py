@@ -115,7 +115,7 @@ def test_backbone_level_adaptation_through_the_strategy(domains, method):
 
 def test_backbone_level_rejects_a_shallow_method(domains):
     src, _, unl = domains
-    with pytest.raises(ConfigError, match="level='features'"):
+    with pytest.raises(ConfigError, match="level: features"):
         Adapt(backbone="tiny_cnn", pretrained=False, image_size=16, method="coral", level="backbone").fit(unl, source=src)
 
 

@@ -84,7 +84,7 @@ def test_feature_extraction_linear_head_and_auto_C(digits_splits):
 @pytest.mark.parametrize("kw,match", [
     ({"freeze_bn": "sometimes"}, "freeze_bn"),
     ({"unfreeze": "last:99"}, "unfreeze"),
-    ({"lr": -1}, "lr must be"),
+    ({"lr": -1}, r"finetune.lr=-1 is out of range"),
     ({"layer_decay": 1.5}, "layer_decay"),
     ({"head": "transformer"}, "head"),
     ({"epochs": 0}, "epochs"),

@@ -67,3 +67,120 @@ def test_term_gradient_changes_training():
     with torch.no_grad():
         p = m(torch.as_tensor(_data(40, seed=1).inputs)).softmax(1)[:, 1].mean()
     assert p > 0.6
+
+
+# ---------------------------------------------------------------- divergence, resume, full disk
+import errno  # noqa: E402
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+
+from transferkit.errors import ConfigError, TransferKitError  # noqa: E402
+from transferkit.train.trainer import CHECKPOINT, TrainingDivergedError, load_checkpoint  # noqa: E402
+
+
+def test_a_non_finite_loss_stops_training_with_one_clear_error(one_thread):
+    """Inputs near the float32 limit overflow the logits: the first step's loss is not finite."""
+    from transferkit.strategies import Scratch
+
+    d = _data()
+    d.inputs[::3] = 3e38
+    with pytest.raises(TrainingDivergedError) as info:
+        Scratch(backbone=create_backbone("tiny_mlp", pretrained=False, in_features=8), epochs=2, batch_size=16,
+                device="cpu").fit(d)
+    msg = str(info.value)
+    assert isinstance(info.value, TransferKitError) and "\n" not in msg
+    assert "scratch: training diverged: the training loss became" in msg
+    assert "at epoch 0, step 1 of 8 (lr " in msg and "lower lr" in msg and "huge or infinite values" in msg
+
+
+def test_nan_weights_after_the_last_step_are_caught_before_they_are_scored(one_thread):
+    """A finite loss whose gradient is NaN (d sqrt(u)/du at u = 0): one step, one epoch, so no later
+    loss could show it; the weights are checked before validation, checkpoint and scoring."""
+    m = _model()
+    nan_grad = lambda ctx: {"loss": torch.sqrt(ctx.logits.sum() - ctx.logits.sum().detach()).abs()}
+    tr = Trainer(m, [{"params": list(m.parameters()), "lr": 1e-2}], epochs=1, batch_size=64, progress=False,
+                 losses=[nan_grad], grad_clip=None, device="cpu", tag="probe")
+    with pytest.raises(TrainingDivergedError, match=r"probe: training diverged: weight '.*' became NaN or infinite "
+                                                     r"at epoch 0, step 1 of 1 \(lr 0.01\); lower lr"):
+        tr.fit(_data(), _data(20, seed=3))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _killed_after_one_epoch(run_dir):
+    """A fit whose process 'dies' at the start of epoch 1: the epoch-0 checkpoint stays."""
+    class Kill:
+        def on_epoch_start(self, trainer, epoch):
+            if epoch == 1:
+                raise _Stop
+
+    m = _model()
+    with pytest.raises(_Stop):
+        Trainer(m, [{"params": list(m.parameters()), "lr": 1e-2}], epochs=3, batch_size=16, progress=False,
+                device="cpu", run_dir=run_dir, callbacks=[Kill()]).fit(_data(), resume=False)
+    assert (run_dir / CHECKPOINT).is_file()
+
+
+@pytest.mark.parametrize("tamper", ["missing key", "unexpected key", "wrong shape", "no optimizer"])
+def test_resuming_from_a_mismatched_checkpoint_is_one_config_error(tmp_path, tamper, one_thread):
+    _killed_after_one_epoch(tmp_path)
+    path = tmp_path / CHECKPOINT
+    ckpt = torch.load(path, weights_only=True)
+    name = next(iter(ckpt["model"]))
+    if tamper == "missing key":
+        del ckpt["model"][name]
+    elif tamper == "unexpected key":
+        ckpt["model"]["extra.weight"] = torch.zeros(3)
+    elif tamper == "wrong shape":
+        ckpt["model"][name] = torch.zeros(7, 7, 7)
+    else:
+        del ckpt["optimizer"]
+    torch.save(ckpt, path)
+    m = _model()
+    tr = Trainer(m, [{"params": list(m.parameters()), "lr": 1e-2}], epochs=3, batch_size=16, progress=False,
+                 device="cpu", run_dir=tmp_path)
+    with pytest.raises(ConfigError) as info:
+        tr.fit(_data(), resume=True)
+    msg = str(info.value)
+    assert "\n" not in msg and "does not match this model or run" in msg
+    assert "delete the checkpoint, or start a new run without --resume" in msg
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux) for a real ENOSPC")
+def test_a_full_disk_during_a_checkpoint_write_leaves_no_temp_file(tmp_path, monkeypatch, one_thread):
+    """The second checkpoint write goes to /dev/full (a real ENOSPC from the kernel): OSError
+    propagates, the temporary file is gone and the previous checkpoint is intact."""
+    import builtins
+
+    import transferkit.train.trainer as trainer_mod
+
+    calls = []
+
+    def full_after_first(path, mode="r", *a, **kw):
+        if str(path).endswith(".tmp"):  # checkpoint writes (metrics.jsonl goes through open too)
+            calls.append(path)
+        if len(calls) != 2:
+            return builtins.open(path, mode, *a, **kw)
+        builtins.open(path, mode).close()  # the temporary file exists, as it would on a full disk
+        return builtins.open("/dev/full", mode)
+
+    class Snapshot:  # the epoch-0 checkpoint, as it was before the failing write
+        def on_epoch_start(self, trainer, epoch):
+            if epoch == 1:
+                self.before = (tmp_path / CHECKPOINT).read_bytes()
+
+    snap = Snapshot()
+    monkeypatch.setattr(trainer_mod, "open", full_after_first, raising=False)
+    m = _model()
+    tr = Trainer(m, [{"params": list(m.parameters()), "lr": 1e-2}], epochs=3, batch_size=16, progress=False,
+                 device="cpu", run_dir=tmp_path, callbacks=[snap])
+    with pytest.raises(OSError) as info:
+        tr.fit(_data(), resume=False)
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT, "metrics.jsonl"]  # no temp file
+    assert (tmp_path / CHECKPOINT).read_bytes() == snap.before
+    assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 0

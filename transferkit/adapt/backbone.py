@@ -363,7 +363,9 @@ def train_backbone_adapter(
 
     weights_val = None
     if selection in ("dev", "iwcv"):
-        dev = torch.device("cuda" if device is None and torch.cuda.is_available() else (device or "cpu"))
+        from ..train.trainer import check_device
+
+        dev = torch.device(check_device(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
         bb.to(dev)
         from ..features.extractor import extract_features
 

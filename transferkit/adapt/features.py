@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._faults import fault_point
 from .._registry import get
 from .._validation import check_number
 from ..errors import ConfigError, DataError
@@ -218,7 +219,11 @@ def train_feature_adapter(
                 loss = loss + out["loss"]
                 terms.update({k: float(v) for k, v in out.items() if k != "loss" and torch.as_tensor(v).numel() == 1})
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"adaptation loss became {loss.item()} at epoch {epoch}; lower lr or weight.")
+                from ..train.trainer import TrainingDivergedError
+
+                raise TrainingDivergedError(
+                    f"adaptation diverged: the loss became {loss.item()} at epoch {epoch}, step {step + 1} of {total} "
+                    f"(lr {lr:g}, weight {weight:g}); lower lr or weight, and check the inputs for huge values.")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -226,6 +231,14 @@ def train_feature_adapter(
             step += 1
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v / steps
+        bad = next((n for n, t in [*model.named_parameters(), *model.named_buffers()]
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+        if bad is not None:  # the last step's update, before it is scored or kept
+            from ..train.trainer import TrainingDivergedError
+
+            raise TrainingDivergedError(
+                f"adaptation diverged: weight {bad!r} became NaN or infinite at epoch {epoch} (lr {lr:g}); lower lr "
+                "or weight, and check the inputs for huge values.")
         row = {"epoch": epoch, **sums, "epoch_time": time.perf_counter() - t0}
         if selection == "target_val":
             score = float((logits(Xt_val, T).argmax(1) == yt_val).mean())
@@ -237,6 +250,7 @@ def train_feature_adapter(
             score = float(scorer(ctx))
         row["score"] = score
         history.append(row)
+        fault_point("adapt.epoch")
         if best is None or score > best:
             best, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

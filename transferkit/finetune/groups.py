@@ -35,7 +35,8 @@ def parse_unfreeze(spec, n_backbone_groups: int) -> int:
     else:
         raise ConfigError(f"unfreeze={spec!r} is not valid; use 'all', 'none' or 'last:k' (e.g. 'last:2').")
     if not 0 <= k <= n_backbone_groups:
-        raise ConfigError(f"unfreeze={spec!r}: the backbone has {n_backbone_groups} groups; k must be in 0..{n_backbone_groups}.")
+        raise ConfigError(f"unfreeze={spec!r}: the backbone has {n_backbone_groups} layer groups; use last:k with "
+                          f"0 <= k <= {n_backbone_groups}, or unfreeze: all.")
     return k
 
 

@@ -9,7 +9,24 @@ import numpy as np
 
 from .._registry import available, register
 from ..errors import ConfigError, DataError
-from .base import Strategy, resolve_backbone
+from .base import (
+    MAX_EPOCHS,
+    MAX_LR,
+    MAX_WIDTH,
+    Strategy,
+    build_on_meta,
+    check_finite_tree,
+    check_flag,
+    check_option,
+    check_param,
+    check_unfreeze,
+    n_backbone_groups,
+    resolve_backbone,
+    seeded,
+)
+
+#: Width of the MLP head's hidden layer that a backbone-level DA loss sees (``TransferModel(head="mlp")``).
+_BACKBONE_LEVEL_WIDTH = 256
 
 
 def _is_shallow(method) -> bool:
@@ -83,15 +100,95 @@ class Adapt(Strategy):
         self.backbone_lr_mult = backbone_lr_mult
         self.unfreeze = unfreeze
 
+    # ------------------------------------------------------------------ validation
+    def _method_choices(self) -> list[str]:
+        return [*available("da_loss"), *available("shallow_da"), "self_training", "source_only_lr", "fixmatch"]
+
+    def _validate(self, backbone) -> None:
+        p = self._p
+        self._check_common(backbone)
+        level = check_option(p("level"), self.level, ("features", "backbone"))
+        grid = self._check_weights()
+        check_option(p("selection"), self.selection, [*available("scorer"), "target_val", "last"])
+        self._num("bottleneck", low=1, high=MAX_WIDTH, integer=True, example=256)
+        self._num("dropout", low=0, high=1, high_inclusive=False, example=0.5)
+        self._num("epochs", low=1, high=MAX_EPOCHS, integer=True, example=30)
+        self._num("lr", low=0, high=MAX_LR, low_inclusive=False, example=0.001)
+        self._num("weight_decay", low=0, high=10, example=0.0005)
+        self._num("source_val_fraction", low=0, high=1, low_inclusive=False, high_inclusive=False, example=0.2)
+        check_flag(p("domain_bn"), self.domain_bn)
+        self._num("backbone_lr_mult", low=0, high=10, example=0.1)
+        nb = n_backbone_groups(backbone if backbone is not None else self.backbone)
+        check_unfreeze(p("unfreeze"), self.unfreeze, nb if level == "backbone" else None)
+        self._check_method(level, grid[0])
+
+    def _check_weights(self) -> list:
+        where, w = self._p("weight"), self.weight
+        grid = list(w) if isinstance(w, (list, tuple)) else [w]
+        if not grid:
+            raise ConfigError(f"{where}=[] is empty; give a number (e.g. weight: 1.0) or a list of candidates.")
+        grid = [check_param(where, v, low=0, high=1e4, example=1.0) for v in grid]
+        dup = sorted({v for v in grid if grid.count(v) > 1})
+        if dup:
+            raise ConfigError(f"{where}={w!r} lists {dup[0]!r} twice; give each candidate weight once.")
+        self.weight = grid if isinstance(w, (list, tuple)) else grid[0]
+        return grid
+
+    def _check_method(self, level: str, weight: float) -> None:
+        where, m, opts = self._p("method"), self.method, self.loss_options
+        lo = self._p("loss_options")
+        if opts is not None and not isinstance(opts, dict):
+            raise ConfigError(f"{lo}={opts!r} must be a mapping of option names to values, e.g. {{hidden: 256}}.")
+        opts = opts or {}
+        check_finite_tree(lo, opts)
+        if m is None:
+            if opts:
+                raise ConfigError(f"{lo} is set but {where} is null (source-only training has no DA loss); "
+                                  "name a method or drop loss_options.")
+            return
+        if not isinstance(m, str):
+            raise ConfigError(f"{where}={m!r} must be a method name (e.g. jan, dann, coral) or null.")
+        if m == "fixmatch":
+            if level != "backbone":
+                raise ConfigError(f"{where}='fixmatch' augments images through the backbone; set "
+                                  f"{self._p('level')}: backbone, or pick a feature-level method such as jan.")
+            from .._validation import suggest
+            from ..adapt.backbone import FIXMATCH_OPTIONS
+            from ..semi import FixMatchTerm
+
+            bad = [k for k in opts if k not in FIXMATCH_OPTIONS]
+            if bad:
+                raise ConfigError(f"{lo} has an unknown option {bad[0]!r} for method 'fixmatch'."
+                                  + suggest(str(bad[0]), FIXMATCH_OPTIONS)
+                                  + f" Options: {', '.join(FIXMATCH_OPTIONS)}.")
+            build_on_meta(lo, lambda: FixMatchTerm(weight=weight, **opts), opts)
+            return
+        if _is_shallow(m):
+            if level == "backbone":
+                raise ConfigError(f"{where}={m!r} works on fixed features; use {self._p('level')}: features for it, "
+                                  "or a deep loss / 'fixmatch' with level: backbone.")
+            if opts:
+                raise ConfigError(f"{lo} is set but {where}={m!r} takes no options; drop loss_options.")
+            return
+        parts = [x.strip() for x in m.split("+")]
+        for part in parts:
+            check_option(where, part, self._method_choices() if len(parts) == 1 else available("da_loss"))
+        dup = sorted({x for x in parts if parts.count(x) > 1})
+        if dup:
+            raise ConfigError(f"{where}={m!r} names {dup[0]!r} twice; combine different losses, e.g. jan+mcc.")
+        from ..adapt.features import build_method_loss
+
+        width = self.bottleneck if level == "features" else _BACKBONE_LEVEL_WIDTH
+        build_on_meta(lo, lambda: build_method_loss(m, width, 2, weight, opts), opts)
+
     # ------------------------------------------------------------------ features
     def _features(self, dataset) -> np.ndarray:
         from ..features import FeatureExtractor
 
         if not hasattr(self, "extractor_"):
-            import torch
-
-            torch.manual_seed(self.seed)  # a randomly initialized backbone is part of the seeded run
-            bb = resolve_backbone(self.backbone, self.pretrained, self.image_size)
+            # a randomly initialized backbone is part of the seeded run, whatever ran before
+            with seeded(self.seed):
+                bb = resolve_backbone(self.backbone, self.pretrained, self.image_size)
             self.extractor_ = FeatureExtractor(bb, cache_dir=self.cache_dir, progress=self.progress).fit()
         return self.extractor_.transform(dataset)
 
@@ -100,13 +197,11 @@ class Adapt(Strategy):
         from ..data import stratified_split
         from ..metrics.scorers import importance_weights
 
+        self.validate()
         if source is None:
             raise ConfigError(f"strategy {self.name!r} needs a labeled source dataset (set 'source' in the config).")
         if source.labels is None or not (source.labels >= 0).any():
             raise DataError(f"source {source.name!r} has no labels; adaptation needs a labeled source.")
-        from .._validation import check_choice
-
-        check_choice("level", self.level, ("features", "backbone"))
         t0 = time.perf_counter()
         if self.level == "backbone":
             return self._fit_backbone(train, val, source, run_dir, t0)
@@ -276,6 +371,14 @@ class TwoStage(Adapt):
     """
 
     name = "two_stage"
+
+    def _validate(self, backbone) -> None:
+        super()._validate(backbone)
+        if isinstance(self.method, str) and _is_shallow(self.method):
+            raise ConfigError(f"{self._p('method')}={self.method!r} is a closed-form estimator with no network for "
+                              "stage 2 to fine-tune; use a deep loss (e.g. method: dan) or null.")
+        self._num("stage2_epochs", low=1, high=MAX_EPOCHS, integer=True, example=30)
+        self._num("stage2_lr", low=0, high=MAX_LR, low_inclusive=False, example=0.0003)
 
     def __init__(self, backbone="efficientnet_lite0", method="dan", weight=0.5, selection="dev",
                  pretrained=True, image_size=None, bottleneck=256, dropout=0.5, epochs=30, batch_size=64,

@@ -7,10 +7,11 @@ import time
 import numpy as np
 
 from .._compat import one_blas_thread
+from .._faults import fault_point
 from .._registry import register
-from .._validation import check_choice, check_number
+from .._validation import check_number
 from ..features import FeatureExtractor
-from .base import Strategy, resolve_backbone
+from .base import MAX_EPOCHS, MAX_LR, Strategy, check_flag, check_option, check_param, resolve_backbone, seeded
 
 
 def logistic_as_linear(clf, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,9 +77,22 @@ class FeatureExtraction(Strategy):
         self.device = device
         self.pretrained = pretrained
 
+    def _validate(self, backbone) -> None:
+        self._check_common(backbone)
+        check_option(self._p("head"), self.head, ("logistic", "linear"))
+        if self.C != "auto":
+            self.C = check_param(self._p("C"), self.C, low=0, high=1_000_000, low_inclusive=False,
+                                 example="1.0 (or auto)")
+        check_flag(self._p("standardize"), self.standardize)
+        self._num("epochs", low=1, high=MAX_EPOCHS, integer=True, example=100)
+        self._num("lr", low=0, high=MAX_LR, low_inclusive=False, example=0.01)
+        self._num("weight_decay", low=0, high=10, example=0.0001)
+
     def _extractor(self):
         if not hasattr(self, "extractor_"):
-            bb = resolve_backbone(self.backbone, self.pretrained, self.image_size)
+            # a randomly initialised backbone is part of the seeded run, whatever ran before
+            with seeded(self.seed):
+                bb = resolve_backbone(self.backbone, self.pretrained, self.image_size)
             self.extractor_ = FeatureExtractor(bb, batch_size=self.batch_size, cache_dir=self.cache_dir,
                                                progress=self.progress, device=self.device).fit()
         return self.extractor_
@@ -88,8 +102,8 @@ class FeatureExtraction(Strategy):
         return (f - self.mean_) / self.scale_ if self.standardize else f
 
     def fit(self, train, val=None, *, run_dir=None):
+        self.validate()
         self._check_train(train)
-        check_choice("head", self.head, ("logistic", "linear"))
         t0 = time.perf_counter()
         mask = train.labeled_mask
         ex = self._extractor()
@@ -120,6 +134,7 @@ class FeatureExtraction(Strategy):
             clf = LogisticRegression(C=C, max_iter=5000, tol=1e-6)
             with one_blas_thread():
                 clf.fit(X, y)
+            fault_point("feature_extraction.logistic")
             if len(grid) == 1:
                 return clf, C
             m = val.labeled_mask
@@ -129,16 +144,15 @@ class FeatureExtraction(Strategy):
         return best[1], best[2]
 
     def _fit_linear(self, X, y, val, run_dir):
-        import torch
-
         from ..data import DomainDataset
         from ..finetune import build_param_groups
         from ..nn import TransferModel
         from ..train import Trainer
         from ..backbones.vision import IdentityBackbone
 
-        torch.manual_seed(self.seed)
-        model = TransferModel(IdentityBackbone(X.shape[1]), int(y.max()) + 1)
+        with seeded(self.seed):
+            # every class of the dataset, not only those present in the labeled train samples
+            model = TransferModel(IdentityBackbone(X.shape[1]), max(len(self.classes_), int(y.max()) + 1))
         tr = DomainDataset(X, y, "features", "tabular")
         va = None
         if val is not None:

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from .._compat import one_blas_thread
+from .._faults import fault_point
 from .._registry import register
-from .._validation import check_choice
+from ..errors import ConfigError
 from ..finetune import (
     ProgressiveUnfreezer,
     apply_freeze,
@@ -17,7 +18,28 @@ from ..finetune import (
     frozen_bn_modules,
     parse_unfreeze,
 )
-from .base import Strategy, resolve_backbone
+from .base import (
+    MAX_EPOCHS,
+    MAX_LR,
+    Strategy,
+    build_on_meta,
+    check_finite_tree,
+    check_flag,
+    check_option,
+    check_options_signature,
+    check_unfreeze,
+    n_backbone_groups,
+    resolve_backbone,
+    seeded,
+)
+
+#: Choices of the recipe parameters (the Trainer's and the finetune module's).
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "step", "constant")
+AUGMENTS = ("none", "light", "strong", "randaugment")
+FREEZE_BN = ("all", "frozen_groups", "none")
+HEADS = ("linear", "mlp")
+MONITORS = ("val_accuracy", "val_loss")
 
 
 @register("strategy", "finetune")
@@ -188,9 +210,98 @@ class FineTune(Strategy):
     def _build_model(self, n_classes: int):
         from ..nn import TransferModel
 
-        torch.manual_seed(self.seed)  # the new head's (and a scratch backbone's) initialization
-        bb = resolve_backbone(self.backbone, self.pretrained, self.image_size)
-        return TransferModel(bb, n_classes, head=self.head, dropout=self.dropout)
+        # the new head's (and a scratch backbone's) initialization, whatever ran before
+        with seeded(self.seed):
+            bb = resolve_backbone(self.backbone, self.pretrained, self.image_size)
+            return TransferModel(bb, n_classes, head=self.head, dropout=self.dropout)
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self, backbone) -> None:
+        p = self._p
+        self._check_common(backbone)
+        nb = n_backbone_groups(backbone if backbone is not None else self.backbone)
+        check_unfreeze(p("unfreeze"), self.unfreeze, nb)
+        self._num("lr", low=0, high=MAX_LR, low_inclusive=False, example=0.001)
+        self._num("backbone_lr_mult", low=0, high=10, example=0.1)
+        self._num("layer_decay", low=0, high=1, low_inclusive=False, example=0.75)
+        self._num("progressive_unfreeze", low=1, high=MAX_EPOCHS, integer=True, none_ok=True, example=2)
+        check_flag(p("lp_init"), self.lp_init)
+        check_option(p("freeze_bn"), self.freeze_bn, FREEZE_BN)
+        epochs = self._num("epochs", low=1, high=MAX_EPOCHS, integer=True, example=10)
+        check_option(p("optimizer"), self.optimizer, OPTIMIZERS)
+        check_option(p("schedule"), self.schedule, SCHEDULES)
+        warm = self._num("warmup_epochs", low=0, high=MAX_EPOCHS, example=1)
+        if warm > epochs:
+            raise ConfigError(f"{p('warmup_epochs')}={warm!r} is longer than {p('epochs')}={epochs}; the learning "
+                              "rate would never reach its peak: use warmup_epochs <= epochs.")
+        self._num("weight_decay", low=0, high=10, example=0.01)
+        self._num("dropout", low=0, high=1, high_inclusive=False, example=0.1)
+        check_option(p("head"), self.head, HEADS)
+        self._num("grad_clip", low=0, none_ok=True, example=1.0)
+        self._num("label_smoothing", low=0, high=1, high_inclusive=False, example=0.1)
+        self._check_augment()
+        self._num("early_stopping", low=1, high=MAX_EPOCHS, integer=True, none_ok=True, example=5)
+        check_option(p("monitor"), self.monitor, MONITORS)
+        self._check_penalties()
+
+    def _check_augment(self) -> None:
+        from ..train.augment import make_augment
+
+        where, aug = self._p("augment"), self.augment
+        if aug is None or aug is False:
+            return
+        if isinstance(aug, dict):
+            check_finite_tree(where, aug)
+            try:
+                make_augment(aug)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            except TypeError as exc:
+                raise ConfigError(f"{where}={aug!r} has an option the augmentation does not take ({exc}); see "
+                                  "RandomAffine (rotate, translate, scale, hflip) or RandAugment.") from None
+            return
+        check_option(where, aug, AUGMENTS)
+
+    def _check_penalties(self) -> None:
+        from .._registry import available, get
+        from ..finetune.penalties import Penalty
+
+        where, pen, opts = self._p("penalty"), self.penalty, self.penalty_options
+        if opts is not None and not isinstance(opts, dict):
+            raise ConfigError(f"{self._p('penalty_options')}={opts!r} must be a mapping, e.g. "
+                              "penalty_options: {ewc: {lam: 500}}.")
+        if pen is None or pen == "none":
+            if opts:
+                raise ConfigError(f"{self._p('penalty_options')} is set but {where} is not; set penalty "
+                                  "(e.g. penalty: l2sp) or drop penalty_options.")
+            return
+        items = list(pen) if isinstance(pen, (list, tuple)) else [pen]
+        if not items:
+            raise ConfigError(f"{where}=[] is empty; name at least one penalty (e.g. l2sp) or leave it out.")
+        names = []
+        for item in items:
+            if isinstance(item, Penalty):
+                continue
+            if not isinstance(item, str):
+                raise ConfigError(f"{where}={item!r} must be a penalty name (one of {', '.join(available('penalty'))}) "
+                                  "or a Penalty instance.")
+            check_option(where, item, available("penalty"))
+            names.append(item)
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"{where} names {dup[0]!r} twice; give each penalty once.")
+        try:
+            specs = self._penalty_specs()
+        except ConfigError as exc:
+            raise ConfigError(f"{self._p('penalty_options')}: {exc}") from None
+        check_finite_tree(self._p("penalty_options"), opts or {})
+        for cls, options in specs:
+            if options is None:  # an instance: already built
+                continue
+            name = next(n for n in names if get("penalty", n) is cls)
+            loc = self._p("penalty_options") + (f".{name}" if name in (opts or {}) else "")
+            check_options_signature(loc, cls, options, what=f"penalty {name!r}")
+            build_on_meta(loc, lambda: cls(**options), options)
 
     def _probe(self, backbone, dataset, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
         """A linear classifier ``(W, b)`` fitted by logistic regression on the frozen (cached)
@@ -206,6 +317,7 @@ class FineTune(Strategy):
         with one_blas_thread():
             clf = LogisticRegression(C=1.0, max_iter=5000, tol=1e-6).fit(feats, dataset.labels[mask])
         W, b = logistic_as_linear(clf, n_classes)
+        fault_point("finetune.probe")
         return W, np.maximum(b, -10.0)
 
     def _linear_probe(self, model, train) -> None:
@@ -215,6 +327,7 @@ class FineTune(Strategy):
         with torch.no_grad():
             model.head.fc.weight.copy_(torch.from_numpy(W))
             model.head.fc.bias.copy_(torch.from_numpy(b))
+        fault_point("finetune.linear_probe")
 
     def fit(self, train, val=None, *, source=None, run_dir=None):
         """Fine-tune on the labeled ``train`` split; ``val`` picks the best epoch.
@@ -225,8 +338,8 @@ class FineTune(Strategy):
         """
         from ..train import Trainer
 
+        self.validate()
         self._check_train(train)
-        check_choice("freeze_bn", self.freeze_bn, ("all", "frozen_groups", "none"))
         t0 = time.perf_counter()
         model = self._build_model(train.n_classes)
         nb = len(model.layer_groups()) - 1

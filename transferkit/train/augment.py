@@ -9,12 +9,13 @@ from the ``torch.Generator`` they are given, so a seeded generator reproduces th
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_choice, check_number
+from .._validation import check_choice, check_number, suggest
 from ..errors import ConfigError, DataError
 
 PRESETS = {
@@ -25,6 +26,14 @@ PRESETS = {
 }
 
 
+def _finite(name: str, value, low: float, high: float, what: str) -> float:
+    """A finite number in ``[low, high]`` (NaN or infinity would warp every image to nothing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise ConfigError(f"{name}={value!r} is not valid; use a finite number in [{low:g}, {high:g}] ({what}).")
+    return float(value)
+
+
 class RandomAffine:
     """Random rotation/translation/scale (and optional horizontal flip) for NCHW batches.
 
@@ -33,7 +42,18 @@ class RandomAffine:
     """
 
     def __init__(self, rotate: float = 10.0, translate: float = 0.1, scale=(0.9, 1.1), hflip: bool = False):
-        self.rotate, self.translate, self.scale, self.hflip = rotate, translate, tuple(scale), hflip
+        rotate = _finite("rotate", rotate, 0, 180, "degrees, e.g. rotate: 10")
+        translate = _finite("translate", translate, 0, 1, "a fraction of the side, e.g. translate: 0.1")
+        if isinstance(scale, (int, float)) and not isinstance(scale, bool):
+            scale = (scale, scale)
+        if not isinstance(scale, (list, tuple)) or len(scale) != 2:
+            raise ConfigError(f"scale={scale!r} must be a pair [low, high] of zoom factors, e.g. scale: [0.9, 1.1].")
+        scale = tuple(_finite("scale", s, 0.01, 100, "a pair of zoom factors, e.g. scale: [0.9, 1.1]") for s in scale)
+        if scale[0] > scale[1]:
+            raise ConfigError(f"scale={list(scale)!r} has low > high; write it as [low, high], e.g. [0.9, 1.1].")
+        if not isinstance(hflip, bool):
+            raise ConfigError(f"hflip={hflip!r} is not a boolean; write hflip: true or false.")
+        self.rotate, self.translate, self.scale, self.hflip = rotate, translate, scale, hflip
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         n = x.shape[0]
@@ -258,7 +278,13 @@ def make_augment(name_or_cfg) -> RandomAffine | RandAugment | None:
         cfg = dict(name_or_cfg)
         kind = cfg.pop("kind", "affine")
         check_choice("augment kind", kind, ("affine", "randaugment"))
-        return RandAugment(**cfg) if kind == "randaugment" else RandomAffine(**cfg)
+        cls = RandAugment if kind == "randaugment" else RandomAffine
+        valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        unknown = [k for k in cfg if k not in valid]
+        if unknown:
+            raise ConfigError(f"augment option {unknown[0]!r} is not an option of {cls.__name__}."
+                              + suggest(str(unknown[0]), valid) + f" Options: kind, {', '.join(valid)}.")
+        return cls(**cfg)
     check_choice("augment", name_or_cfg, [*PRESETS, "randaugment"])
     if name_or_cfg == "randaugment":
         return RandAugment()

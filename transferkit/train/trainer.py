@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_number
+from .._faults import fault_point
+from .._validation import check_choice, check_number
 from ..errors import ConfigError, DataError
 from .augment import make_augment
 
@@ -29,6 +30,65 @@ _PREPARE_LIMIT = 2 * 1024**3
 
 #: File name of the per-epoch checkpoint in a run directory.
 CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingDivergedError(DataError, FloatingPointError):
+    """Training produced a non-finite loss or non-finite weights (a learning rate that is too
+    high, or inputs with huge values); raised instead of reporting the chance accuracy of a
+    broken model."""
+
+
+def check_device(device, param: str = "device") -> str | None:
+    """A device this machine has, as a string (``None`` stays ``None``: the GPU when there is
+    one, else the CPU). ``cuda`` without CUDA, ``cuda:N`` out of range or a name torch does not
+    know is a :class:`ConfigError`; nothing silently falls back to the CPU."""
+    if device is None:
+        return None
+    if isinstance(device, torch.device):
+        device = str(device)
+    fix = "use device: cpu, or leave device out to use a GPU when there is one"
+    if not isinstance(device, str) or not device.strip():
+        raise ConfigError(f"{param}={device!r} is not a device name; {fix}.")
+    try:
+        d = torch.device(device.strip())
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"{param}={device!r} is not a torch device; {fix} (cuda or cuda:N on a machine with "
+                          "an NVIDIA GPU).") from None
+    if d.type == "cpu":
+        return "cpu"
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{param}={device!r} but this machine has no usable CUDA GPU (torch "
+                              f"{torch.__version__}); {fix}.")
+        n = torch.cuda.device_count()
+        if d.index is not None and d.index >= n:
+            raise ConfigError(f"{param}={device!r} but this machine has {n} CUDA device(s) (cuda:0 to cuda:{n - 1}); "
+                              f"use one of them, or device: cpu, or leave device out.")
+        return str(d)
+    if d.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(f"{param}={device!r} but Apple's MPS is not available here; {fix}.")
+        return "mps"
+    raise ConfigError(f"{param}={device!r}: transferkit trains on cpu, cuda or mps; {fix}.")
+
+
+def _finite(v) -> bool:
+    if isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _first_nonfinite(model: nn.Module) -> str | None:
+    """Name of the first parameter or floating-point buffer holding NaN or infinity, else ``None``."""
+    with torch.no_grad():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                return name
+    return None
 
 
 def seed_everything(seed: int) -> None:
@@ -77,8 +137,12 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, RuntimeError) and "writ" in str(exc).lower():
+            # torch's zip writer reports a failed write (a full disk) as RuntimeError: keep it an OSError
+            raise OSError(f"cannot write checkpoint {str(p)!r} ({' '.join(str(exc).split())[:160]}); free disk "
+                          "space or choose another --out.") from None
         raise
     _fsync_dir(p.parent)
 
@@ -251,8 +315,6 @@ class Trainer:
         if early_stopping is not None:
             check_number("early_stopping", early_stopping, low=1, integer=True)
         if monitor not in ("val_accuracy", "val_loss"):
-            from ..errors import ConfigError
-
             raise ConfigError(f"monitor={monitor!r} must be 'val_accuracy' or 'val_loss'.")
         self.param_groups = param_groups
         self.optimizer_name, self.schedule, self.warmup_epochs = optimizer, schedule, warmup_epochs
@@ -265,11 +327,31 @@ class Trainer:
         self.seed, self.run_dir, self.progress, self.tag = seed, run_dir, progress, tag
         self.eval_batch_size = eval_batch_size
         self.checkpoint = bool(checkpoint)
+        if optimizer not in ("adamw", "sgd"):
+            check_choice("optimizer", optimizer, ("adamw", "sgd"))
+        for name, v in (("warmup_epochs", warmup_epochs), ("label_smoothing", label_smoothing),
+                        ("grad_clip", grad_clip)):
+            if v is not None and not _finite(v):
+                raise ConfigError(f"{name}={v!r} is not a finite number; give a finite value.")
+        for g in param_groups:
+            lr = g.get("lr", 0.0)
+            if not (_finite(lr) and float(lr) >= 0):
+                raise ConfigError(f"lr={lr!r} (parameter group {g.get('name', '?')!r}) is not a finite number >= 0; "
+                                  "use a learning rate such as 0.001.")
         from accelerate import Accelerator
 
+        device = check_device(device)  # never a silent fallback to the CPU
         cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+        if device is not None and device.startswith("cuda:"):
+            torch.cuda.set_device(torch.device(device))  # accelerate places a single process on the current GPU
         self.accelerator = Accelerator(cpu=cpu)
         self.device = self.accelerator.device
+        if device is not None:
+            want = torch.device(device)
+            got = torch.device(self.device)
+            if got.type != want.type or (want.index is not None and got.index not in (None, want.index)):
+                raise ConfigError(f"device={device!r} was asked for but accelerate placed the model on {got}; "
+                                  "use the device accelerate is configured for, or leave device out.")
         self.history: list[dict] = []
         self.best_epoch: int | None = None
         self.stopped_early = False
@@ -280,8 +362,6 @@ class Trainer:
             return torch.optim.AdamW(self.param_groups)
         if self.optimizer_name == "sgd":
             return torch.optim.SGD(self.param_groups, momentum=0.9, nesterov=True)
-        from ..errors import ConfigError
-
         raise ConfigError(f"optimizer={self.optimizer_name!r} must be 'adamw' or 'sgd'.")
 
     def _log(self, row: dict) -> None:
@@ -349,24 +429,15 @@ class Trainer:
         start, done = 0, False
         ckpt = self._resume_from(resume, ckpt_path, fingerprint)
         if ckpt is not None:
-            self.model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            gen.set_state(ckpt["rng"]["gen"])
-            tgen.set_state(ckpt["rng"]["tgen"])
-            for term, st in zip(self.losses, ckpt["losses"]):
-                if st is not None and isinstance(term, nn.Module):
-                    term.load_state_dict(st)
-            for cb, st in zip(self.callbacks, ckpt["callbacks"]):
-                if st is not None and hasattr(cb, "load_state_dict"):
-                    cb.load_state_dict(st)
-            self.history = list(ckpt["history"])
-            best, best_state, bad, self.best_epoch = ckpt["best"], ckpt["best_state"], ckpt["bad"], ckpt["best_epoch"]
-            step, start, done = ckpt["step"], ckpt["epoch"] + 1, ckpt["stopped"]
-            self.stopped_early = done
-            if self.run_dir is not None and ckpt.get("metrics_bytes") is not None:
-                _truncate(Path(self.run_dir) / "metrics.jsonl", ckpt["metrics_bytes"])
-            _set_rng_state(ckpt["rng"]["global"])
+            try:
+                restored = self._restore(ckpt, opt, sched, gen, tgen)
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+                first = " ".join(str(exc).split())[:240] or type(exc).__name__
+                raise ConfigError(
+                    f"checkpoint {str(resume if resume not in (True, None) else ckpt_path)!r} does not match this "
+                    f"model or run ({type(exc).__name__}: {first}); delete the checkpoint, or start a new run "
+                    "without --resume.") from None
+            best, best_state, bad, step, start, done = restored
         from tqdm.auto import tqdm
 
         bar = tqdm(range(start, self.epochs if not done else start), desc=self.tag or "train",
@@ -421,9 +492,7 @@ class Trainer:
                     n_steps += 1
                 step += 1
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training loss became {loss.item()} at epoch {epoch}; lower the learning rate "
-                        "or enable grad_clip.")
+                    raise self._diverged(f"the training loss became {loss.item()}", epoch, step, total_steps, opt)
                 opt.zero_grad(set_to_none=True)
                 self.accelerator.backward(loss)
                 if self.grad_clip:
@@ -433,6 +502,10 @@ class Trainer:
                 tot_loss += loss.item() * len(idx)
                 tot_correct += (logits.argmax(1) == yb).sum().item()
                 seen += len(idx)
+                fault_point("train.step")
+            bad_param = _first_nonfinite(self.model)
+            if bad_param is not None:  # the last step's update: caught before it is validated or saved
+                raise self._diverged(f"weight {bad_param!r} became NaN or infinite", epoch, step, total_steps, opt)
             row = {"epoch": epoch, "train_loss": tot_loss / max(seen, 1), "train_accuracy": tot_correct / max(seen, 1),
                    "lr": opt.param_groups[-1]["lr"], "epoch_time": time.perf_counter() - t0}
             row.update({k: v / max(n_steps, 1) for k, v in extra.items()})
@@ -446,6 +519,7 @@ class Trainer:
                 else:
                     bad += 1
             self._log(row)
+            fault_point("train.epoch_logged")
             for cb in self.callbacks:
                 if hasattr(cb, "on_epoch_end"):
                     cb.on_epoch_end(self, epoch, row)
@@ -462,6 +536,7 @@ class Trainer:
                     "history": self.history, "best": best, "best_state": best_state, "bad": bad,
                     "best_epoch": self.best_epoch, "metrics_bytes": self._metrics_bytes(),
                 }, ckpt_path)
+            fault_point("train.epoch")
             if stop:
                 self.stopped_early = True
                 break
@@ -472,6 +547,47 @@ class Trainer:
             # the run finished: the caller saves the final model, the checkpoint is not needed
             ckpt_path.unlink(missing_ok=True)
         return self
+
+    def _diverged(self, what: str, epoch: int, step: int, total_steps: int, opt) -> TrainingDivergedError:
+        lr = max((float(g["lr"]) for g in opt.param_groups), default=float("nan"))
+        where = f"{self.tag}: " if self.tag else ""
+        return TrainingDivergedError(
+            f"{where}training diverged: {what} at epoch {epoch}, step {step} of {total_steps} (lr {lr:g}); "
+            "lower lr (e.g. 10 times), keep grad_clip on, and check the inputs for huge or infinite values.")
+
+    def _restore(self, ckpt: dict, opt, sched, gen, tgen) -> tuple:
+        """Load a checkpoint's states into this fit; returns ``(best, best_state, bad, step,
+        start epoch, stopped)``. Any mismatch raises (the caller turns it into a ConfigError)."""
+        self.model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        gen.set_state(ckpt["rng"]["gen"])
+        tgen.set_state(ckpt["rng"]["tgen"])
+        for term, st in zip(self.losses, ckpt["losses"]):
+            if st is not None and isinstance(term, nn.Module):
+                term.load_state_dict(st)
+        for cb, st in zip(self.callbacks, ckpt["callbacks"]):
+            if st is not None and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(st)
+        best_state = ckpt["best_state"]
+        if best_state is not None:  # checked now, not when the best weights are put back at the end
+            missing = sorted(set(self.model.state_dict()) ^ set(best_state))
+            if missing:
+                raise KeyError(f"best_state has other keys than the model ({missing[0]!r})")
+            for k, v in self.model.state_dict().items():
+                if tuple(best_state[k].shape) != tuple(v.shape):
+                    raise ValueError(f"best_state[{k!r}] has shape {tuple(best_state[k].shape)}, the model "
+                                     f"{tuple(v.shape)}")
+        self.history = list(ckpt["history"])
+        self.best_epoch = ckpt["best_epoch"]
+        done = bool(ckpt["stopped"])
+        self.stopped_early = done
+        out = (ckpt["best"], best_state, ckpt["bad"], int(ckpt["step"]), int(ckpt["epoch"]) + 1, done)
+        rng = ckpt["rng"]["global"]
+        if self.run_dir is not None and ckpt.get("metrics_bytes") is not None:
+            _truncate(Path(self.run_dir) / "metrics.jsonl", ckpt["metrics_bytes"])
+        _set_rng_state(rng)
+        return out
 
     # ------------------------------------------------------------------ checkpoints
     def _fingerprint(self, train, val, target, steps_per_epoch: int) -> dict:
@@ -501,8 +617,9 @@ class Trainer:
         else:
             path = Path(resume)
         ckpt = load_checkpoint(path)
-        if ckpt["fingerprint"] != fingerprint:
-            diff = [k for k in fingerprint if ckpt["fingerprint"].get(k) != fingerprint[k]]
+        saved = ckpt.get("fingerprint") if isinstance(ckpt.get("fingerprint"), dict) else {}
+        if saved != fingerprint:
+            diff = [k for k in fingerprint if saved.get(k) != fingerprint[k]] or ["fingerprint"]
             if from_scope:
                 import warnings
 
