@@ -104,12 +104,86 @@ def test_translate_moves_centre_of_mass(seed):
 
 
 def test_shift_option_errors():
-    with pytest.raises(ConfigError, match=r"translate=0.7 must be in \[0, 0.5\)"):
+    with pytest.raises(ConfigError, match=r"translate=0.7 must be a finite number >= 0 and < 0.5"):
         Shift.from_options(translate=0.7)
-    with pytest.raises(ConfigError, match=r"rotate='45\.\.x': a range is written low\.\.high"):
+    with pytest.raises(ConfigError, match=r"rotate='45\.\.x' must be a number or a range low\.\.high"):
         Shift.from_options(rotate="45..x")
-    with pytest.raises(ConfigError, match=r"low end is above its high end"):
+    with pytest.raises(ConfigError, match=r"low end is above its high end; write it as rotate=22\.\.45"):
         Shift.from_options(rotate="45..22")
+
+
+# Every option of the digits dataset and of its shift transform, with values that used to be
+# accepted (NaN, inf, 'maybe', a negative seed) or to exhaust the memory (blur=1e9, n=1e8 parts).
+BAD_DIGITS = {
+    "rotate=nan": ("rotate='nan'", "finite"),
+    "rotate=inf": ("rotate='inf'", "finite"),
+    "rotate=1..nan": ("rotate='1..nan'", "finite"),
+    "rotate=45..22": ("low end is above its high end", "rotate=22..45"),
+    "rotate=1e308": ("rotate=1e+308", "-360 and <= 360"),
+    "rotate=[1,2,3]": ("rotate=[1, 2, 3]", "exactly two numbers"),
+    "rotate=abc": ("rotate='abc'", "a number or a range"),
+    "noise=inf": ("noise='inf'", "finite number >= 0 and <= 1"),
+    "noise=-0.1": ("noise=-0.1", ">= 0"),
+    "noise=abc": ("noise='abc'", "finite number"),
+    "blur=1e9": ("blur=1000000000.0", "at most the image side (16)"),
+    "blur=nan": ("blur='nan'", "finite"),
+    "blur=-1": ("blur=-1", ">= 0"),
+    "translate=x": ("translate='x'", "fraction of the image size"),
+    "translate=0.1..0.2": ("translate='0.1..0.2'", "finite number"),
+    "translate=nan": ("translate='nan'", "finite"),
+    "scale=0": ("scale=0", ">= 0.1 and <= 10"),
+    "scale=1e-300": ("scale=1e-300", "zoom factor"),
+    "scale=inf": ("scale='inf'", "finite"),
+    "scale=2..1": ("low end is above its high end", "scale=1..2"),
+    "invert=maybe": ("invert='maybe'", "invert=true or invert=false"),
+    "invert=2": ("invert=2", "not a boolean"),
+    "invert=nan": ("invert='nan'", "not a boolean"),
+    "seed=-1": ("seed=-1", ">= 0"),
+    "seed=1.5": ("seed=1.5", "whole number"),
+    "seed=nan": ("seed='nan'", "finite integer"),
+    "seed=true": ("seed=True", "finite integer"),
+    "size=0": ("size=0", ">= 8 and <= 512"),
+    "size=4096": ("size=4096", "<= 512"),
+    "size=inf": ("size='inf'", "finite integer"),
+    "size=16.5": ("size=16.5", "whole number"),
+    "size=abc": ("size='abc'", "finite integer"),
+    "subset=0/100000000": ("subset='0/100000000'", "n <= 100"),
+    "subset=a/b": ("subset='a/b'", "i/n"),
+    "subset=-1/2": ("subset='-1/2'", "i/n"),
+    "rotat=3": ("unknown option 'rotat'", "Did you mean 'rotate'"),
+}
+
+
+@pytest.mark.parametrize("opt", list(BAD_DIGITS))
+def test_digits_bad_option_values_are_one_line_config_errors(opt):
+    spec = f"digits:size=16,{opt}" if not opt.startswith("size=") else f"digits:{opt}"
+    with pytest.raises(ConfigError) as err:
+        load_dataset(spec)
+    msg = str(err.value)
+    assert msg.startswith("digits: ") and "\n" not in msg, msg
+    for frag in BAD_DIGITS[opt]:
+        assert frag in msg, (frag, msg)
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("TRUE", True), ("1", True), ("yes", True),
+                                             ("false", False), ("0", False), ("No", False)])
+def test_invert_accepts_strict_booleans(value, expected):
+    assert Shift.from_options(invert=value).invert is expected
+
+
+def test_blur_bounded_by_the_image_side_and_seed_checked_without_a_shift():
+    assert Shift.from_options(blur=16, size=16).blur == 16
+    with pytest.raises(ConfigError, match="at most the image side"):
+        Shift.from_options(blur=17, size=16)
+    with pytest.raises(ConfigError, match="seed=-1"):
+        load_digits_domain(size=SIZE, seed=-1)  # no shift: the seed was unused, and never checked
+
+
+def test_valid_shift_options_still_work():
+    ds = load_dataset("digits:size=16,subset=0/4,rotate=10..20,translate=0.1,scale=0.9..1.1,noise=0.1,"
+                      "blur=1,invert=no,seed=3")
+    assert np.isfinite(ds.inputs).all() and 0 < ds.inputs.mean() < 1
+    assert Shift.from_options(rotate=[10, 20], scale=(0.9, 1.1)).rotate == (10.0, 20.0)
 
 
 # ----------------------------------------------------------------------------- splits

@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ._options import MAX_CLASSES, check_n_classes, check_two_classes
 from .domain import UNLABELED, DomainDataset
+
+#: Without a ``classes`` array, integer labels may leave at most this much of their label space
+#: ``0..max`` empty: ``max + 1 <= max(SPARSE_LABELS_FLOOR, SPARSE_LABELS_FACTOR * n_labeled)``.
+SPARSE_LABELS_FLOOR = 1000
+SPARSE_LABELS_FACTOR = 10
 
 #: Keys tried, in order, when ``x`` / ``y`` keep their default values.
 X_KEYS: tuple[str, ...] = ("x", "X", "images", "features")
@@ -47,7 +53,52 @@ def _open(p: Path, shown: str):
     return data
 
 
+def _memory_limit() -> int:
+    """Half the machine's physical memory: no single array read from a file may claim more."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return 16 * 2**30
+
+
+def npy_header(fh) -> tuple[tuple, bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the header of an open ``.npy`` stream, which is left
+    at the start of the data; nothing is unpickled. Raises ``ValueError`` for a non-``.npy`` stream."""
+    fmt = np.lib.format
+    version = fmt.read_magic(fh)
+    if version == (1, 0):
+        return fmt.read_array_header_1_0(fh)
+    if version == (2, 0):
+        return fmt.read_array_header_2_0(fh)
+    try:  # format 3.0 (utf-8 field names) has no public reader
+        from numpy.lib._format_impl import _read_array_header
+    except ImportError:  # numpy < 2
+        from numpy.lib.format import _read_array_header
+    return _read_array_header(fh, version)
+
+
+def _declared_bytes(data, key: str) -> tuple[tuple, np.dtype] | None:
+    """(shape, dtype) from the ``.npy`` header of ``key`` without reading its data, or ``None``."""
+    try:
+        with data.zip.open(key + ".npy") as fh:
+            shape, _, dtype = npy_header(fh)
+        return shape, dtype
+    except Exception:  # leave any oddity to np.load, which reports it below
+        return None
+
+
 def _get(data, key: str, shown: str) -> np.ndarray:
+    head = _declared_bytes(data, key)
+    if head is not None:
+        shape, dtype = head
+        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if nbytes > _memory_limit():
+            raise DataError(
+                f"{shown!r}: array {key!r} declares shape {shape} ({dtype}), {nbytes / 2**30:,.1f} GiB, more "
+                f"than half of this machine's memory ({_memory_limit() * 2 / 2**30:,.1f} GiB); the file is "
+                "corrupt or hostile (a compressed archive can claim any size), or the data needs a machine "
+                "with more memory: save a smaller array."
+            )
     try:
         return data[key]
     except ValueError as exc:
@@ -88,6 +139,17 @@ def _labels(y: np.ndarray, shown: str, key: str, n: int) -> tuple[np.ndarray, li
         return encode_labels(np.where(vals == "", None, vals), what=f"{shown!r}: labels {key!r}")
     if y.dtype.kind == "b":
         return y.astype(np.int64), ["False", "True"]
+    if y.dtype.kind in "iuf" and len(y):
+        top, low = y.max().item(), y.min().item()
+        # checked before the cast to int64, which wraps a uint64 or a float of 1e20 around
+        if np.isfinite(low) and low < UNLABELED:
+            raise DataError(
+                f"{shown!r}: labels {key!r} contain {low!r}; use integer class indices 0..K-1 and "
+                "-1 for unlabeled samples."
+            )
+        if np.isfinite(top) and top > MAX_CLASSES - 1:
+            check_n_classes(f"{shown!r}", int(min(float(top), 1e300)) + 1,
+                            source=f"labels {key!r} (largest label {top!r})")
     if y.dtype.kind == "f":
         bad = ~np.isfinite(y)
         if bad.any():
@@ -155,7 +217,8 @@ def load_npz(
     if not p.exists():
         raise DataError(f"array file {shown!r} does not exist (looked at {str(p.absolute())!r}); check the path.")
     if p.is_dir():
-        raise DataError(f"{shown!r} is a folder, not an .npz file.")
+        raise DataError(f"array file {shown!r} is a directory, expected a file: give the path of an .npz "
+                        "archive (saved with np.savez(path, x=..., y=...)).")
     with _open(p, shown) as data:
         keys = list(data.files)
         xk = _pick(keys, x, X_KEYS, "x")
@@ -188,6 +251,23 @@ def load_npz(
                     "fix the labels or the class names."
                 )
             classes = [str(c) for c in cls_arr]
+    if classes is not None:
+        check_n_classes(f"{shown!r}", len(classes),
+                        source="the class names" if cls_arr is not None else f"labels {yk!r}")
+    if labels is not None and classes is not None and (cls_arr is None or cls_arr.dtype.kind not in "US"):
+        n_labeled = int((labels >= 0).sum())
+        bound = max(SPARSE_LABELS_FLOOR, SPARSE_LABELS_FACTOR * n_labeled)
+        if ys.dtype.kind not in "USb" and len(classes) > bound:
+            raise DataError(
+                f"{shown!r}: labels {yk!r} imply {len(classes):,} classes (largest label {len(classes) - 1} + 1) "
+                f"for {n_labeled} labeled samples; integer labels without class names may span at most "
+                f"max({SPARSE_LABELS_FLOOR:,}, {SPARSE_LABELS_FACTOR} x labeled samples) = {bound:,} classes. "
+                "Re-encode them as 0..K-1 (np.unique(y, return_inverse=True)), or save the label space's "
+                "names as an array 'classes' in the archive."
+            )
+    if labels is not None:
+        check_two_classes(f"{shown!r}: labels {yk!r}", labels, names=classes,
+                          fix="Add samples of other classes (or mark unlabeled ones -1).")
     return DomainDataset(
         inputs=inputs,
         labels=labels,
@@ -196,6 +276,18 @@ def load_npz(
         classes=classes,
         meta={"kind": "npz", "path": str(p), "x_key": xk, "y_key": yk},
     )
+
+
+def _check_float32(xs: np.ndarray, out: np.ndarray, shown: str, key: str) -> None:
+    """Refuse finite float64 values that overflow to inf in float32 (e.g. 1e308)."""
+    over = ~np.isfinite(out)
+    if over.any():
+        rows, cols = np.nonzero(over)
+        raise DataError(
+            f"{shown!r}: inputs {key!r} hold {int(over.sum())} value(s) too large for float32 "
+            f"(|x| > {float(np.finfo(np.float32).max):.3g}; first {float(xs[rows[0], cols[0]]):g} in column "
+            f"{int(cols[0])}, sample {int(rows[0])}); rescale the features (e.g. standardize or take logs)."
+        )
 
 
 def _inputs(xs: np.ndarray, shown: str, key: str) -> tuple[np.ndarray, str]:
@@ -219,7 +311,11 @@ def _inputs(xs: np.ndarray, shown: str, key: str) -> tuple[np.ndarray, str]:
                 f"(first at index {int(rows[0])}); fill or drop them."
             )
     if xs.ndim == 2:
-        return xs.astype(np.float32), "tabular"
+        with np.errstate(over="ignore"):  # checked just below
+            out = xs.astype(np.float32)
+        if xs.dtype.kind == "f" and xs.dtype.itemsize > 4:
+            _check_float32(xs, out, shown, key)
+        return out, "tabular"
     if xs.ndim == 4 and xs.shape[1] in (1, 3) and xs.shape[3] not in (1, 3, 4):
         raise DataError(
             f"{shown!r}: images {key!r} have shape {xs.shape}, which looks channels-first (n, C, H, W); "

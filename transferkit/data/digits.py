@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .._registry import register
-from .._validation import check_number
 from ..errors import ConfigError
+from ._options import number, text
 from .domain import DomainDataset
 from .splits import stratified_split
 from .transforms import Shift
 
 _CACHE: dict[int, np.ndarray] = {}
+
+#: Most parts ``subset=i/n`` may split the 1,797 images into (at least ~18 images, ~2 per class,
+#: per part); ``n`` also sizes an array, and ``subset=0/100000000`` exhausted the memory.
+MAX_PARTS = 100
+
+#: Largest ``size``: all 1,797 images are held in memory, 1.9 GB as float32 at 512 x 512.
+MAX_DIGITS_SIZE = 512
 
 
 def _resized_digits(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,26 +61,36 @@ def load_digits_domain(
         ``rotate``, ``translate``, ``scale``, ``noise``, ``blur``, ``invert``; see
         :class:`transferkit.data.transforms.Shift`.
     """
-    size = check_number("size", size, low=8, high=512, integer=True)
-    unknown = set(shift) - {"rotate", "translate", "scale", "noise", "blur", "invert"}
+    what = "digits"
+    size = number(what, "size", size, low=8, high=MAX_DIGITS_SIZE, integer=True,
+                  hint="the side of the square images in pixels, e.g. size=32")
+    seed = number(what, "seed", seed, low=0, high=2**32 - 1, integer=True,
+                  hint="the seed of the per-image shift parameters, e.g. seed=1")
+    name = text(what, "name", name)
+    unknown = sorted(set(shift) - set(Shift.OPTIONS))
     if unknown:
         from .._validation import suggest
 
-        bad = sorted(unknown)[0]
         raise ConfigError(
-            f"digits: unknown option {bad!r}."
-            + suggest(bad, ["rotate", "translate", "scale", "noise", "blur", "invert", "size", "subset", "seed"])
+            f"digits: unknown option {unknown[0]!r}." + suggest(unknown[0], [*Shift.OPTIONS, "size", "subset", "seed", "name"])
+            + f" Options: size, subset, seed, name, {', '.join(Shift.OPTIONS)}."
         )
-    x, y = _resized_digits(size)
+    sh = Shift.from_options(what=what, size=size, **shift)  # every shift value is checked before any work
+    part = None
     if subset is not None:
-        try:
-            i, n = (int(v) for v in str(subset).split("/"))
-            assert 0 <= i < n
-        except (ValueError, AssertionError):
-            raise ConfigError(f"digits: subset={subset!r} must look like i/n with 0 <= i < n, e.g. 0/2.") from None
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(subset))
+        i, n = (int(m.group(1)), int(m.group(2))) if m else (-1, 0)
+        if not m or not 0 <= i < n or n > MAX_PARTS:
+            raise ConfigError(
+                f"digits: subset={subset!r} must look like i/n with 0 <= i < n <= {MAX_PARTS} "
+                "(part i of n disjoint stratified parts), e.g. subset=0/2."
+            )
+        part = (i, n)
+    x, y = _resized_digits(size)
+    if part is not None:
+        i, n = part
         idx = stratified_split(y, [1.0 / n] * n, seed=0)[i]
         x, y = x[idx], y[idx]
-    sh = Shift.from_options(**shift)
     if not sh.is_identity:
         x = sh.apply(x, seed=seed)
     else:

@@ -16,15 +16,24 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .._validation import check_number
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from ._options import MAX_IMAGE_SIZE, check_n_classes, number, text
 from .domain import DomainDataset
+
+#: Most memory the decoded-image cache (``cache_size``) of one dataset may take.
+MAX_CACHE_BYTES = 4 * 2**30
+
+#: Most pixels one image file may declare; larger files are refused before they are decoded
+#: (a 100,000 x 100,000 PNG of a few kilobytes would decode to 30 GB). Pillow's own limit
+#: (``Image.MAX_IMAGE_PIXELS``, 89 M pixels) only warns below twice its value.
+MAX_PIXELS = 89_478_485
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -197,8 +206,12 @@ def load_image_folder(
         The folder is missing or not a folder, has no class subfolders or no images, a class
         folder holds no images, or an image file is unreadable (the message names the file).
     """
-    size = check_number("size", size, low=1, high=4096, integer=True)
-    cache_size = check_number("cache_size", cache_size, low=0, integer=True)
+    what = f"image folder {str(path)!r}"
+    size = number(what, "size", size, low=1, high=MAX_IMAGE_SIZE, integer=True,
+                  hint="the side images are resized to, in pixels, e.g. size=64")
+    cache_size = number(what, "cache_size", cache_size, low=0, integer=True,
+                        hint="the number of decoded images kept in memory; 0 keeps none")
+    name = text(what, "name", name)
     exts = _normalize_extensions(extensions)
     root = Path(path).expanduser()
     if not root.exists():
@@ -208,7 +221,7 @@ def load_image_folder(
         )
     if not root.is_dir():
         raise DataError(
-            f"{str(path)!r} is a file, not a folder; an image dataset is a folder with one "
+            f"{str(path)!r} is a file, not a folder (expected a folder): an image dataset is a folder with one "
             "subfolder of images per class (e.g. data/cat/*.png, data/dog/*.png)."
         )
     class_dirs = sorted((d for d in root.iterdir() if d.is_dir() and not _is_hidden(d)), key=lambda d: d.name)
@@ -224,6 +237,13 @@ def load_image_folder(
             f"own subfolder (e.g. {str(path)}/cat/1.png, {str(path)}/dog/2.png).{hint}"
         )
     classes = [d.name for d in class_dirs]
+    check_n_classes(what, len(classes), source=f"its {len(classes):,} class subfolders")
+    if len(classes) == 1:
+        raise DataError(
+            f"image folder {str(path)!r} has 1 class subfolder ({classes[0]!r}); found 1 class, classification "
+            "needs at least 2: add a subfolder of images for each other class (e.g. "
+            f"{str(path)}/{classes[0]}/*.png and {str(path)}/other/*.png)."
+        )
     rel_paths: list[str] = []
     labels: list[int] = []
     empty: list[tuple[str, list[Path]]] = []
@@ -252,6 +272,14 @@ def load_image_folder(
             f"image folder {str(path)!r}: class folder {cname!r} has no images ({found}){more}; "
             f"add images ending in {', '.join(exts)} or remove the folder."
         )
+    per_image = size * size * 3 * 4
+    if min(cache_size, len(rel_paths)) * per_image > MAX_CACHE_BYTES:
+        raise ConfigError(
+            f"{what}: cache_size={cache_size} would keep up to {min(cache_size, len(rel_paths)):,} decoded "
+            f"{size}x{size} images ({min(cache_size, len(rel_paths)) * per_image / 2**30:.1f} GiB) in memory, "
+            f"more than {MAX_CACHE_BYTES / 2**30:g} GiB; lower cache_size (at most "
+            f"{MAX_CACHE_BYTES // per_image:,} at size={size}) or use 0 to rely on the file cache."
+        )
     _verify_images(root, rel_paths)
     inputs = ImageFolderInputs(root, rel_paths, size, cache_size)
     return DomainDataset(
@@ -272,8 +300,21 @@ def _verify_images(root: Path, rel_paths: Sequence[str]) -> None:
     for rel in rel_paths:
         p = root / rel
         try:
-            with Image.open(p) as im:
-                im.verify()
+            with warnings.catch_warnings():
+                # Pillow warns (once, on stderr) between MAX_IMAGE_PIXELS and twice that, and
+                # raises DecompressionBombError above: both become the one error below.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(p) as im:
+                    w, h = im.size
+                    if w * h > MAX_PIXELS:
+                        raise Image.DecompressionBombError(f"{w}x{h} pixels")
+                    im.verify()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(
+                f"image {str(p)!r} is too large to decode safely ({str(exc).strip()}; the limit is "
+                f"{MAX_PIXELS:,} pixels, a possible decompression bomb); downscale it (e.g. to 4096x4096) "
+                "or delete it, then load the folder again."
+            ) from None
         except Exception as exc:  # UnidentifiedImageError, OSError, SyntaxError, ...
             bad.append((str(p), f"{type(exc).__name__}: {exc}"))
     if bad:

@@ -23,7 +23,7 @@ from typing import Any
 
 from .._registry import available, describe, get
 from .._validation import suggest
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .domain import DomainDataset
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -222,6 +222,12 @@ def _resolve(name: str) -> tuple[Callable[..., DomainDataset], str, bool]:
         return get("dataset", name), f"dataset {name!r}", False
     p = Path(name).expanduser()
     if _exists(name) and p.is_dir():
+        if p.suffix.lower() in TABLE_SUFFIXES + ARRAY_SUFFIXES:
+            raise DataError(
+                f"dataset {name!r} is a directory, expected a file: a {p.suffix.lower()} dataset is read from "
+                f"a file; give the path of the {p.suffix.lower()} file (an image folder's name should not end "
+                f"in {p.suffix.lower()})."
+            )
         from .folder import load_image_folder
 
         return load_image_folder, f"image folder {name!r}", True
@@ -236,8 +242,9 @@ def _resolve(name: str) -> tuple[Callable[..., DomainDataset], str, bool]:
 
             return load_npz, f"array file {name!r}", True
         raise ConfigError(
-            f"dataset {name!r}: unsupported file type {suffix or '(no extension)'!r}; transferkit reads "
-            "a folder of class subfolders, .csv, .tsv, .parquet and .npz files."
+            f"dataset {name!r}: unsupported file type {suffix or '(no extension)'!r} (it is a file, not a "
+            "folder); transferkit reads a folder of class subfolders (give the folder's path), .csv, .tsv, .parquet "
+            "and .npz files."
         )
     names = _registered()
     if _looks_like_path(name):

@@ -11,6 +11,7 @@ import numpy as np
 
 from .._validation import require, suggest
 from ..errors import ConfigError, DataError
+from ._options import check_n_classes, check_two_classes
 from .domain import UNLABELED, DomainDataset
 
 TABLE_SUFFIXES: dict[str, str] = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
@@ -36,7 +37,11 @@ def _read(path: Path, shown: str):
     except pd.errors.EmptyDataError:
         raise DataError(f"table {shown!r} is empty (no header, no rows); write a header row and data rows.") from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"table {shown!r} is not UTF-8 text ({exc}); save it as UTF-8 {kind.upper()}.") from None
+        raise DataError(
+            f"table {shown!r} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+            f"{exc.start} is invalid UTF-8); re-save it as UTF-8 {kind.upper()} (e.g. 'iconv -f latin1 -t utf-8 "
+            f"old.{kind} > new.{kind}', or in pandas df.to_csv(path, encoding='utf-8'))."
+        ) from None
     except ImportError:
         raise
     except Exception as exc:  # ParserError, ArrowInvalid, OSError, ...
@@ -59,6 +64,12 @@ def _rows(mask: np.ndarray, limit: int = 5) -> str:
     rows = np.flatnonzero(mask) + 1
     text = ", ".join(str(r) for r in rows[:limit])
     return text + (", ..." if len(rows) > limit else "")
+
+
+def _check_label_classes(shown: str, label_col, labels, classes) -> None:
+    if labels is not None:
+        check_two_classes(f"table {shown!r}: label column {label_col!r}", labels, names=classes,
+                          fix="Add rows of other classes, or name another column with label=COLUMN.")
 
 
 def encode_labels(values: Any, *, what: str) -> tuple[np.ndarray, list[str] | None]:
@@ -109,6 +120,7 @@ def encode_labels(values: Any, *, what: str) -> tuple[np.ndarray, list[str] | No
         keys = present.astype(str).to_numpy()
         classes_raw = sorted(set(keys.tolist()))
         names = list(classes_raw)
+    check_n_classes(what, len(classes_raw), source="the distinct label values")
     index = {c: i for i, c in enumerate(classes_raw)}
     labels[~missing] = [index[k] for k in keys.tolist()]
     return labels, names
@@ -162,8 +174,8 @@ def load_table(
         raise DataError(f"table file {shown!r} does not exist (looked at {str(p.absolute())!r}); check the path.")
     if p.is_dir():
         raise DataError(
-            f"{shown!r} is a folder, not a table file; give a .csv, .tsv or .parquet file "
-            "(a folder is loaded as an image folder)."
+            f"table {shown!r} is a directory, expected a file: give a .csv, .tsv or .parquet file "
+            "(an image folder is given without a table suffix)."
         )
     df = _read(p, shown)
     columns = [str(c) for c in df.columns]
@@ -224,6 +236,7 @@ def load_table(
                 "column for text=, or use features= for numeric columns."
             )
         meta["text_column"] = text
+        _check_label_classes(shown, label_col, labels, classes)
         return DomainDataset(
             inputs=col.tolist(), labels=labels, name=ds_name, modality="text", classes=classes, meta=meta
         )
@@ -276,7 +289,21 @@ def load_table(
             + (f"; also in {', '.join(map(repr, others))}" if others else "")
             + "; fill them (e.g. with the column mean) or drop those rows."
         )
+    with np.errstate(over="ignore"):  # checked just below
+        x32 = x.astype(np.float32)
+    over = ~np.isfinite(x32)  # finite in float64, inf in float32 (|x| > 3.4e38, e.g. 1e308)
+    if over.any():
+        cols = np.flatnonzero(over.any(axis=0))
+        j = int(cols[0])
+        rows = over[:, j]
+        raise DataError(
+            f"table {shown!r}: feature column {feats[j]!r} has {int(rows.sum())} value(s) too large for float32 "
+            f"(|x| > {float(np.finfo(np.float32).max):.3g}, e.g. {float(x[rows, j][0]):g}; data rows {_rows(rows)})"
+            + (f"; also in {', '.join(repr(feats[k]) for k in cols[1:])}" if len(cols) > 1 else "")
+            + "; rescale the column (e.g. standardize it or take logs) or drop those rows."
+        )
     meta["feature_columns"] = feats
+    _check_label_classes(shown, label_col, labels, classes)
     return DomainDataset(
-        inputs=x.astype(np.float32), labels=labels, name=ds_name, modality="tabular", classes=classes, meta=meta
+        inputs=x32, labels=labels, name=ds_name, modality="tabular", classes=classes, meta=meta
     )

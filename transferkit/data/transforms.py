@@ -12,26 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..errors import ConfigError
+from ._options import MAX_IMAGE_SIZE, boolean, number, number_range
 
-
-def _range(param: str, value) -> tuple[float, float]:
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        lo, hi = float(value[0]), float(value[1])
-    elif isinstance(value, str) and ".." in value:
-        a, b = value.split("..", 1)
-        try:
-            lo, hi = float(a), float(b)
-        except ValueError:
-            raise ConfigError(f"{param}={value!r}: a range is written low..high, e.g. 22..45.") from None
-    else:
-        try:
-            lo = hi = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{param}={value!r} must be a number or a range low..high.") from None
-    if lo > hi:
-        raise ConfigError(f"{param}={value!r}: the range's low end is above its high end.")
-    return lo, hi
+#: Largest blur sigma when the image side is not known (see :meth:`Shift.from_options`).
+MAX_BLUR = MAX_IMAGE_SIZE
 
 
 @dataclass
@@ -61,22 +45,39 @@ class Shift:
     blur: float = 0.0
     invert: bool = False
 
+    #: The options :meth:`from_options` understands.
+    OPTIONS = ("rotate", "translate", "scale", "noise", "blur", "invert")
+
     @classmethod
-    def from_options(cls, **opts) -> Shift:
-        translate = float(opts.get("translate", 0.0))
-        if not 0 <= translate < 0.5:
-            raise ConfigError(f"translate={translate} must be in [0, 0.5) (a fraction of the image size).")
-        noise = float(opts.get("noise", 0.0))
-        blur = float(opts.get("blur", 0.0))
-        if noise < 0 or blur < 0:
-            raise ConfigError("noise and blur must be >= 0.")
-        sc = _range("scale", opts.get("scale", 1.0))
-        if sc[0] <= 0:
-            raise ConfigError(f"scale={opts.get('scale')!r} must be > 0.")
-        inv = opts.get("invert", False)
-        if isinstance(inv, str):
-            inv = inv.lower() in ("1", "true", "yes", "on")
-        return cls(_range("rotate", opts.get("rotate", 0.0)), translate, sc, noise, blur, bool(inv))
+    def from_options(cls, *, what: str = "shift", size: int | None = None, **opts) -> Shift:
+        """Build a shift from spec options, checking every value strictly.
+
+        ``what`` names the dataset in messages; ``size`` (the image side, when known) bounds
+        ``blur``: a Gaussian sigma beyond the image side only flattens the image further while
+        its kernel (8 sigma + 1 taps) grows without bound (``blur=1e9`` asked for 60 GiB).
+        Every number must be finite; ``invert`` must be a boolean (``true/false``, ``1/0``,
+        ``yes/no``).
+        """
+        from ..errors import ConfigError
+        from .._validation import suggest
+
+        unknown = sorted(set(opts) - set(cls.OPTIONS))
+        if unknown:
+            raise ConfigError(f"{what}: unknown shift option {unknown[0]!r}." + suggest(unknown[0], cls.OPTIONS)
+                              + f" Shift options: {', '.join(cls.OPTIONS)}.")
+        rot = number_range(what, "rotate", opts.get("rotate", 0.0), low=-360, high=360,
+                           hint="degrees, counter-clockwise")
+        translate = number(what, "translate", opts.get("translate", 0.0), low=0, high=0.5, high_inclusive=False,
+                           hint="a fraction of the image size, e.g. translate=0.1")
+        sc = number_range(what, "scale", opts.get("scale", 1.0), low=0.1, high=10,
+                          hint="a zoom factor, 1 = unchanged", example="0.9..1.1")
+        noise = number(what, "noise", opts.get("noise", 0.0), low=0, high=1,
+                       hint="the standard deviation of Gaussian noise on [0, 1] pixels, e.g. noise=0.1")
+        blur_max = float(size) if size is not None else float(MAX_BLUR)
+        blur = number(what, "blur", opts.get("blur", 0.0), low=0, high=blur_max,
+                      hint=f"a Gaussian sigma in pixels, at most the image side ({blur_max:g}), e.g. blur=1")
+        inv = boolean(what, "invert", opts.get("invert", False))
+        return cls(rot, float(translate), sc, float(noise), float(blur), inv)
 
     @property
     def is_identity(self) -> bool:

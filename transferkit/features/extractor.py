@@ -12,13 +12,17 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from .._faults import fault_point
 from .._validation import check_number
+from ..data.arrays import npy_header
+from ..errors import ConfigError, TransferKitWarning
 
 
 def default_cache_dir() -> str:
@@ -40,38 +44,160 @@ def backbone_key(backbone) -> str:
     return h.hexdigest()[:20]
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """Check that the feature cache directory can be used; create it if it is missing.
+
+    Called before a run directory is created, so that a cache directory that is a file, or
+    cannot be created or written, fails in one line and before anything on disk changes.
+
+    Parameters
+    ----------
+    path
+        The cache directory; ``None`` uses :func:`default_cache_dir`.
+
+    Returns
+    -------
+    Path
+        The directory.
+
+    Raises
+    ------
+    ConfigError
+        ``path`` exists but is not a directory, or cannot be created or written.
+    """
+    shown = str(path) if path is not None else default_cache_dir()
+    p = Path(shown).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ConfigError(
+            f"cache_dir {shown!r} exists but is not a directory (it is a file); point cache_dir at a "
+            "folder (or remove the file)."
+        )
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cache_dir {shown!r} cannot be created ({exc.strerror or type(exc).__name__}); point cache_dir "
+            "at a folder you can write to."
+        ) from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".write-check-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"cache_dir {shown!r} is not writable ({exc.strerror or type(exc).__name__}); point cache_dir "
+            "at a folder you can write to, or fix its permissions."
+        ) from None
+    return p
+
+
+def _invalid(p: Path, why: str) -> None:
+    warnings.warn(
+        f"feature cache entry {str(p)!r} is invalid ({why}); ignoring it, recomputing the features "
+        "and overwriting it.", TransferKitWarning, stacklevel=4)
+
+
+def _read_entry(p: Path, n: int | None, dim: int | None) -> np.ndarray | str:
+    """The cached array, or a reason why the file is not a valid entry.
+
+    The ``.npy`` header is read and checked (float32, 2-D, ``(n, dim)``) before the data, with
+    ``np.lib.format`` directly: :func:`numpy.load` would also open a zip archive or, if
+    allowed, a pickle. The data is then checked for NaN/inf in one pass.
+    """
+    fmt = np.lib.format
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(1)
+            fh.seek(0)
+            try:
+                shape, _, dtype = npy_header(fh)
+            except ValueError:
+                return "a pickle, not a .npy file; it was not unpickled" if head == b"\x80" else "not a .npy file"
+            if dtype.hasobject:
+                return f"dtype {dtype} holds Python objects; it was not unpickled"
+            if dtype != np.float32:
+                return f"dtype {dtype}, expected float32"
+            if len(shape) != 2:
+                return f"shape {shape}, expected 2-D (samples, features)"
+            if (n is not None and shape[0] != n) or (dim is not None and shape[1] != dim):
+                return f"shape {shape}, expected ({n}, {dim})"
+            fh.seek(0)
+            arr = fmt.read_array(fh, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # truncated, unreadable, bad header
+        return f"unreadable: {type(exc).__name__}: {str(exc).strip()[:120]}"
+    if not np.isfinite(arr).all():
+        return "it holds NaN/inf values"
+    return arr
+
+
 class FeatureCache:
-    """``.npy`` files under ``root``: one per (backbone key, data fingerprint). Writes are atomic."""
+    """``.npy`` files under ``root``: one per (backbone key, data fingerprint). Writes are atomic.
+
+    An entry that is not a float32 ``(n, d)`` array of finite values (a truncated or corrupt
+    file, the wrong shape or dtype, NaN/inf, a pickle) is never used and never unpickled: it
+    counts as a miss, a :class:`~transferkit.errors.TransferKitWarning` names the file, and the
+    recomputed features replace it atomically.
+    """
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root or default_cache_dir())
         self.hits = 0
         self.misses = 0
+        self.invalid = 0
 
     def path(self, bkey: str, fingerprint: str) -> Path:
         return self.root / f"{bkey}-{fingerprint}.npy"
 
-    def get(self, bkey: str, fingerprint: str) -> np.ndarray | None:
+    def get(self, bkey: str, fingerprint: str, n: int | None = None, dim: int | None = None) -> np.ndarray | None:
+        """The cached features, or ``None`` (a miss) when absent or invalid.
+
+        ``n`` and ``dim``, when given, are the expected number of samples and feature width.
+        """
         p = self.path(bkey, fingerprint)
         if p.is_file():
-            try:
-                arr = np.load(p, allow_pickle=False)
+            got = _read_entry(p, n, dim)
+            if isinstance(got, np.ndarray):
                 self.hits += 1
-                return arr
-            except (OSError, ValueError):
-                p.unlink(missing_ok=True)  # a corrupt entry is recomputed, never trusted
+                return got
+            self.invalid += 1
+            _invalid(p, got)
+        elif p.exists():  # a folder (or a socket...): put() says so and leaves it alone
+            self.invalid += 1
         self.misses += 1
         return None
 
     def put(self, bkey: str, fingerprint: str, feats: np.ndarray) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
+        """Write ``feats`` atomically (a temporary file, then ``os.replace``), mode 0666 less the
+        umask. A cache that cannot be written only warns: the features are still returned."""
+        target = self.path(bkey, fingerprint)
+        if target.is_dir():
+            warnings.warn(f"feature cache entry {str(target)!r} is a directory; the features are not cached "
+                          "(remove that folder).", TransferKitWarning, stacklevel=3)
+            return
+        tmp = None
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 np.save(f, feats, allow_pickle=False)
-            os.replace(tmp, self.path(bkey, fingerprint))
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, target)
+        except OSError as exc:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            warnings.warn(f"cannot write the feature cache entry {str(target)!r} "
+                          f"({exc.strerror or type(exc).__name__}); the features are not cached.",
+                          TransferKitWarning, stacklevel=3)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
             raise
 
 
@@ -95,6 +221,7 @@ def extract_features(backbone, inputs, batch_size: int = 64, device: str | torch
             if isinstance(x, torch.Tensor) and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             out[s : s + len(chunk)] = backbone(x).float().cpu().numpy()
+            fault_point("features.batch")
     finally:
         backbone.train(was_training)
     return out
@@ -160,8 +287,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
                 mod = self.backbone_.spec.modality
                 fp = DomainDataset(inputs=inputs, labels=None, name="_", modality=mod if mod != "tabular" else "tabular").fingerprint()
-            hit = self.cache_.get(self._bkey, fp)
-            if hit is not None and len(hit) == len(inputs):
+            hit = self.cache_.get(self._bkey, fp, n=len(inputs), dim=self.backbone_.feature_dim)
+            if hit is not None:
                 return hit
         feats = extract_features(self.backbone_, inputs, self.batch_size, self.device, self.progress)
         if self.cache_ is not None:
