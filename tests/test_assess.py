@@ -75,3 +75,57 @@ def test_rank_backbones_sorts_by_the_chosen_score():
     assert [r["score"] for r in by_nleep] == sorted((r["score"] for r in by_nleep), reverse=True)
     with pytest.raises(Exception, match="applies to none"):
         rank_backbones("digits:size=12", ["none"], score="leep")  # no source classifier anywhere
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"max_samples": 0}, r"max_samples\) must be >= 2, got 0"),
+    ({"max_samples": 1}, r"max_samples\) must be >= 2"),
+    ({"max_samples": 2.5}, r"max_samples\) must be an integer"),
+    ({"n_permutations": 0}, r"n_permutations\) must be >= 1, got 0"),
+    ({"n_permutations": 10**9}, r"n_permutations\) must be <= 100000"),
+    ({"image_size": 0}, r"image_size\) must be >= 8, got 0"),
+    ({"image_size": 10**5}, r"image_size\) must be <= 1024"),
+    ({"seed": -1}, r"seed\)=-1 is out of range; a seed is a whole number 0 <= seed < 2\*\*32"),
+    ({"seed": 2**32}, r"out of range"),
+    ({"seed": True}, r"seed\)=True must be a whole number"),
+    ({"backbones": []}, r"give at least one backbone"),
+    ({"backbones": [""]}, r"must be a non-empty name"),
+])
+def test_assess_arguments_are_checked_before_any_data_is_loaded(kwargs, match, monkeypatch):
+    import transferkit.data.spec as spec
+    from transferkit.errors import ConfigError
+
+    monkeypatch.setattr(spec, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the arguments were checked"))
+    args = {"backbones": ["none"], **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        assess("digits:size=8", "digits:size=8", **args)
+
+
+def test_assess_with_a_random_init_backbone_is_deterministic(tmp_path):
+    """tiny_cnn is randomly initialized: built from the seed, two runs give the same numbers, and
+    a different global torch state (what ran before) does not change them."""
+    import torch
+
+    kw = dict(backbones=["tiny_cnn"], image_size=16, divergences=("mmd", "coral_distance"), n_permutations=10,
+              max_samples=60, seed=3, cache_dir=False)
+    torch.manual_seed(0)
+    a = assess("digits:subset=0/2,size=8", "digits:subset=1/2,size=8,rotate=30", **kw)
+    torch.manual_seed(12345)
+    torch.rand(1000)
+    b = assess("digits:subset=0/2,size=8", "digits:subset=1/2,size=8,rotate=30", **kw)
+    for name in ("mmd", "coral_distance"):
+        assert a["divergences"][name]["value"] == b["divergences"][name]["value"]
+    assert a["transferability"] == b["transferability"]
+    c = assess("digits:subset=0/2,size=8", "digits:subset=1/2,size=8,rotate=30", **{**kw, "seed": 4})
+    assert c["divergences"]["coral_distance"]["value"] != a["divergences"]["coral_distance"]["value"]
+
+
+def test_rank_backbones_is_deterministic_and_checks_its_arguments():
+    from transferkit.assess import rank_backbones
+    from transferkit.errors import ConfigError
+
+    a = rank_backbones("digits:size=8", ["tiny_cnn"], image_size=16, seed=1)
+    b = rank_backbones("digits:size=8", ["tiny_cnn"], image_size=16, seed=1)
+    assert a == b
+    with pytest.raises(ConfigError, match=r"seed\)=-2 is out of range"):
+        rank_backbones("digits:size=8", ["tiny_cnn"], seed=-2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,24 +39,75 @@ def check_number(
     high_inclusive: bool = True,
     integer: bool = False,
 ) -> Any:
-    """Check a numeric parameter against a range; return it (as int when ``integer``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        try:
-            value = float(value) if not integer else int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{param} must be a number, got {value!r}.") from None
+    """Check a numeric parameter against a range; return it (as int when ``integer``).
+
+    Booleans are not numbers here (``true`` for an epoch count is a mistake, not 1); NaN and
+    infinity are refused (``lr: .inf`` would train to NaN weights and report chance accuracy).
+    A string such as YAML 1.1's ``1e-3`` is converted."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{param} must be a number, got {value!r}.")
+    if not isinstance(value, (int, float)):
+        converted = None
+        for conv in ((int, float) if integer else (float,)):  # "1e3" is a whole number written as a float
+            try:
+                converted = conv(value)
+                break
+            except (TypeError, ValueError, OverflowError):
+                continue
+        if converted is None:
+            raise ConfigError(f"{param} must be a number, got {value!r}.")
+        value = converted
+    if value != value:  # NaN
+        raise ConfigError(f"{param} must be a finite number, got NaN.")
+    if value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{param} must be a finite number, got {value!r}.")
     if integer:
         if int(value) != value:
             raise ConfigError(f"{param} must be an integer, got {value!r}.")
         value = int(value)
-    if value != value:  # NaN
-        raise ConfigError(f"{param} must be a number, got NaN.")
     if low is not None and (value < low or (value == low and not low_inclusive)):
         op = ">=" if low_inclusive else ">"
         raise ConfigError(f"{param} must be {op} {low}, got {value!r}.")
     if high is not None and (value > high or (value == high and not high_inclusive)):
         op = "<=" if high_inclusive else "<"
         raise ConfigError(f"{param} must be {op} {high}, got {value!r}.")
+    return value
+
+
+#: What :func:`check_name` allows: it becomes one folder name, on every file system.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+MAX_NAME_LENGTH = 100
+
+
+def check_name(param: str, value: Any) -> str:
+    """Check a name that becomes a file or folder name (a strategy label, an experiment name).
+
+    Allowed: 1 to :data:`MAX_NAME_LENGTH` letters, digits, ``_ . + -``, not starting with ``.``
+    or ``-``. So no path separators, no ``.``/``..``, no hidden files, no control characters
+    and nothing a shell or another file system reads differently."""
+    allowed = (f"use 1 to {MAX_NAME_LENGTH} letters, digits, '_', '.', '+' or '-', not starting with '.' or '-' "
+               "(it becomes a folder name)")
+    if not isinstance(value, str):
+        raise ConfigError(f"{param}={value!r} must be a string; {allowed}.")
+    if not value:
+        raise ConfigError(f"{param} is empty; {allowed}.")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ConfigError(f"{param}={value[:40]!r}... is {len(value)} characters long; {allowed}.")
+    if not _SAFE_NAME.fullmatch(value):
+        bad = next((c for c in value if not (c.isascii() and (c.isalnum() or c in "_.+-"))), value[0])
+        what = "starts with" if bad == value[0] and value[0] in ".-" else "contains"
+        raise ConfigError(f"{param}={value!r} is not a safe name: it {what} {bad!r}; {allowed}.")
+    return value
+
+
+def check_seed(param: str, value: Any) -> int:
+    """A random seed: an integer ``0 <= seed < 2**32`` (what NumPy and torch both accept)."""
+    if isinstance(value, bool) or not isinstance(value, int) and not (hasattr(value, "__index__")):
+        raise ConfigError(f"{param}={value!r} must be a whole number 0 <= seed < 2**32.")
+    value = int(value)
+    if not 0 <= value < 2**32:
+        raise ConfigError(f"{param}={value} is out of range; a seed is a whole number 0 <= seed < 2**32 "
+                          "(e.g. 0, 1, 2).")
     return value
 
 

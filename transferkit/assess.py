@@ -58,6 +58,45 @@ def _labeled(ds) -> np.ndarray:
     return np.flatnonzero(ds.labeled_mask)
 
 
+#: Bounds of the numeric arguments (beyond them a run takes hours or the memory of the machine).
+MAX_PERMUTATIONS = 100_000
+MAX_SAMPLES = 10_000_000  # as `--max-samples` on the command line
+
+
+def _check_args(*, backbones, image_size, n_permutations=None, max_samples=None, seed) -> tuple:
+    """Validate the numeric arguments of :func:`assess` / :func:`rank_backbones` before any
+    data is loaded; return the backbone names as a list."""
+    from ._validation import check_number, check_seed
+
+    if isinstance(backbones, str):
+        backbones = [backbones]
+    backbones = list(backbones or [])
+    if not backbones:
+        raise ConfigError("give at least one backbone (--backbone NAME).")
+    for b in backbones:
+        if not isinstance(b, str) or not b:
+            raise ConfigError(f"backbone {b!r} must be a non-empty name (e.g. --backbone tiny_cnn).")
+    if image_size is not None:
+        image_size = check_number("--image-size (image_size)", image_size, low=8, high=1024, integer=True)
+    if n_permutations is not None:
+        n_permutations = check_number("--permutations (n_permutations)", n_permutations, low=1,
+                                      high=MAX_PERMUTATIONS, integer=True)
+    if max_samples is not None:
+        max_samples = check_number("--max-samples (max_samples)", max_samples, low=2, high=MAX_SAMPLES,
+                                   integer=True)
+    seed = check_seed("--seed (seed)", seed)
+    return backbones, image_size, n_permutations, max_samples, seed
+
+
+def _build_backbones(names, image_size, seed) -> dict:
+    """Each backbone built from ``seed`` (a randomly initialized one is then the same in every
+    process and does not depend on which backbones come before it in the list)."""
+    from .backbones import create_backbone
+
+    return {name: "none" if name == "none" else create_backbone(name, image_size=image_size, seed=seed)
+            for name in names}
+
+
 def assess(source, target, backbones=("efficientnet_lite0",), *, image_size: int | None = None,
            divergences=DEFAULT_DIVERGENCES, n_permutations: int = 200, max_samples: int = 2000,
            seed: int = 0, cache_dir=None, progress: bool = False, echo=lambda *a: None,
@@ -85,21 +124,18 @@ def assess(source, target, backbones=("efficientnet_lite0",), *, image_size: int
         Add ``"features"``: the source and target features of the divergences' subsample
         with their labels (arrays, for the report's t-SNE; remove the key before writing JSON).
     """
-    from .backbones import create_backbone
     from .data.spec import load_dataset
     from .diagnostics import ben_david_bound
 
+    backbones, image_size, n_permutations, max_samples, seed = _check_args(
+        backbones=backbones, image_size=image_size, n_permutations=n_permutations, max_samples=max_samples, seed=seed)
     t0 = time.perf_counter()
     src = load_dataset(source) if not hasattr(source, "inputs") else source
     tgt = load_dataset(target) if not hasattr(target, "inputs") else target
     if src.modality != tgt.modality:
         raise DataError(f"source is {src.modality} and target is {tgt.modality}; assess needs one modality.")
-    if not backbones:
-        raise ConfigError("give at least one backbone (--backbone NAME).")
     rng = np.random.default_rng(seed)
-    models = {}
-    for name in backbones:
-        models[name] = "none" if name == "none" else create_backbone(name, image_size=image_size)
+    models = _build_backbones(backbones, image_size, seed)
     primary = backbones[0]
     echo(f"embedding {src.name} ({len(src)}) and {tgt.name} ({len(tgt)}) with {primary} ...")
     Fs = embed(models[primary], src, cache_dir=cache_dir, progress=progress)
@@ -292,16 +328,17 @@ def rank_backbones(target, names, *, image_size: int | None = None, score: str =
         Backbones without a source classifier get N-LEEP instead of LEEP/NCE; ranking by
         ``leep`` or ``nce`` puts them last.
     """
-    from .backbones import create_backbone
     from .data.spec import load_dataset
 
+    names, image_size, _, _, seed = _check_args(backbones=names, image_size=image_size, seed=seed)
     tgt = load_dataset(target) if not hasattr(target, "inputs") else target
     lt = _labeled(tgt)
     if len(lt) < 2 or len(np.unique(tgt.labels[lt])) < 2:
         raise DataError(f"target {tgt.name!r} needs labeled samples of at least two classes to rank backbones.")
     out = []
+    models = _build_backbones(names, image_size, seed)
     for name in names:
-        model = "none" if name == "none" else create_backbone(name, image_size=image_size)
+        model = models[name]
         F = embed(model, tgt, cache_dir=cache_dir)[lt]
         sc = backbone_scores(model, F, tgt.labels[lt], seed=seed, always_nleep=True)
         vals = {k: float(v.value) for k, v in sc.items()}

@@ -14,6 +14,12 @@ An experiment file looks like::
       - {name: finetune, lr: 0.001, backbone_lr_mult: 0.1}
 
 Unknown keys at any level are errors that name the key and suggest the nearest valid one.
+
+Every YAML the package reads goes through :func:`safe_load_yaml`: a ``yaml.SafeLoader`` with
+bounded nesting, aliases and expanded size, and no duplicate keys; :func:`read_yaml_file`
+adds a size limit and a UTF-8 check. Names that become folders (``name``, a strategy's
+``label``) must be safe names (:func:`transferkit._validation.check_name`), seeds are distinct
+integers ``0 <= seed < 2**32``, and every number in the config must be finite.
 """
 
 from __future__ import annotations
@@ -24,8 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._validation import check_number, suggest
+from ._validation import check_name, check_number, check_seed, suggest
 from .errors import ConfigError
+
+#: Bounds of what an experiment file may hold (a config is a few hundred bytes; these only stop
+#: hostile or broken input from hanging or exhausting the machine).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_YAML_DEPTH = 64
+MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 100_000
+MAX_SEEDS = 10_000  # as `--seeds N` on the command line
 
 
 @dataclass
@@ -59,12 +73,14 @@ class SplitConfig:
     test: str | None = None
 
     def validate(self) -> None:
+        for key in ("val", "test"):
+            v = getattr(self, key)
+            if v is not None and (not isinstance(v, (str, dict)) or not v):
+                raise ConfigError(f"split.{key}={v!r} must be a dataset spec string or mapping (or left out).")
         check_number("split.unlabeled_fraction", self.unlabeled_fraction, low=0, high=1, high_inclusive=False)
         if self.labels_per_class is not None:
             check_number("split.labels_per_class", self.labels_per_class, low=0, integer=True)
             if self.labels_per_class == 0 and self.unlabeled_fraction == 0:
-                from .errors import ConfigError
-
                 raise ConfigError("split.labels_per_class=0 leaves no training data; set split.unlabeled_fraction "
                                   "(e.g. 0.5) for unsupervised adaptation, or use labels_per_class >= 1.")
         check_number("split.train_fraction", self.train_fraction, low=0, high=1, low_inclusive=False, high_inclusive=False)
@@ -129,8 +145,8 @@ class DiagnoseConfig:
             raise ConfigError(f"diagnose.method={self.method!r} must be 't', 'bootstrap' or 'welch'."
                               + suggest(str(self.method), ["t", "bootstrap", "welch"]))
         check_number("diagnose.confidence", self.confidence, low=0, high=1, low_inclusive=False, high_inclusive=False)
-        check_number("diagnose.n_resamples", self.n_resamples, low=100, integer=True)
-        check_number("diagnose.sharpness_samples", self.sharpness_samples, low=1, integer=True)
+        check_number("diagnose.n_resamples", self.n_resamples, low=100, high=1_000_000, integer=True)
+        check_number("diagnose.sharpness_samples", self.sharpness_samples, low=1, high=100_000, integer=True)
         if self.convergence_accuracy is not None:
             check_number("diagnose.convergence_accuracy", self.convergence_accuracy, low=0, high=1,
                          low_inclusive=False)
@@ -220,10 +236,20 @@ def _parse_strategy(item: Any, i: int) -> StrategyConfig:
         raise ConfigError(f"{where} must be a strategy name or a mapping with a 'name' key, got {item!r}.")
     item = dict(item)
     name = item.pop("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}.name={name!r} must be a strategy name such as 'finetune' "
+                          "(see 'transferkit list strategies').")
     label = item.pop("label", None)
+    if label is not None:
+        check_name(f"{where}.label", label)  # it becomes the folder OUT/<label>/
     params = item.pop("params", {}) or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{where}.params={params!r} must be a mapping of parameter names to values.")
+    params = dict(params)
     params.update(item)
     valid = _strategy_params(name)  # raises with a suggestion for an unknown strategy
+    if label is None:
+        check_name(f"{where}.name", name)  # without a label the name is the folder (a plugin may register any)
     for k in params:
         if k not in valid:
             raise ConfigError(
@@ -233,6 +259,8 @@ def _parse_strategy(item: Any, i: int) -> StrategyConfig:
     for k, rule in _PARAM_RULES.items():
         if params.get(k) is not None:  # checked here, so a bad value fails before any run starts
             params[k] = check_number(f"{where}.{k}", params[k], **rule)
+    if params.get("seed") is not None:
+        params["seed"] = check_seed(f"{where}.seed", params["seed"])
     return StrategyConfig(name=name, params=params, label=label)
 
 
@@ -253,8 +281,95 @@ _PARAM_RULES: dict[str, dict] = {
     "early_stopping": {"low": 1, "integer": True},
     "progressive_unfreeze": {"low": 1, "integer": True},
     "image_size": {"low": 8, "high": 1024, "integer": True},
-    "seed": {"integer": True},
+    "seed": {"low": 0, "high": 2**32 - 1, "integer": True},
 }
+
+
+def _check_finite(obj, where: str = "") -> None:
+    """Every float anywhere in the config must be finite: ``lr: .inf`` or ``alpha: .nan`` would
+    train to NaN weights and report a meaningless accuracy instead of failing."""
+    import math
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ConfigError(f"{where or 'the config'}={obj!r} is not a finite number; give a finite value.")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_finite(v, f"{where}[{i}]")
+
+
+def _check_str(param: str, value, *, optional: bool = True) -> None:
+    """A non-empty string without NUL characters (paths and device names), or ``None``."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise ConfigError(f"{param}={value!r} must be a non-empty string" + (" (or left out)." if optional else "."))
+
+
+def _check_bool(param: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{param}={value!r} must be true or false.")
+
+
+def check_seeds(seeds, param: str = "seeds") -> list[int]:
+    """``seeds``: a count ``1..MAX_SEEDS`` (seeds ``0..n-1``) or a list of distinct seeds, each an
+    integer ``0 <= seed < 2**32``. Duplicates are refused: the same run twice would be
+    reported as two seeds with a standard deviation of 0."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        check_number(param, seeds, low=1, high=MAX_SEEDS, integer=True)
+        return list(range(seeds))
+    if not isinstance(seeds, list) or not seeds:
+        raise ConfigError(f"{param}={seeds!r} must be a positive count or a non-empty list of integers "
+                          "(e.g. seeds: 3 or seeds: [0, 1, 2]).")
+    if len(seeds) > MAX_SEEDS:
+        raise ConfigError(f"{param} lists {len(seeds)} seeds; at most {MAX_SEEDS} are allowed.")
+    out = [check_seed(f"{param}[{i}]", s) for i, s in enumerate(seeds)]
+    from collections import Counter
+
+    dup = sorted(s for s, n in Counter(out).items() if n > 1)
+    if dup:
+        raise ConfigError(f"{param} lists seed {dup[0]} more than once; each seed runs once, give distinct seeds "
+                          "(e.g. [0, 1, 2]).")
+    return out
+
+
+def _check_dataset(param: str, value, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, dict):
+        if not value:
+            raise ConfigError(f"{param} is an empty mapping; give a dataset spec such as \"digits:rotate=30\".")
+        return
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise ConfigError(f"{param}={value!r} must be a dataset spec string (e.g. \"digits:rotate=30\") or a mapping.")
+
+
+def _backbone_config(bb) -> BackboneConfig:
+    if isinstance(bb, str):
+        bb = {"name": bb}
+    if not isinstance(bb, dict):
+        raise ConfigError("'backbone' must be a name or a mapping, e.g. backbone: {name: efficientnet_lite0}.")
+    _check_keys(bb, BackboneConfig, "backbone.")
+    b = BackboneConfig(**bb)
+    _check_str("backbone.name", b.name, optional=False)
+    if b.image_size is not None:
+        b.image_size = check_number("backbone.image_size", b.image_size, low=8, high=1024, integer=True)
+    _check_bool("backbone.pretrained", b.pretrained)
+    _check_str("backbone.weights", b.weights)
+    _check_str("backbone.arch", b.arch)
+    if b.options is None:
+        b.options = {}
+    if not isinstance(b.options, dict):
+        raise ConfigError(f"backbone.options={b.options!r} must be a mapping of option names to values, "
+                          "e.g. options: {in_features: 4}.")
+    for k in b.options:
+        if not isinstance(k, str) or not k.isidentifier():
+            raise ConfigError(f"backbone.options key {k!r} is not an option name; use names such as in_features.")
+        if k in ("pretrained", "weights", "image_size", "arch"):
+            raise ConfigError(f"backbone.options.{k} duplicates backbone.{k}; set backbone.{k} instead.")
+    return b
 
 
 def _section(value, name: str, cls, example: str):
@@ -272,25 +387,18 @@ def config_from_dict(data: dict) -> ExperimentConfig:
     _check_keys(data, ExperimentConfig, "")
     if "target" not in data:
         raise ConfigError("the experiment config needs a 'target' dataset (e.g. target: \"digits:rotate=30\").")
+    _check_finite(data)
     d = dict(data)
+    check_name("name", d.get("name", "experiment"))  # the default output folder is runs/NAME-TIMESTAMP
+    _check_dataset("target", d["target"], optional=False)
+    _check_dataset("source", d.get("source"), optional=True)
+    for key in ("output_dir", "cache_dir", "device"):
+        _check_str(key, d.get(key))
+    _check_bool("progress", d.get("progress", True))
     d["split"] = _section(d.get("split") or {}, "split", SplitConfig, "split: {labels_per_class: 10}")
     d["split"].validate()
-    bb = d.get("backbone") or {}
-    if isinstance(bb, str):
-        bb = {"name": bb}
-    if not isinstance(bb, dict):
-        raise ConfigError("'backbone' must be a name or a mapping, e.g. backbone: {name: efficientnet_lite0}.")
-    _check_keys(bb, BackboneConfig, "backbone.")
-    d["backbone"] = BackboneConfig(**bb)
-    if d["backbone"].image_size is not None:
-        check_number("backbone.image_size", d["backbone"].image_size, low=8, high=1024, integer=True)
-    seeds = d.get("seeds", [0, 1, 2])
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        check_number("seeds", seeds, low=1, integer=True)
-        seeds = list(range(seeds))
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ConfigError(f"seeds={seeds!r} must be a positive count or a non-empty list of integers.")
-    d["seeds"] = seeds
+    d["backbone"] = _backbone_config(d.get("backbone") or {})
+    d["seeds"] = check_seeds(d.get("seeds", [0, 1, 2]))
     strategies = d.get("strategies", ["feature_extraction"])
     if not isinstance(strategies, list) or not strategies:
         raise ConfigError("'strategies' must be a non-empty list, e.g. [scratch, feature_extraction, finetune].")
@@ -309,19 +417,176 @@ def config_from_dict(data: dict) -> ExperimentConfig:
     return ExperimentConfig(**d)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read a YAML experiment file; ``overrides`` are ``dotted.key=value`` strings."""
+# ---------------------------------------------------------------------------- safe YAML
+class _YAMLLimit(Exception):
+    """A bound of :class:`BoundedSafeLoader` was exceeded (the message says which and what to do)."""
+
+
+def _bounded_loader_class():
     import yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist; check the path.")
+    class BoundedSafeLoader(yaml.SafeLoader):
+        """``yaml.SafeLoader`` (plain data only, never Python objects) with bounded resources:
+        at most :data:`MAX_YAML_DEPTH` levels of nesting (the composer recurses once per level:
+        50,000 levels would end in RecursionError), :data:`MAX_YAML_ALIASES` aliases and
+        :data:`MAX_YAML_NODES` nodes once aliases are expanded (a "billion laughs" document is a
+        few hundred bytes that expand to 10^9 nodes), and no duplicate mapping keys (YAML keeps
+        the last one silently, so a repeated ``lr:`` would hide the first)."""
+
+        def __init__(self, stream):
+            super().__init__(stream)
+            self._tk_depth = 0
+            self._tk_aliases = 0
+            self._tk_open: set = set()  # anchors of the collections being composed
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                self._tk_aliases += 1
+                event = self.peek_event()
+                if self._tk_aliases > MAX_YAML_ALIASES:
+                    raise _YAMLLimit(f"more than {MAX_YAML_ALIASES} YAML aliases (*name) at line "
+                                     f"{event.start_mark.line + 1}; write the values out instead of repeating aliases")
+                if event.anchor in self._tk_open:
+                    raise _YAMLLimit(f"the alias *{event.anchor} at line {event.start_mark.line + 1} is inside the value "
+                                     "it names (a value that contains itself); write the values out")
+                return super().compose_node(parent, index)
+            if self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+                if self._tk_depth >= MAX_YAML_DEPTH:
+                    mark = self.peek_event().start_mark
+                    raise _YAMLLimit(f"nested deeper than {MAX_YAML_DEPTH} levels at line {mark.line + 1}; "
+                                     "an experiment file needs a few levels, flatten it")
+                self._tk_depth += 1
+                try:
+                    return super().compose_node(parent, index)
+                finally:
+                    self._tk_depth -= 1
+            return super().compose_node(parent, index)
+
+        def compose_sequence_node(self, anchor):
+            self._tk_open.add(anchor)
+            try:
+                return super().compose_sequence_node(anchor)
+            finally:
+                self._tk_open.discard(anchor)
+
+        def compose_mapping_node(self, anchor):
+            self._tk_open.add(anchor)
+            try:
+                return super().compose_mapping_node(anchor)
+            finally:
+                self._tk_open.discard(anchor)
+
+        def compose_document(self):
+            node = super().compose_document()
+            _count_nodes(node)
+            return node
+
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen: dict = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        hash(key)
+                    except TypeError:
+                        continue  # the base class reports unhashable keys
+                    if key in seen:
+                        raise _YAMLLimit(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at line "
+                                         f"{seen[key]}); keep one of them")
+                    seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return BoundedSafeLoader
+
+
+def _count_nodes(root) -> None:
+    """Nodes of ``root`` with aliases expanded (memoized per node, so this is linear in the file)."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = 1  # a recursive alias (&a [*a]) counts once instead of looping
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            n += sum(size(c) for c in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n += sum(size(k) + size(v) for k, v in node.value)
+        if n > MAX_YAML_NODES:
+            raise _YAMLLimit(f"expands to more than {MAX_YAML_NODES:,} values (aliases repeating aliases); "
+                             "write the values out instead")
+        sizes[id(node)] = n
+        return n
+
+    if root is not None:
+        size(root)  # depth is bounded by MAX_YAML_DEPTH, so this recursion is too
+
+
+_LOADER = None
+
+
+def safe_load_yaml(text: str, where: str, fix: str = "fix the file"):
+    """Parse YAML ``text`` with :class:`BoundedSafeLoader`; every problem is a one-line
+    :class:`ConfigError` that starts with ``where`` (a file name, or ``--set 'k=v'``).
+
+    The one YAML reader of the package: experiment files, ``--set`` values and the
+    ``config.yaml`` of a run directory all go through it."""
+    import yaml
+
+    global _LOADER
+    if _LOADER is None:
+        _LOADER = _bounded_loader_class()
     try:
-        data = yaml.safe_load(p.read_text())
+        return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a SafeLoader subclass
+    except _YAMLLimit as exc:
+        raise ConfigError(f"{where}: {exc}.") from None
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError(f"{where}: YAML cannot hold the control character #x{exc.character:04x} (position "
+                          f"{exc.position}); remove it, or write it as an escape in a double-quoted string.") from None
+    except yaml.constructor.ConstructorError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{where}: YAML value{at} cannot be read ({problem}); only plain YAML data "
+                          "(no !!python or other tags) is allowed, fix it.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: YAML syntax error{where}: {getattr(exc, 'problem', exc)}; fix the file.") from None
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{where}: YAML syntax error{at}: {problem}; {fix}.") from None
+    except RecursionError:  # defensive: the depth bound should make this unreachable
+        raise ConfigError(f"{where}: nested too deeply; flatten it.") from None
+
+
+def read_yaml_file(path: str | Path, what: str = "config file"):
+    """Read and parse a YAML file with the bounds of :func:`safe_load_yaml`: it must exist, be a
+    file (not a folder), hold at most :data:`MAX_CONFIG_BYTES` and be UTF-8 text."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what} {str(p)!r} is a directory, not a file; give the path of the YAML file.")
+    if not p.is_file():
+        raise ConfigError(f"{what} {str(p)!r} does not exist; check the path.")
+    size = p.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} {str(p)!r} is {size:,} bytes; an experiment file is at most "
+                          f"{MAX_CONFIG_BYTES:,} bytes, check that this is the right file.")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {str(p)!r} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                          "save it as UTF-8.") from None
+    return safe_load_yaml(text, str(p))
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML experiment file; ``overrides`` are ``dotted.key=value`` strings."""
+    p = Path(path)
+    data = read_yaml_file(p)
     if data is None:
         raise ConfigError(f"{p}: the file is empty; see examples/ for an experiment file.")
     if not isinstance(data, dict):
@@ -336,14 +601,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
 
 def apply_override(data: dict, override: str) -> None:
     """Apply ``a.b=value`` (value parsed as YAML) to a nested mapping in place."""
-    import yaml
-
-    if "=" not in override:
+    if not isinstance(override, str) or "=" not in override:
         raise ConfigError(f"--set {override!r} must look like key=value, e.g. split.labels_per_class=5.")
     key, raw = override.split("=", 1)
-    value = yaml.safe_load(raw)
-    cur = data
     parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {override!r}: the key {key!r} has an empty part; write dotted keys such as "
+                          "split.labels_per_class=5.")
+    value = safe_load_yaml(raw, f"--set {override!r}", fix="fix the value after '=' (quote a string)")
+    cur = data
     for part in parts[:-1]:
         if not isinstance(cur.get(part), dict):
             cur[part] = {} if cur.get(part) is None else cur[part]

@@ -234,3 +234,35 @@ def test_text_input_validation():
         bb(torch.zeros(2, 3))
     with pytest.raises(ConfigError, match="pooling"):
         create_backbone("tiny_text", pooling="max")
+
+
+def test_tiny_text_bad_weights_and_options(tmp_path):
+    from safetensors.torch import save_file
+
+    from transferkit.errors import WeightsError
+
+    wide = create_backbone("tiny_text", width=16)
+    save_file({k: v.contiguous() for k, v in wide.state_dict().items()}, str(tmp_path / "w16.safetensors"))
+    with pytest.raises(WeightsError, match=r"w16\.safetensors: does not load into tiny_text: .*of the wrong shape"):
+        create_backbone("tiny_text", weights=str(tmp_path / "w16.safetensors"))
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "w16.safetensors").read_bytes()[:64])
+    with pytest.raises(WeightsError, match=r"cut\.safetensors: not a valid safetensors file"):
+        create_backbone("tiny_text", weights=str(tmp_path / "cut.safetensors"))
+    with pytest.raises(ConfigError, match=r"unknown option 'poolin' for backbone 'tiny_text'.*'pooling'"):
+        create_backbone("tiny_text", poolin="cls")
+
+
+def test_hf_unknown_option_and_damaged_safetensors(bert_folder, tmp_path):
+    import shutil
+
+    from transferkit.errors import WeightsError
+
+    path, _ = bert_folder
+    with pytest.raises(ConfigError, match=r"unknown option 'poolng' for backbone 'hf:.*Did you mean 'pooling'"):
+        create_backbone("hf:" + str(path), poolng="cls")
+    broken = tmp_path / "broken"
+    shutil.copytree(path, broken)
+    for f in broken.glob("*.safetensors"):
+        f.write_bytes(f.read_bytes()[:200])
+    with pytest.raises(WeightsError, match=r"hf:.*broken: a .safetensors weights file is damaged or truncated"):
+        create_backbone("hf:" + str(broken))

@@ -115,3 +115,149 @@ def test_plain_tensor_torch_file_loads(tmp_path):
     torch.save(bb.state_dict(), p)
     again = create_backbone("tiny_cnn", weights=str(p))
     assert torch.equal(again.state_dict()["stem.0.weight"], bb.state_dict()["stem.0.weight"])
+
+
+# ------------------------------------------------------------------ options, bad weights, seeds
+from transferkit.errors import ConfigError  # noqa: E402
+
+
+@pytest.mark.parametrize("name,opts,match", [
+    ("tiny_cnn", {"widht": 8}, r"unknown option 'widht' for backbone 'tiny_cnn' .*Did you mean 'width'\? "
+                               r"Valid options: width\."),
+    ("tiny_mlp", {"in_feature": 4}, r"unknown option 'in_feature'.*Did you mean 'in_features'"),
+    ("identity", {"depth": 2}, r"unknown option 'depth' for backbone 'identity'"),
+    ("timm:resnet18", {"width": 2}, r"unknown option 'width' for backbone 'timm:resnet18'.*takes no options"),
+    ("tiny_cnn", {"width": "wide"}, r"width must be a number, got 'wide'"),
+    ("tiny_cnn", {"width": 0}, r"width must be >= 1"),
+    ("tiny_mlp", {"in_features": 2.5}, r"in_features must be an integer"),
+])
+def test_bad_backbone_options_are_config_errors(name, opts, match):
+    with pytest.raises(ConfigError, match=match):
+        create_backbone(name, pretrained=False, **opts)
+
+
+def _tiny_state(**kw):
+    return {k: v.contiguous() for k, v in create_backbone("tiny_cnn", seed=0, **kw).state_dict().items()}
+
+
+@pytest.mark.parametrize("kind", ["tiny_cnn", "tiny_mlp", "timm:resnet18", "file:"])
+def test_bad_weights_are_one_line_weights_errors_for_every_kind(tmp_path, kind):
+    from safetensors.torch import save_file
+
+    narrow = tmp_path / "narrow.safetensors"  # the right names, the wrong shapes
+    state = _tiny_state(width=8) if kind != "tiny_mlp" else create_backbone("tiny_mlp", in_features=3).state_dict()
+    save_file(state, str(narrow), metadata={"transferkit.backbone": "tiny_cnn"})
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(narrow.read_bytes()[:100])
+
+    def build(path):
+        if kind == "file:":
+            return create_backbone(f"file:{path}", arch="tiny_cnn")
+        return create_backbone(kind, pretrained=False, weights=str(path))
+
+    shape = "of the wrong shape" if kind != "timm:resnet18" else "missing tensors"
+    with pytest.raises(WeightsError, match=rf"narrow\.safetensors: does not load into .*{shape}.*right architecture"):
+        build(narrow)
+    with pytest.raises(WeightsError, match=r"truncated\.safetensors: not a valid safetensors file.*save_file"):
+        build(truncated)
+    pickled = tmp_path / "pickled.safetensors"
+    pickled.write_bytes(b"\x80\x04" + b"x" * 64)
+    with pytest.raises(WeightsError, match=r"pickled\.safetensors: .*a pickle, which transferkit never unpickles"):
+        build(pickled)
+
+
+def test_weights_with_nan_and_directories_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    state = _tiny_state()
+    state["stage1.0.weight"][0] = float("nan")
+    save_file(state, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(WeightsError, match=r"tensor 'stage1\.0\.weight' holds NaN or infinite values"):
+        create_backbone("tiny_cnn", weights=str(tmp_path / "nan.safetensors"))
+    with pytest.raises(WeightsError, match=r"is a directory"):
+        create_backbone("tiny_cnn", weights=str(tmp_path))
+    with pytest.raises(WeightsError, match=r"has no weights"):
+        create_backbone("identity", weights=str(tmp_path / "nan.safetensors"))
+
+
+def test_file_backbone_cycles_are_bounded(tmp_path):
+    from safetensors.torch import save_file
+
+    state = _tiny_state()
+    me = tmp_path / "me.safetensors"
+    save_file(state, str(me), metadata={"transferkit.backbone": f"file:{me}"})
+    with pytest.raises(WeightsError, match=r"me\.safetensors: the architecture in its metadata names itself"):
+        create_backbone(f"file:{me}")
+    # a -> b -> a
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_file(state, str(a), metadata={"transferkit.backbone": f"file:{b}"})
+    save_file(state, str(b), metadata={"transferkit.backbone": f"file:{a}"})
+    with pytest.raises(WeightsError, match=r"a\.safetensors -> .*b\.safetensors -> .*a\.safetensors"):
+        create_backbone(f"file:{a}")
+    # a long but finite chain: bounded too
+    prev = tmp_path / "c0.safetensors"
+    save_file(state, str(prev), metadata={"transferkit.backbone": "tiny_cnn"})
+    for i in range(1, 12):
+        cur = tmp_path / f"c{i}.safetensors"
+        save_file(state, str(cur), metadata={"transferkit.backbone": f"file:{prev}"})
+        prev = cur
+    with pytest.raises(WeightsError, match=r"chain of more than 8 files"):
+        create_backbone(f"file:{prev}")
+    # arch= overrides the metadata; the weights come from the named file
+    bb = create_backbone(f"file:{me}", arch="tiny_cnn")
+    assert torch.equal(bb.state_dict()["stem.0.weight"], state["stem.0.weight"])
+
+
+def test_a_file_backbone_resaved_records_the_real_architecture(tmp_path):
+    """save_backbone of a file: backbone used to record 'file:<its own path>' as the architecture,
+    which is how a file naming itself came about."""
+    from transferkit.backbones.weights import safetensors_metadata
+
+    first = tmp_path / "first.safetensors"
+    save_backbone(create_backbone("tiny_cnn", seed=0), first)
+    again = tmp_path / "again.safetensors"
+    save_backbone(create_backbone(f"file:{first}"), again)
+    assert safetensors_metadata(again)["transferkit.backbone"] == "tiny_cnn"
+    chained = tmp_path / "chained.safetensors"  # written by the old code: the architecture is a file
+    from safetensors.torch import save_file
+
+    save_file(load_state_dict_file(first), str(chained), metadata={"transferkit.backbone": f"file:{first}"})
+    assert create_backbone(f"file:{chained}").spec.extra["arch"] == "tiny_cnn"
+
+
+def test_file_backbone_takes_its_architectures_options(tmp_path):
+    bb = create_backbone("tiny_mlp", in_features=5, seed=1)
+    save_backbone(bb, tmp_path / "mlp.safetensors")
+    again = create_backbone(f"file:{tmp_path / 'mlp.safetensors'}", in_features=5)
+    assert torch.equal(again.state_dict()["fc1.0.weight"], bb.state_dict()["fc1.0.weight"])
+    with pytest.raises(ConfigError, match=r"loads the weights of its own file"):
+        create_backbone(f"file:{tmp_path / 'mlp.safetensors'}", weights="other.safetensors")
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn", "tiny_mlp", "tiny_text", "timm:resnet18"])
+def test_seeded_random_init_is_deterministic_and_keeps_the_global_rng(name):
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a = create_backbone(name, pretrained=False, seed=7).state_dict()
+    assert torch.equal(torch.rand(1), expected_next)  # the caller's RNG state is untouched
+    b = create_backbone(name, pretrained=False, seed=7).state_dict()
+    c = create_backbone(name, pretrained=False, seed=8).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+    with pytest.raises(ConfigError, match=r"seed=-1 is out of range"):
+        create_backbone(name, pretrained=False, seed=-1)
+
+
+def test_resolve_backbone_takes_a_seed_for_names_and_factories():
+    from transferkit.backbones import resolve_backbone
+
+    def factory(pretrained=True):
+        return create_backbone("tiny_cnn", pretrained=False)
+
+    for spec in ("tiny_cnn", factory):
+        a = resolve_backbone(spec, False, seed=5).state_dict()
+        b = resolve_backbone(spec, False, seed=5).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    bb = create_backbone("tiny_cnn")
+    assert resolve_backbone(bb, seed=1) is bb

@@ -13,6 +13,7 @@ Names
 from __future__ import annotations
 
 from .._registry import available, describe, get
+from .._validation import check_number, check_seed, suggest
 from ..errors import ConfigError, WeightsError
 from .base import Backbone, BackboneSpec, describe_groups, preprocess_images
 from .vision import TimmBackbone, TinyCNN, TinyMLP, efficientnet_lite0, timm_backbone, tiny_cnn, tiny_mlp
@@ -35,6 +36,7 @@ def create_backbone(
     arch: str | None = None,
     head: str = "linear",
     dropout: float = 0.0,
+    seed: int | None = None,
     **kwargs,
 ):
     """Create a backbone by name; with ``num_classes``, a :class:`TransferModel` with a new head.
@@ -53,17 +55,67 @@ def create_backbone(
         Override the input side for image backbones (e.g. 64 for fast experiments).
     arch
         For ``file:``: the architecture to load the weights into, when not in the metadata.
+    seed
+        When given, every randomly initialized tensor (a ``pretrained=False`` backbone, a head
+        the weights do not cover, the new head) is drawn from ``torch.manual_seed(seed)`` in a
+        forked RNG: the same seed gives the same backbone in every process, and the caller's
+        global RNG state is left as it was. ``None``: the global torch RNG, as before.
+    **kwargs
+        Options of the backbone's factory (``backbone.options`` in a config), e.g. ``width`` of
+        ``tiny_cnn`` or ``pooling`` of ``hf:``; an unknown one is a :class:`ConfigError`.
     """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"backbone name must be a non-empty string, got {name!r}.")
+    if image_size is not None:
+        check_number(f"image_size of backbone {name!r}", image_size, low=8, high=4096, integer=True)
+    if seed is None:
+        return _create(name, num_classes, pretrained, weights, image_size, arch, head, dropout, kwargs)
+    import torch
+
+    seed = check_seed("backbone seed", seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _create(name, num_classes, pretrained, weights, image_size, arch, head, dropout, kwargs)
+
+
+#: ``file:`` backbones may name another ``file:`` backbone as their architecture (a checkpoint
+#: re-saved from a file backbone); the chain is bounded so that a file naming itself fails cleanly.
+MAX_FILE_CHAIN = 8
+
+#: Factory parameters that are not options (they have their own config keys).
+_NOT_OPTIONS = ("pretrained", "image_size", "weights", "arch", "path", "name")
+
+
+def _check_options(name: str, fn, kwargs: dict) -> None:
+    """Unknown backbone options fail here, with a suggestion, not as a TypeError deep inside."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [p for p in params if p not in _NOT_OPTIONS]
+    for k in kwargs:
+        if k not in valid:
+            opts = f"Valid options: {', '.join(valid)}." if valid else "It takes no options."
+            raise ConfigError(f"unknown option {k!r} for backbone {name!r} (backbone.options in a config)."
+                              + suggest(str(k), valid) + f" {opts}")
+
+
+def _create(name, num_classes, pretrained, weights, image_size, arch, head, dropout, kwargs):
     if name.startswith("timm:"):
+        _check_options(name, timm_backbone, kwargs)
         bb = timm_backbone(name[5:], pretrained=pretrained, image_size=image_size, weights=weights)
     elif name.startswith("hf:"):
+        _check_options(name, _text.hf_backbone, kwargs)
         bb = _text.hf_backbone(name[3:], pretrained=pretrained, weights=weights, image_size=image_size, **kwargs)
     elif name.startswith("file:"):
-        bb = _from_file(name[5:], arch=arch, image_size=image_size)
+        if weights is not None:
+            raise ConfigError(f"backbone {name!r} loads the weights of its own file; drop weights={weights!r} "
+                              "(backbone.weights), or use the architecture's name with weights=.")
+        bb = _from_file(name[5:], arch=arch, image_size=image_size, options=kwargs)
     else:
         factory = get("backbone", name)
+        _check_options(name, factory, kwargs)
         bb = factory(pretrained=pretrained, image_size=image_size, weights=weights, **kwargs)
     if num_classes is None:
         return bb
@@ -72,39 +124,83 @@ def create_backbone(
     return TransferModel(bb, num_classes, head=head, dropout=dropout)
 
 
-def resolve_backbone(backbone, pretrained: bool = True, image_size: int | None = None):
-    """A backbone from a name, an instance, or a factory ``f(pretrained=...)``."""
+def resolve_backbone(backbone, pretrained: bool = True, image_size: int | None = None, seed: int | None = None):
+    """A backbone from a name, an instance, or a factory ``f(pretrained=...)``; with ``seed``, a
+    name or factory is built from ``torch.manual_seed(seed)`` in a forked RNG (see
+    :func:`create_backbone`)."""
+    import torch
     from torch import nn
 
     if isinstance(backbone, str):
-        return create_backbone(backbone, pretrained=pretrained, image_size=image_size)
+        return create_backbone(backbone, pretrained=pretrained, image_size=image_size, seed=seed)
     if isinstance(backbone, nn.Module):
         return backbone
     if callable(backbone):
-        return backbone(pretrained=pretrained)
+        if seed is None:
+            return backbone(pretrained=pretrained)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(check_seed("backbone seed", seed))
+            return backbone(pretrained=pretrained)
     raise ConfigError(f"backbone={backbone!r} must be a name, a Backbone, or a factory f(pretrained=...).")
 
 
-def _from_file(path: str, arch: str | None, image_size: int | None):
+def _from_file(path: str, arch: str | None, image_size: int | None, options: dict | None = None):
+    """A ``file:`` backbone: the architecture from ``arch`` or the file's metadata, then its
+    weights. A metadata architecture that is itself ``file:other`` (a checkpoint re-saved from a
+    file backbone by an older version) is followed to the real architecture, at most
+    :data:`MAX_FILE_CHAIN` files deep; a file that names itself, or a cycle, is an error."""
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    chain: list[str] = []
+    cur, meta_arch = path, arch
+    while True:
+        meta = _file_metadata(cur, chain)
+        if image_size is None and meta.get("transferkit.image_size"):
+            try:
+                image_size = check_number("image_size", meta["transferkit.image_size"], low=8, high=4096, integer=True)
+            except ConfigError:
+                raise WeightsError(f"{cur}: its metadata holds transferkit.image_size="
+                                   f"{meta['transferkit.image_size'][:40]!r}, not a size; pass image_size "
+                                   "(backbone.image_size) or re-save with save_backbone.") from None
+        meta_arch = meta_arch or meta.get("transferkit.backbone")
+        if not meta_arch:
+            raise WeightsError(
+                f"{cur}: cannot tell the architecture; pass arch=<backbone name> (e.g. "
+                "arch='timm:resnet18'), or save with transferkit.backbones.save_backbone which records it."
+            )
+        if not meta_arch.startswith("file:"):
+            break
+        chain.append(os.path.realpath(cur))
+        cur, meta_arch = meta_arch[5:], None
+    bb = _create(meta_arch, None, False, str(p), image_size, None, "linear", 0.0, dict(options or {}))
+    bb.spec.extra["arch"] = meta_arch  # what save_backbone records: the real architecture, never this file
+    bb.spec.name = f"file:{path}"
+    return bb
+
+
+def _file_metadata(path: str, chain: list[str]) -> dict:
+    import os
     from pathlib import Path
 
     from .weights import safetensors_metadata
 
     p = Path(path)
+    if not path:
+        raise ConfigError("file: needs the path of a .safetensors file, e.g. 'file:runs/x/model.safetensors'.")
+    if p.is_dir():
+        raise WeightsError(f"file backbone {path!r} is a directory; give the path of a .safetensors file.")
     if not p.is_file():
         raise WeightsError(f"file backbone {path!r} does not exist; check the path.")
-    meta = safetensors_metadata(p) if p.suffix == ".safetensors" else {}
-    arch = arch or meta.get("transferkit.backbone")
-    if not arch:
-        raise WeightsError(
-            f"{path}: cannot tell the architecture; pass arch=<backbone name> (e.g. "
-            "arch='timm:resnet18'), or save with transferkit.backbones.save_backbone which records it."
-        )
-    if image_size is None and meta.get("transferkit.image_size"):
-        image_size = int(meta["transferkit.image_size"])
-    bb = create_backbone(arch, pretrained=False, weights=str(p), image_size=image_size)
-    bb.spec.name = f"file:{path}"
-    return bb
+    key = os.path.realpath(p)
+    if key in chain or len(chain) >= MAX_FILE_CHAIN:
+        names = " -> ".join([*chain, key])
+        what = "names itself (a cycle)" if key in chain else f"is a chain of more than {MAX_FILE_CHAIN} files"
+        raise WeightsError(f"{chain[0] if chain else path}: the architecture in its metadata {what}: {names}; "
+                           "re-save the weights with transferkit.backbones.save_backbone, or pass "
+                           "arch=<backbone name> (backbone.arch in a config).")
+    return safetensors_metadata(p) if p.suffix == ".safetensors" else {}
 
 
 def save_backbone(backbone: Backbone, path) -> None:

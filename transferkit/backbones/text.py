@@ -32,7 +32,7 @@ from .._registry import register
 from .._validation import check_choice, check_number, require
 from ..errors import ConfigError, DataError, WeightsError
 from .base import Backbone, BackboneSpec, preprocess_images
-from .weights import load_state_dict_file
+from .weights import load_into, load_state_dict_file
 
 _log = logging.getLogger(__name__)
 
@@ -331,18 +331,7 @@ def _load_state_into(bb: HFBackbone, weights: str | os.PathLike) -> None:
         k: v for k, v in state.items()
         if k in target or not (k.endswith("position_ids") or k.startswith("pooler."))
     }
-    missing = sorted(set(target) - set(state))
-    unexpected = sorted(set(state) - set(target))
-    if missing or unexpected:
-        raise WeightsError(
-            f"{weights}: does not load into {bb.spec.name}: {len(missing)} missing tensors "
-            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). "
-            "Is it the right architecture?"
-        )
-    try:
-        bb.model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise WeightsError(f"{weights}: does not load into {bb.spec.name}: {str(exc).splitlines()[0][:200]}") from None
+    load_into(bb.model, state, weights, bb.spec.name)
     bb.spec.pretrained, bb.spec.weights = True, os.fspath(weights)
 
 
@@ -448,6 +437,12 @@ def hf_backbone(
             ) from None
         except (OSError, ValueError) as exc:
             raise _load_error(path, "weights", exc) from None
+        except Exception as exc:  # a damaged .safetensors file raises safetensors' own error type
+            if type(exc).__name__ != "SafetensorError":
+                raise
+            raise WeightsError(
+                f"hf:{path}: a .safetensors weights file is damaged or truncated ({' '.join(str(exc).split())[:160]}); "
+                "download the model again or re-save it with save_pretrained.") from None
         missing = [k for k in info.get("missing_keys", ()) if not k.startswith("pooler.")]
         if missing:
             _log.warning("hf:%s: %d tensors not in the checkpoint were randomly initialized (e.g. %s)",

@@ -9,10 +9,10 @@ from torch import nn
 
 from .._compat import ensure_torchvision
 from .._registry import register
-from .._validation import require
+from .._validation import check_number, require
 from ..errors import WeightsError
 from .base import Backbone, BackboneSpec
-from .weights import load_state_dict_file
+from .weights import load_into, load_state_dict_file
 
 
 def _timm():
@@ -74,13 +74,7 @@ def _load_timm_state(model: nn.Module, state: dict, src: str, arch: str) -> tupl
     if set(state) != set(target) and len(state) == len(target):
         if all(tuple(a.shape) == tuple(b.shape) for a, b in zip(state.values(), target.values())):
             state = dict(zip(target.keys(), state.values()))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise WeightsError(
-            f"{src}: does not load into {arch}: {str(exc).splitlines()[0][:200]} "
-            f"({len(state)} tensors in the file, {len(target)} in the model). Is it the right architecture?"
-        ) from None
+    load_into(model, state, src, arch)
     w, b = head_t.get("weight"), head_t.get("bias")
     if w is not None and b is not None and w.ndim == 2 and b.ndim == 1 and w.shape[0] == b.shape[0]:
         return w.float(), b.float()
@@ -192,18 +186,10 @@ class TinyCNN(Backbone):
 @register("backbone", "tiny_cnn")
 def tiny_cnn(pretrained: bool = False, image_size: int | None = None, weights: str | None = None, width: int = 16) -> TinyCNN:
     """Tiny 3-block CNN (random init, 64-d); for tests. ``weights=`` loads a safetensors file."""
+    width = check_number("backbone option width", width, low=1, high=1024, integer=True)
     m = TinyCNN(width=width, image_size=image_size or 32)
     if weights:
-        state = load_state_dict_file(weights)
-        try:
-            m.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            own = m.state_dict()
-            missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-            raise WeightsError(
-                f"{weights}: does not load into tiny_cnn: {len(missing)} missing tensors (e.g. {missing[:3]}), "
-                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}) ({str(exc).splitlines()[0][:120]}); "
-                "is it the right architecture? Give weights saved from tiny_cnn.") from None
+        load_into(m, load_state_dict_file(weights), weights, "tiny_cnn")
         m.spec.pretrained, m.spec.weights = True, os.fspath(weights)
     return m
 
@@ -234,9 +220,11 @@ class TinyMLP(Backbone):
 def tiny_mlp(pretrained: bool = False, image_size: int | None = None, weights: str | None = None,
              in_features: int = 64, width: int = 64) -> TinyMLP:
     """Tiny 2-layer MLP for tabular features (random init); for tests."""
+    in_features = check_number("backbone option in_features", in_features, low=1, high=1_000_000, integer=True)
+    width = check_number("backbone option width", width, low=1, high=65536, integer=True)
     m = TinyMLP(in_features, width)
     if weights:
-        m.load_state_dict(load_state_dict_file(weights), strict=True)
+        load_into(m, load_state_dict_file(weights), weights, "tiny_mlp")
         m.spec.pretrained, m.spec.weights = True, os.fspath(weights)
     return m
 
@@ -261,4 +249,8 @@ class IdentityBackbone(Backbone):
 def identity(pretrained: bool = False, image_size: int | None = None, weights: str | None = None,
              in_features: int = 64) -> IdentityBackbone:
     """No network: features are the (tabular) inputs themselves (``in_features`` wide)."""
+    in_features = check_number("backbone option in_features", in_features, low=1, high=10_000_000, integer=True)
+    if weights:
+        raise WeightsError(f"backbone 'identity' has no weights, but weights={os.fspath(weights)!r} was given; "
+                           "remove backbone.weights (or choose a backbone with parameters).")
     return IdentityBackbone(in_features)

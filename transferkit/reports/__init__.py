@@ -14,10 +14,9 @@ regenerates it without retraining. matplotlib is imported only when a report is 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from .._faults import fault_point
 from .artifacts import save_run_artifacts
 
 __all__ = ["build_report", "save_run_artifacts", "write_report"]
@@ -33,16 +32,27 @@ def build_report(run_dir):
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .._io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def _check_targets(d: Path, formats) -> None:
+    """A report writes only inside ``d``: a ``report_files`` (or report file) that is a symbolic
+    link, possibly to a folder elsewhere, is refused before anything is written or deleted."""
+    from ..errors import ConfigError
+    from .markdown import FILES_DIR
+
+    names = [f"report.{f}" for f in formats] + ([FILES_DIR] if "md" in formats else [])
+    for name in names:
+        p = d / name
+        if p.is_symlink() or (p.exists() and not p.resolve().is_relative_to(d.resolve())):
+            raise ConfigError(f"{p} is a symbolic link; a report writes only inside its run directory: remove the "
+                              "link and run 'transferkit report' again.")
+    if "md" in formats and (d / FILES_DIR).exists() and not (d / FILES_DIR).is_dir():
+        raise ConfigError(f"{d / FILES_DIR} is a file; the Markdown report keeps its figures in that folder: "
+                          "move the file away and run 'transferkit report' again.")
 
 
 def write_report(run_dir, formats=FORMATS) -> dict[str, Path]:
@@ -68,10 +78,13 @@ def write_report(run_dir, formats=FORMATS) -> dict[str, Path]:
             raise ConfigError(f"report format {f!r} is not one of {', '.join(FORMATS)}.")
     d = Path(run_dir)
     report = build_report(d)
+    _check_targets(d, formats)
+    fault_point("report.build")
     out: dict[str, Path] = {}
     if "html" in formats:
         out["html"] = d / "report.html"
         _write_bytes(out["html"], render_html(report).encode("utf-8"))
+        fault_point("report.html")
     if "md" in formats:
         text, files = render_markdown(report)
         fdir = d / FILES_DIR
@@ -80,6 +93,7 @@ def write_report(run_dir, formats=FORMATS) -> dict[str, Path]:
                 old.unlink()
         for rel, png in files.items():
             _write_bytes(d / rel, png)
+            fault_point("report.figure")
         out["md"] = d / "report.md"
         _write_bytes(out["md"], text.encode("utf-8"))
     return out

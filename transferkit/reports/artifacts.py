@@ -193,21 +193,50 @@ def _plain(row: dict) -> dict:
             if isinstance(v, (int, float, str, bool, type(None))) or hasattr(v, "item")}
 
 
-def load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """An ``.npz`` written here, read without pickle."""
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+#: Bounds of what the report reads from an ``.npz`` (the files written here are ~100 KB).
+MAX_NPZ_BYTES = 256 << 20
+
+
+def load_npz(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """An ``.npz`` written here, read without pickle (``allow_pickle=False``: a pickle, or an
+    archive holding object arrays, is refused and never unpickled). Every problem is a one-line
+    :class:`~transferkit.errors.DataError` naming the file; ``required``: keys it must hold."""
+    import zipfile
+
+    from ..errors import DataError
+
+    p = Path(path)
+    fix = "delete it and re-run the command that wrote it (or restore it from a copy)"
+    try:
+        size = p.stat().st_size
+        if size > MAX_NPZ_BYTES:
+            raise DataError(f"{p}: {size:,} bytes is too large for a report artifact; {fix}.")
+        with open(p, "rb") as fh:
+            head = fh.read(4)
+        if head[:1] == b"\x80":
+            raise DataError(f"{p}: is a pickle, not an .npz archive; transferkit never unpickles files: {fix}.")
+        z = np.load(p, allow_pickle=False)
+        if not hasattr(z, "files"):  # a single .npy array
+            raise DataError(f"{p}: is a single .npy array, not an .npz archive; {fix}.")
+        with z:
+            out = {k: z[k] for k in z.files}
+    except DataError:
+        raise
+    except ValueError as exc:
+        why = ("it holds pickled objects, which transferkit never loads" if "pickle" in str(exc).lower()
+               else " ".join(str(exc).split())[:160])
+        raise DataError(f"{p}: cannot be read as an .npz archive ({why}); {fix}.") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as exc:
+        raise DataError(f"{p}: is damaged or not an .npz archive ({type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:160]}); {fix}.") from None
+    missing = [k for k in required if k not in out]
+    if missing:
+        raise DataError(f"{p}: has no {', '.join(map(repr, missing))} (it holds {sorted(out)[:8]}); {fix}.")
+    return out
 
 
 def _save_npz(path: Path, **arrays) -> None:
-    import os
-    import tempfile
+    from .._io import atomic_path
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+        np.savez_compressed(f, **arrays)

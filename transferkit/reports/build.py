@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._faults import fault_point
 from ..errors import ConfigError, DataError
 from . import plots
 from .artifacts import FEATURES, PREDICTIONS, load_npz
@@ -53,24 +54,110 @@ def _pm(mean, std) -> str:
     return f"{mean:.3f} ± {std:.3f}"
 
 
+#: Where each kind of result is read from (for messages that name the file).
+SOURCE_FILE = {"experiment": "results.json", "benchmark": "results.json", "assess": "assess.json",
+               "diagnose": "diagnose.json"}
+_REDO = "the file is damaged or was not written by transferkit: re-run the command that wrote it (or restore it)"
+
+
+def _bad(path: Path, what: str) -> DataError:
+    return DataError(f"{path}: {what}; {_REDO}.")
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_experiment(path: Path, res: dict) -> None:
+    """The parts of a run's ``results.json`` the report relies on, checked before any is used."""
+    summary, runs = res["summary"], res["runs"]
+    if not isinstance(summary, dict):
+        raise _bad(path, f"'summary' must be a mapping of strategy to results, got {type(summary).__name__}")
+    if not isinstance(runs, list):
+        raise _bad(path, f"'runs' must be a list of runs, got {type(runs).__name__}")
+    for key, sm in summary.items():
+        if not isinstance(sm, dict):
+            raise _bad(path, f"summary[{key!r}] must be a mapping, got {type(sm).__name__}")
+        for k in ("accuracy_mean", "accuracy_std", "train_time_mean", "trainable_params", "n_seeds"):
+            if not _is_num(sm.get(k)):
+                raise _bad(path, f"summary[{key!r}][{k!r}] must be a number, got {sm.get(k)!r}")
+        if sm.get("val_accuracy_mean") is not None and not _is_num(sm["val_accuracy_mean"]):
+            raise _bad(path, f"summary[{key!r}]['val_accuracy_mean'] must be a number, got {sm['val_accuracy_mean']!r}")
+    for i, r in enumerate(runs):
+        if not isinstance(r, dict) or not isinstance(r.get("strategy"), str):
+            raise _bad(path, f"runs[{i}] must be a mapping with a 'strategy' name")
+        if not isinstance(r.get("seed"), int) or isinstance(r.get("seed"), bool):
+            raise _bad(path, f"runs[{i}]['seed'] must be an integer, got {r.get('seed')!r}")
+        if r.get("accuracy") is not None and not _is_num(r["accuracy"]):
+            raise _bad(path, f"runs[{i}]['accuracy'] must be a number, got {r['accuracy']!r}")
+    if "seeds" in res and not isinstance(res["seeds"], list):
+        raise _bad(path, f"'seeds' must be a list, got {type(res['seeds']).__name__}")
+
+
+def _warnings_of(path: Path, res: dict) -> list[str]:
+    """The ``"warnings"`` of a results file: a list of strings (see TransferKitWarning)."""
+    w = res.get("warnings")
+    if w is None:
+        return []
+    if not isinstance(w, list) or not all(isinstance(x, str) for x in w):
+        raise _bad(path, "'warnings' must be a list of strings")
+    return [" ".join(x.split()) for x in w]
+
+
 def detect(run_dir: str | Path) -> dict[str, dict]:
     """What ``run_dir`` holds: ``{"experiment"|"benchmark"|"assess"|"diagnose": data}``."""
     d = Path(run_dir)
+    if d.exists() and not d.is_dir():
+        raise ConfigError(f"{str(d)!r} is a file, not a run directory; give the --out directory of a transferkit "
+                          "run, demo, assess, benchmark or diagnose.")
     if not d.is_dir():
         raise ConfigError(f"run directory {str(d)!r} does not exist; give the --out directory of a transferkit "
                           "run, demo, assess, benchmark or diagnose.")
     found: dict[str, dict] = {}
     if (d / "results.json").is_file():
-        res = _read_json(d / "results.json")
-        if isinstance(res, dict) and "summary" in res and "runs" in res:
+        path = d / "results.json"
+        res = _read_json(path)
+        if not isinstance(res, dict):
+            raise _bad(path, f"expected a JSON object, got {type(res).__name__}")
+        if "summary" in res and "runs" in res:
+            _check_experiment(path, res)
             found["experiment"] = res
-        elif isinstance(res, dict) and "rows" in res:
+        elif "rows" in res:
+            if not isinstance(res["rows"], list) or not all(isinstance(r, dict) for r in res["rows"]):
+                raise _bad(path, "'rows' must be a list of mappings")
             found["benchmark"] = res
-    if (d / "assess.json").is_file():
-        found["assess"] = _read_json(d / "assess.json")
-    if (d / "diagnose.json").is_file():
-        found["diagnose"] = _read_json(d / "diagnose.json")
+        else:
+            missing = "'runs'" if "summary" in res else "'summary' and 'runs'"
+            raise _bad(path, f"has no {missing} (a run's results) and no 'rows' (a benchmark's)")
+    for kind, name in (("assess", "assess.json"), ("diagnose", "diagnose.json")):
+        if (d / name).is_file():
+            res = _read_json(d / name)
+            if not isinstance(res, dict):
+                raise _bad(d / name, f"expected a JSON object, got {type(res).__name__}")
+            found[kind] = res
     return found
+
+
+def _inside(d: Path, p: Path) -> bool:
+    try:
+        Path(p).resolve().relative_to(d.resolve())
+        return True
+    except (ValueError, OSError, RuntimeError):
+        return False
+
+
+def _sections(kind: str, d: Path, build, *args) -> list[Section]:
+    """``build(*args)``, with an unexpected shape of the file's content (a missing key, a string
+    where a number belongs) reported as one line naming the file instead of a traceback."""
+    from ..errors import TransferKitError
+
+    try:
+        return build(*args)
+    except TransferKitError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise _bad(d / SOURCE_FILE[kind], f"unexpected content ({type(exc).__name__}: "
+                                          f"{' '.join(str(exc).split())[:120]})") from None
 
 
 def build_report(run_dir: str | Path) -> Report:
@@ -84,24 +171,35 @@ def build_report(run_dir: str | Path) -> Report:
     name = (found.get("experiment") or found.get("diagnose") or {}).get("name") or d.name
     kinds = ", ".join(found)
     rep = Report(title=f"transferkit report: {name}", subtitle=f"{kinds} · {d.resolve()}")
+    warnings: list[str] = []
+    for kind, res in found.items():
+        warnings += [w for w in _warnings_of(d / SOURCE_FILE[kind], res) if w not in warnings]
     if "experiment" in found:
-        rep.sections += experiment_sections(d, found["experiment"])
+        rep.sections += _sections("experiment", d, experiment_sections, d, found["experiment"])
+        fault_point("report.sections")
     if "assess" in found:
-        rep.sections += assess_sections(d, found["assess"])
+        rep.sections += _sections("assess", d, assess_sections, d, found["assess"])
     if "benchmark" in found:
-        rep.sections += benchmark_sections(found["benchmark"])
+        rep.sections += _sections("benchmark", d, benchmark_sections, found["benchmark"])
     if "diagnose" in found:
-        rep.sections += diagnose_sections(found["diagnose"])
+        rep.sections += _sections("diagnose", d, diagnose_sections, found["diagnose"])
         # `transferkit diagnose` keeps the runs of its negative-transfer test in a subfolder
         sub = d / "negative_transfer"
-        if "experiment" not in found and (sub / "results.json").is_file():
+        if "experiment" not in found and (sub / "results.json").is_file() and _inside(d, sub):
             res = detect(sub).get("experiment")
             if res is not None:
+                warnings += [w for w in _warnings_of(sub / "results.json", res) if w not in warnings]
                 rep.sections.append(Section("Runs behind the negative-transfer test").add(
                     Text(f"the {', '.join(res['summary'])} runs in {sub.name}/ (the same seeds and splits)")))
-                for sec in experiment_sections(sub, res):
+                for sec in _sections("experiment", sub, experiment_sections, sub, res):
                     sec.level = 3
                     rep.sections.append(sec)
+    if warnings:  # first, so that nobody reads a number without its caveat
+        sec = Section("Warnings")
+        sec.add(Text(f"{len(warnings)} warning(s) were raised during the run; read them before the results.",
+                     emphasis=True, warning=True))
+        sec.add(*[Text(w, warning=True) for w in warnings])
+        rep.sections.insert(0, sec)
     return rep
 
 
@@ -109,25 +207,27 @@ def build_report(run_dir: str | Path) -> Report:
 def _config_summary(d: Path, res: dict) -> Section:
     sec = Section("Configuration")
     cfg = {}
+    text = ""
     if (d / "config.yaml").is_file():
-        import yaml
+        from ..config import read_yaml_file
 
-        text = (d / "config.yaml").read_text()
         try:
-            cfg = yaml.safe_load(text) or {}
-        except yaml.YAMLError:
+            cfg = read_yaml_file(d / "config.yaml") or {}
+            text = (d / "config.yaml").read_text(encoding="utf-8")
+        except (ConfigError, OSError, UnicodeDecodeError):
+            cfg = {}  # the configuration section is an extra: a damaged config.yaml is skipped
+        if not isinstance(cfg, dict):
             cfg = {}
-    else:
-        text = ""
     items = [("name", res.get("name", "-")), ("target", res.get("target", "-"))]
     if res.get("source"):
         items.append(("source", res["source"]))
     bb = cfg.get("backbone") or {}
-    items.append(("backbone", res.get("backbone", bb.get("name", "-"))
+    bb = bb if isinstance(bb, dict) else {"name": str(bb)}
+    items.append(("backbone", str(res.get("backbone", bb.get("name", "-")))
                   + (f" at {bb['image_size']}px" if bb.get("image_size") else "")
                   + ("" if bb.get("pretrained", True) else " (random init)")))
     split = cfg.get("split") or {}
-    if split:
+    if isinstance(split, dict) and split:
         parts = []
         if split.get("labels_per_class") is not None:
             parts.append(f"{split['labels_per_class']} labels per class train")
@@ -136,7 +236,7 @@ def _config_summary(d: Path, res: dict) -> Section:
         parts.append(f"validation fraction of the rest {split.get('val_fraction')}")
         items.append(("split", "; ".join(parts)))
     strategies = cfg.get("strategies") or [{"name": k} for k in res.get("summary", {})]
-    for s in strategies:
+    for s in strategies if isinstance(strategies, list) else []:
         s = {"name": s} if isinstance(s, str) else dict(s) if isinstance(s, dict) else {"name": str(s)}
         key = s.pop("label", None) or s.get("name")
         nm = s.pop("name", key)
@@ -144,11 +244,12 @@ def _config_summary(d: Path, res: dict) -> Section:
         items.append((f"strategy {key}", nm + (f" ({params})" if params else "")))
     items.append(("seeds", ", ".join(map(str, res.get("seeds", [])))))
     items.append(("model selection", res.get("selection", "-")))
-    if res.get("wall_time") is not None:
+    if _is_num(res.get("wall_time")):
         items.append(("wall time", f"{res['wall_time']:.0f} s"))
-    if (d / "environment.json").is_file():
-        env = _read_json(d / "environment.json")
+    env = _read_json(d / "environment.json") if (d / "environment.json").is_file() else None
+    if isinstance(env, dict):
         pk = env.get("packages", {})
+        pk = pk if isinstance(pk, dict) else {}
         items.append(("environment", f"Python {env.get('python')}, torch {pk.get('torch')}, transferkit "
                                      f"{pk.get('transferkit')}, {env.get('platform')}"))
     sec.add(KeyValues([(k, str(v)) for k, v in items]))
@@ -163,9 +264,10 @@ def _run_dirs(d: Path, res: dict, key: str) -> list[Path]:
         if r["strategy"] != key:
             continue
         p = d / key / f"seed{r['seed']}"
-        if not p.is_dir() and r.get("run_dir"):
+        if not p.is_dir() and isinstance(r.get("run_dir"), str):
             p = Path(r["run_dir"])
-        out.append(p)
+        if _inside(d, p):  # a results.json from elsewhere must not make the report read outside the run
+            out.append(p)
     return out
 
 
@@ -246,9 +348,17 @@ def confusion_from_runs(run_dirs) -> tuple[np.ndarray | None, list[str], int]:
     for p in run_dirs:
         if not (Path(p) / PREDICTIONS).is_file():
             continue
-        z = load_npz(Path(p) / PREDICTIONS)
+        f = Path(p) / PREDICTIONS
+        z = load_npz(f, required=("y_true", "y_pred", "classes"))
         yt, yp = z["y_true"], z["y_pred"]
+        if (yt.ndim != 1 or yp.shape != yt.shape or yt.dtype.kind not in "iu" or yp.dtype.kind not in "iu"
+                or z["classes"].ndim != 1):
+            raise _bad(f, f"y_true {yt.shape} {yt.dtype} and y_pred {yp.shape} {yp.dtype} must be integer "
+                          "label vectors of one length, classes a vector of names")
         k = max(len(z["classes"]), int(max(yt.max(initial=0), yp.max(initial=0))) + 1)
+        if k > MAX_CLASSES or yt.min(initial=0) < -1 or yp.min(initial=0) < 0:
+            raise _bad(f, f"labels must lie in 0..{MAX_CLASSES - 1} (y_true may be -1 for unlabeled), got "
+                          f"{int(min(yt.min(initial=0), yp.min(initial=0)))}..{k - 1}")
         m = yt >= 0
         c = np.zeros((k, k), dtype=np.int64)
         np.add.at(c, (yt[m], yp[m]), 1)
@@ -260,6 +370,28 @@ def confusion_from_runs(run_dirs) -> tuple[np.ndarray | None, list[str], int]:
             continue
         n += 1
     return cm, classes, n
+
+
+#: The largest label space a confusion matrix is drawn for (k x k counts).
+MAX_CLASSES = 1000
+
+
+def _features(f: Path) -> dict:
+    """A ``features.npz`` checked before t-SNE: 2-D finite float features with one label per row."""
+    z = load_npz(f, required=("y_target",))
+    for stage in ("before", "after"):
+        t, s = z.get(f"{stage}_target"), z.get(f"{stage}_source")
+        for name, X, y in ((f"{stage}_target", t, z.get("y_target")), (f"{stage}_source", s, z.get("y_source"))):
+            if X is None:
+                continue
+            if X.ndim != 2 or X.dtype.kind != "f" or not len(X) or not np.isfinite(X).all():
+                raise _bad(f, f"{name} must be a non-empty 2-D array of finite floats, got {X.shape} {X.dtype}")
+            if y is None or y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(X):
+                what = "are missing" if y is None else f"are {y.shape} {y.dtype}"
+                raise _bad(f, f"{name} has {len(X)} rows but its labels {what}")
+        if t is not None and s is not None and t.shape[1] != s.shape[1]:
+            raise _bad(f, f"{stage}_source and {stage}_target differ in width ({s.shape[1]} vs {t.shape[1]})")
+    return z
 
 
 def _embedding_plots(z: dict, stage: str, title: str, cache: dict, seed: int = 0):
@@ -292,7 +424,7 @@ def tsne_section(d: Path, res: dict) -> Section | None:
     for key in res["summary"]:
         for p in _run_dirs(d, res, key):
             if (p / FEATURES).is_file():
-                z = load_npz(p / FEATURES)
+                z = _features(p / FEATURES)
                 break
         else:
             continue
@@ -378,7 +510,7 @@ def assess_sections(d: Path, res: dict) -> list[Section]:
             s.add(Table(["advice"], [[a] for a in v["advice"]]))
         secs.append(s)
     if (d / FEATURES).is_file():
-        z = load_npz(d / FEATURES)
+        z = _features(d / FEATURES)
         _, png = _embedding_plots(z, "before", "source and target features", {})
         if png is not None:
             s = Section("Feature space (t-SNE)")

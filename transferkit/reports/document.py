@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 class Text:
     text: str
     emphasis: bool = False  # a verdict or a headline: drawn as a highlighted box
+    warning: bool = False  # a caveat of the results (results.json "warnings"): drawn as a warning
 
 
 @dataclass

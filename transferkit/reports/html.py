@@ -32,6 +32,7 @@ figure img { max-width: 100%; height: auto; border: 1px solid #eceff3; }
 figcaption { color: #5b6572; font-size: 12.5px; }
 pre { background: #f5f7fa; border: 1px solid #e3e7ec; padding: 10px; overflow-x: auto; font-size: 12.5px; }
 .verdict { background: #fff8e1; border-left: 4px solid #e0a100; padding: 8px 12px; margin: 10px 0; }
+.warning { background: #fdecea; border-left: 4px solid #c62828; padding: 8px 12px; margin: 10px 0; }
 dl.kv { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; font-size: 13.5px; }
 dl.kv dt { color: #5b6572; } dl.kv dd { margin: 0; word-break: break-word; }
 footer { margin-top: 40px; color: #8a939e; font-size: 12px; }
@@ -54,6 +55,9 @@ def _td(c) -> str:
 
 def _block(b) -> str:
     if isinstance(b, Text):
+        if b.warning:
+            label = "" if b.emphasis else "<strong>warning:</strong> "
+            return f'<p class="warning">{label}{escape(b.text)}</p>'
         cls = ' class="verdict"' if b.emphasis else ""
         return f"<p{cls}>{escape(b.text)}</p>"
     if isinstance(b, Table):

@@ -23,7 +23,10 @@ def render_markdown(report: Report, files_dir: str = FILES_DIR) -> tuple[str, di
         out += ["#" * min(max(s.level, 2), 4) + " " + s.title, ""]
         for b in s.blocks:
             if isinstance(b, Text):
-                out += [f"> **{b.text}**" if b.emphasis else b.text, ""]
+                if b.warning:
+                    out += [f"> **{b.text}**" if b.emphasis else f"> **warning:** {b.text}", ""]
+                else:
+                    out += [f"> **{b.text}**" if b.emphasis else b.text, ""]
             elif isinstance(b, Table):
                 out.append("| " + " | ".join(_cell(h) for h in b.head) + " |")
                 out.append("|" + "|".join("---" for _ in b.head) + "|")
