@@ -169,19 +169,24 @@ def resume_experiment(out_dir: str | Path, *, echo=print, on_run=None) -> dict:
     from .config import load_config
     from .train.rundir import INCOMPLETE
 
-    out = Path(out_dir)
+    from .train.rundir import resume_source
+
+    final = Path(out_dir)
+    out = resume_source(final)  # the hidden replacement of a killed --overwrite, if there is one
+    if out != final:
+        echo(f"{final}: continuing the interrupted --overwrite in {out.name}; it replaces {final} when complete")
     if not out.is_dir():
         raise ConfigError(f"run directory {str(out)!r} does not exist; check the path given to --resume.")
     if not (out / "config.yaml").is_file():
         raise ConfigError(
             f"{str(out)!r} has no config.yaml, so it is not a transferkit run directory (or it was interrupted "
             "before its config was written); start the run again with 'transferkit run CONFIG --out DIR'.")
-    if not (out / INCOMPLETE).exists() and (out / "results.json").is_file():
+    if out == final and not (out / INCOMPLETE).exists() and (out / "results.json").is_file():
         res = _load_or_none(out / "results.json")
         if res is not None:
             echo(f"{out} is complete; nothing to resume.")
             return res
-    return run_experiment(load_config(out / "config.yaml"), out, resume=True, echo=echo, on_run=on_run)
+    return run_experiment(load_config(out / "config.yaml"), final, resume=True, echo=echo, on_run=on_run)
 
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, overwrite: bool = False,
@@ -275,10 +280,13 @@ def _check_tree(out: Path) -> None:
                     "resumed run would write through it. Remove the link or start a new run with --out.")
 
 
-def _validate_run(cfg: ExperimentConfig, load_dataset):
+def validate_run(cfg: ExperimentConfig, load_dataset=None):
     """Every check that can fail, in one pass, before anything is written: the data, every
     seed's splits, the domains, the backbone on real samples, every strategy's parameters
-    (against the built backbone) and the cache directory."""
+    (against the built backbone) and the cache directory. Returns ``(target, source, backbone
+    factory, [(strategy config, strategy class)])``."""
+    if load_dataset is None:
+        from .data.spec import load_dataset
     target = load_dataset(cfg.target)
     source = load_dataset(cfg.source) if cfg.source is not None else None
     if len(set(cfg.seeds)) != len(cfg.seeds):
@@ -324,7 +332,7 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
     from .train.trainer import CHECKPOINT
 
     # bad input fails here, before anything is written to disk
-    target, source, factory, strategies = _validate_run(cfg, load_dataset)
+    target, source, factory, strategies = validate_run(cfg, load_dataset)
     final = Path(out_dir or cfg.output_dir or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     read = {k: v for k, v in cfg.to_dict().items() if k != "output_dir"}  # the paths this run reads
     with open_run_dir(final, overwrite=overwrite, resume=resume, inputs=(read, *inputs)) as out:
@@ -350,6 +358,7 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                                       "use a plain name (letters, digits, _ . + -).")
                 done = _load_or_none(run_dir / "result.json") if resume else None
                 if done is not None:
+                    mark_complete(run_dir)  # killed between its result.json and the marker's removal
                     runs.append(done)
                     echo(f"  seed {seed}  {scfg.key:<20} test acc {done['accuracy']:.3f}  (complete, kept)")
                     continue

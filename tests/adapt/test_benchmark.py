@@ -41,3 +41,56 @@ def test_the_same_run_from_yaml_gives_the_same_accuracy(tmp_path):
     assert run["accuracy"] == pytest.approx(res["rows"][0]["accuracy_mean"], abs=1e-9)
     assert run["n_train"] + run["n_test"] == 896 and run["selection"] == "dev"
     assert run["train_accuracy"] is None  # the training split has no visible labels
+
+
+def test_killed_benchmark_resumes_cell_by_cell_to_the_same_results(tmp_path, one_thread, capsys):
+    """Each (task, method, seed) cell is on disk once done; a SIGKILLed benchmark continues with
+    ``--resume DIR`` (its stored arguments, finished cells kept) and ends as an uninterrupted one."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from transferkit.cli import main
+
+    args = ["benchmark", "digits-shift", "--tasks", "invert", "--methods", "source_only", "coral", "--seeds", "2",
+            "--epochs", "1", "--backbone", "tiny_cnn", "--image-size", "16", "--no-report"]
+    out = tmp_path / "killed"
+    # cells run seed by seed: source_only, coral (seed 0), source_only (seed 1; killed after its epoch), coral
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFERKIT_FAULT": "adapt.epoch@2"}
+    proc = subprocess.run([sys.executable, "-m", "transferkit", *args, "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert sorted(p.name for p in (out / "cells").iterdir()) == ["invert--coral--seed0.json",
+                                                                  "invert--source_only--seed0.json"]
+    assert not (out / "results.json").exists()
+    assert main([*args, "--out", str(out)]) == 2  # not restarted over the interrupted one by mistake
+    assert main(["benchmark", "--resume", str(out), "--seeds", "3"]) == 2
+    assert "drop --seeds" in capsys.readouterr().err
+    assert main(["benchmark", "--resume", str(out), "--no-report"]) == 0
+    assert capsys.readouterr().out.count("(complete, kept)") == 2
+    ref = tmp_path / "ref"
+    assert main([*args, "--out", str(ref)]) == 0
+    a, b = (json.loads((d / "results.json").read_text()) for d in (out, ref))
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in a["runs"]] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in b["runs"]]
+    assert a["rows"] == b["rows"] and a["arguments"] == b["arguments"]
+    assert a["arguments"]["seeds"] == 2 and a["arguments"]["backbone"] == "tiny_cnn"
+    assert not (out / ".incomplete").exists() and not list(out.rglob("*.tmp"))
+    assert main(["benchmark", "--resume", str(out), "--no-report"]) == 0
+    assert "nothing to resume" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--methods", "dann", "dnn"], "unknown benchmark method 'dnn'"),
+    (["--methods", "coral", "coral"], "given twice"),
+    (["--selection", "target_val"], "selection='target_val'"),
+])
+def test_bad_benchmark_arguments_fail_before_any_work(tmp_path, capsys, argv, match):
+    from transferkit.cli import main
+
+    out = tmp_path / "o"
+    assert main(["benchmark", "digits-shift", "--tasks", "invert", *argv, "--out", str(out)]) == 2
+    assert match in capsys.readouterr().err
+    assert not out.exists()

@@ -248,3 +248,28 @@ def test_escape_codes_never_reach_the_terminal(tmp_path, capsys, monkeypatch):
     assert main(["run", str(tmp_path / "\x1b[31mred\x1b[0m.yaml")]) == 2
     err = capsys.readouterr().err
     assert "\x1b" not in err and "red" in err
+
+
+def test_a_killed_overwrite_keeps_the_old_run_and_resume_finishes_the_new_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    old = _finished(tmp_path)
+    before = _sums(old)
+    cfg = _exp(tmp_path, "new.yaml", strategies=[{"name": "scratch", "epochs": 2, "lr": 0.01},
+                                                  {"name": "feature_extraction"}])
+    env = {**os.environ, "TRANSFERKIT_FAULT": "experiment.result", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "transferkit", "run", str(cfg), "--out", str(old), "--overwrite",
+                           "--no-report"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert _sums(old) == before  # the old run is untouched while the new one is built
+    stage = [p for p in tmp_path.iterdir() if p.name.startswith(".old.new-")]
+    assert len(stage) == 1
+    assert main(["run", "--resume", str(old), "--no-report"]) == 0
+    assert "continuing the interrupted --overwrite" in capsys.readouterr().out
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".old.")]
+    res = json.loads((old / "results.json").read_text())
+    ref = _finished(tmp_path, out="ref", strategies=[{"name": "scratch", "epochs": 2, "lr": 0.01},
+                                                     {"name": "feature_extraction"}])
+    want = json.loads((ref / "results.json").read_text())
+    keys = ("strategy", "seed", "accuracy", "val_accuracy", "best_epoch")
+    assert [{k: r[k] for k in keys} for r in res["runs"]] == [{k: r[k] for k in keys} for r in want["runs"]]
+    assert res["output_dir"] == str(old) and not (old / ".incomplete").exists()

@@ -70,16 +70,69 @@ def test_diagnose_writes_json_and_markdown(exp, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad,match", [
-    ("  sharpnes: true", "unknown key diagnose.'sharpnes'. Did you mean 'sharpness'"),
-    ("  method: welsh", "Did you mean 'welch'"),
-    ("  labels_per_class: [0, 5]", "labels_per_class"),
-    ("  baseline: scrach", "Did you mean 'scratch'"),
+@pytest.mark.parametrize("old,bad,match", [
+    ("  sharpness_samples: 12", "  sharpnes: true", "unknown key diagnose.'sharpnes'. Did you mean 'sharpness'"),
+    ("  sharpness_samples: 12", "  method: welsh", "Did you mean 'welch'"),
+    ("  labels_per_class: [2, 5, all]", "  labels_per_class: [0, 5]", "labels_per_class"),
+    ("  baseline: scratch", "  baseline: scrach", "Did you mean 'scratch'"),
+    ("seeds: 3", "seeds: [0]", "needs at least 2 seeds"),  # checked before any training
+    ("name: tiny_mlp,", "name: tiny_mpl,", "tiny_mlp"),  # a backbone typo: before any training or write
 ])
-def test_diagnose_config_errors_exit_2(exp, tmp_path, capsys, bad, match):
-    text = exp.read_text().replace("  sharpness_samples: 12", bad)
+def test_diagnose_config_errors_exit_2(exp, tmp_path, capsys, old, bad, match):
+    assert old in exp.read_text()
+    text = exp.read_text().replace(old, bad)
     exp.write_text(text)
     assert main(["diagnose", str(exp), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert match in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def _strip(obj):
+    """diagnose.json without what differs between two identical runs (times, paths)."""
+    drop = {"wall_time", "output_dir", "train_time", "train_time_mean", "run_dir", "run_dirs"}
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in obj.items() if k not in drop}
+    if isinstance(obj, list):
+        return [_strip(v) for v in obj]
+    return obj
+
+
+def test_killed_diagnose_resumes_to_the_same_results(exp, tmp_path, capsys):
+    """SIGKILL right after a compared run is complete but before its diagnostics record is
+    written, then again as the sample-efficiency curve starts, then after diagnose.json:
+    ``transferkit diagnose --resume DIR`` (the stored config) gives what an uninterrupted run gives."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the third run (finetune, seed 1) of negative_transfer/; then the first new experiment of the
+    # resumed process (sample_efficiency/k2); then the end
+    for i, fault in enumerate(["experiment.run_complete@3", "experiment.start@1", "diagnose.written"]):
+        argv = ["diagnose", str(exp), "--out", str(out), "--seeds", "2"] if i == 0 else ["diagnose", "--resume", str(out)]
+        proc = subprocess.run([sys.executable, "-m", "transferkit", *argv, "--no-report"],
+                              env={**env, "TRANSFERKIT_FAULT": fault}, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == -signal.SIGKILL, (fault, proc.stdout[-1500:], proc.stderr[-1500:])
+        if i == 0:  # finished, its record not written: the resumed diagnose must run it again
+            run = out / "negative_transfer" / "finetune" / "seed1"
+            assert (run / "result.json").is_file() and not (run / "diagnostics.json").exists()
+        if i == 1:
+            assert (out / "sample_efficiency" / "k2" / "config.yaml").is_file()
+            assert not (out / "sample_efficiency" / "k2" / "results.json").exists()
+    assert (out / ".incomplete").exists()
+    assert main(["diagnose", "--resume", str(out), "--seeds", "3"]) == 2
+    assert "drop --seeds" in capsys.readouterr().err
+    assert main(["diagnose", "--resume", str(out), "--no-report"]) == 0
+    assert "kept" in capsys.readouterr().out
+    ref = tmp_path / "ref"
+    assert main(["diagnose", str(exp), "--out", str(ref), "--seeds", "2", "--no-report"]) == 0
+    a, b = (json.loads((d / "diagnose.json").read_text()) for d in (out, ref))
+    assert _strip(a) == _strip(b)
+    assert a["sharpness"]["finetune"]["per_seed"] == b["sharpness"]["finetune"]["per_seed"]
+    assert not (out / ".incomplete").exists()
+    capsys.readouterr()
+    assert main(["diagnose", "--resume", str(out), "--no-report"]) == 0
+    assert "nothing to resume" in capsys.readouterr().out

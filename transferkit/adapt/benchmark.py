@@ -10,6 +10,7 @@ score the test split, and by the ``target_only`` oracle (all pool labels).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from ..errors import ConfigError
 
@@ -26,21 +27,96 @@ SHALLOW = ["coral", "sa", "tca", "ot_mapping", "kmm", "kliep", "self_training"]
 DEFAULT_METHODS = ["source_only", "source_only_lr", "adabn"] + DEEP + SHALLOW + ["target_only"]
 
 
+#: Scorers a benchmark may select checkpoints with (no target labels: the pool is unlabeled).
+SELECTIONS = ("dev", "iwcv", "snd", "entropy")
+
+#: File in a benchmark directory holding the arguments it was started with (``--resume`` reads it).
+ARGS_FILE = "benchmark.json"
+
+#: Folder of a benchmark directory holding one JSON file per finished (task, method, seed) cell.
+CELLS_DIR = "cells"
+
+
+def check_benchmark_args(tasks=None, methods=None, seeds: int = 3, *, selection: str = "dev", epochs: int = 30,
+                         backbone: str = "efficientnet_lite0", image_size: int = 64) -> dict:
+    """Validate a benchmark's arguments in one pass, before any training or disk write; return
+    them normalized (``tasks``/``methods`` as lists, defaults filled in)."""
+    from .._registry import available
+    from .._validation import check_number, suggest
+
+    tasks = list(TASKS) if tasks is None else list(tasks)
+    methods = list(DEFAULT_METHODS) if methods is None else list(methods)
+    if not tasks or not methods:
+        raise ConfigError(f"the benchmark needs at least one task and one method (tasks: {', '.join(TASKS)}; "
+                          f"methods: {', '.join(DEFAULT_METHODS)}).")
+    for t in tasks:
+        if t not in TASKS:
+            raise ConfigError(f"unknown task {t!r}." + suggest(t, TASKS) + f" Tasks: {', '.join(TASKS)}.")
+    deep = set(available("da_loss"))
+    known = list(dict.fromkeys([*DEFAULT_METHODS, *sorted(deep), *available("shallow_da")]))
+    for m in methods:
+        parts = str(m).split("+")
+        if not isinstance(m, str) or (m not in known and not (len(parts) > 1 and all(x in deep for x in parts))):
+            raise ConfigError(f"unknown benchmark method {m!r}." + suggest(str(m), known)
+                              + " Methods: the defaults (" + ", ".join(DEFAULT_METHODS) + "), any deep loss of "
+                              "'transferkit list da_losses' or a sum of them (jan+mcc).")
+    for what, items in (("task", tasks), ("method", methods)):
+        dup = sorted({x for x in items if items.count(x) > 1})
+        if dup:
+            raise ConfigError(f"{what} {dup[0]!r} is given twice; list each {what} once.")
+    seeds = check_number("seeds", seeds, low=1, high=1000, integer=True)
+    epochs = check_number("epochs", epochs, low=1, high=100_000, integer=True)
+    image_size = check_number("image_size", image_size, low=8, high=1024, integer=True)
+    if selection not in SELECTIONS:
+        raise ConfigError(f"selection={selection!r} must be one of {', '.join(SELECTIONS)} (the target pool is "
+                          "unlabeled, so no scorer may use target labels)." + suggest(str(selection), SELECTIONS))
+    if not isinstance(backbone, str) or not backbone:
+        raise ConfigError(f"backbone={backbone!r} must be a backbone name (see 'transferkit list backbones').")
+    return {"tasks": tasks, "methods": methods, "seeds": int(seeds), "selection": selection, "epochs": int(epochs),
+            "backbone": backbone, "image_size": int(image_size)}
+
+
+def cell_path(out_dir, task: str, method: str, seed: int) -> Path:
+    """Where a finished (task, method, seed) cell is stored under a benchmark directory (task and
+    method are checked names: no separators)."""
+    return Path(out_dir) / CELLS_DIR / f"{task}--{method}--seed{int(seed)}.json"
+
+
+def _load_cell(path: Path, task: str, method: str, seed: int) -> dict | None:
+    """A stored cell, or ``None`` when it is missing or not that cell's (never trusted blindly)."""
+    import json
+    import math
+
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(row, dict) or (row.get("task"), row.get("method"), row.get("seed")) != (task, method, seed):
+        return None
+    acc = row.get("accuracy")
+    if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not math.isfinite(acc) or not 0 <= acc <= 1:
+        return None
+    return row
+
+
 def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "efficientnet_lite0",
-                  image_size: int = 64, selection: str = "dev", epochs: int = 30, echo=print) -> dict:
-    """Run every (task, method, seed); return ``{"rows": [...], "runs": [...]}``."""
+                  image_size: int = 64, selection: str = "dev", epochs: int = 30, echo=print,
+                  out_dir=None) -> dict:
+    """Run every (task, method, seed); return ``{"rows": [...], "runs": [...]}``.
+
+    ``out_dir``: a benchmark directory; each finished cell is written there at once, atomically
+    (:func:`cell_path`), and a cell already stored there is kept instead of being run again, so
+    an interrupted benchmark continues where it stopped (see :func:`run_benchmark_dir`).
+    """
+    from .._faults import fault_point
     from ..data import stratified_split
     from ..data.spec import load_dataset
     from ..metrics._base import mean_std
     from ..strategies import Adapt
 
-    tasks = list(tasks or TASKS)
-    methods = list(methods or DEFAULT_METHODS)
-    for t in tasks:
-        if t not in TASKS:
-            from .._validation import suggest
-
-            raise ConfigError(f"unknown task {t!r}." + suggest(t, TASKS) + f" Tasks: {', '.join(TASKS)}.")
+    a = check_benchmark_args(tasks, methods, seeds, selection=selection, epochs=epochs, backbone=backbone,
+                             image_size=image_size)
+    tasks, methods, seeds = a["tasks"], a["methods"], a["seeds"]
     src = load_dataset(SOURCE)
     runs = []
     for task in tasks:
@@ -50,8 +126,14 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
             labeled_pool, test = tgt.subset(pool), tgt.subset(test_idx)
             unlabeled = labeled_pool.without_labels()
             for m in methods:
+                stored = cell_path(out_dir, task, m, seed) if out_dir is not None else None
+                kept = _load_cell(stored, task, m, seed) if stored is not None else None
+                if kept is not None:
+                    runs.append(kept)
+                    echo(f"  {task:<12} {m:<14} seed {seed}  {kept['accuracy']:.3f}  (complete, kept)")
+                    continue
                 t0 = time.perf_counter()
-                common = dict(backbone=backbone, image_size=image_size, seed=seed, epochs=epochs)
+                common = dict(backbone=backbone, image_size=a["image_size"], seed=seed, epochs=a["epochs"])
                 if m == "target_only":
                     # oracle: the same adapter trained on the labeled pool as its "source"
                     s = Adapt(**common, method=None, selection="dev").fit(unlabeled, source=labeled_pool)
@@ -66,8 +148,14 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
                     s.fit(unlabeled, source=src)
                     sel = s.selection_
                 acc = s.score(test)
-                runs.append({"task": task, "method": m, "seed": seed, "accuracy": acc, "selection": sel,
-                             "seconds": time.perf_counter() - t0})
+                row = {"task": task, "method": m, "seed": seed, "accuracy": acc, "selection": sel,
+                       "seconds": time.perf_counter() - t0}
+                if stored is not None:
+                    from ..train.rundir import write_json
+
+                    write_json(stored, row)
+                    fault_point("benchmark.cell")
+                runs.append(row)
                 echo(f"  {task:<12} {m:<14} seed {seed}  {acc:.3f}  ({time.perf_counter() - t0:.1f}s, {sel})")
     rows = []
     for task in tasks:
@@ -80,6 +168,87 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
             "protocol": "target split 50/50 per seed into an unlabeled pool and a test split; checkpoint selection "
                         f"by '{selection}' (no target labels); target labels only score the test split and train "
                         "the target_only oracle"}
+
+
+def run_benchmark_dir(out_dir, tasks=None, methods=None, seeds: int = 3, *, backbone: str = "efficientnet_lite0",
+                      image_size: int = 64, selection: str = "dev", epochs: int = 30, overwrite: bool = False,
+                      resume: bool = False, echo=print) -> dict:
+    """:func:`run_benchmark` into the benchmark directory ``out_dir``, checkpointed per cell.
+
+    The arguments are checked first (nothing is written when one is wrong); the directory
+    obeys :func:`transferkit.train.rundir.open_run_dir` (a new folder, or an old transferkit
+    output replaced only when the new benchmark completes, with ``overwrite``; one writer at a
+    time). It stores the arguments in :data:`ARGS_FILE` and every finished cell under
+    :data:`CELLS_DIR` as soon as it is done, then ``results.json`` and ``results.md``.
+    ``resume=True`` continues an interrupted benchmark in ``out_dir`` with its stored
+    arguments (the ones given here are ignored; see :func:`resume_benchmark`): stored cells are
+    kept, the missing ones are run. Returns the results dict (``output_dir`` added).
+    """
+    import json
+
+    from ..train.rundir import INCOMPLETE, mark_complete, mark_incomplete, open_run_dir, write_json, write_text
+
+    from ..train.rundir import resume_source
+
+    final = Path(out_dir)
+    if resume:
+        src = resume_source(final)  # the hidden replacement of a killed --overwrite, if there is one
+        if src != final:
+            echo(f"{final}: continuing the interrupted --overwrite in {src.name}; it replaces {final} when complete")
+        stored = _stored_args(src)
+        args = check_benchmark_args(**stored)
+    else:
+        args = check_benchmark_args(tasks, methods, seeds, selection=selection, epochs=epochs, backbone=backbone,
+                                    image_size=image_size)
+    with open_run_dir(final, overwrite=overwrite, resume=resume, kind="benchmark") as d:
+        if resume:
+            if d == final and not (d / INCOMPLETE).exists() and (d / "results.json").is_file():
+                try:
+                    res = json.loads((d / "results.json").read_text())
+                except ValueError:
+                    res = None
+                if isinstance(res, dict) and "rows" in res:
+                    echo(f"{final} is complete; nothing to resume.")
+                    return res
+            echo(f"resuming {final}")
+        else:
+            mark_incomplete(d)
+            write_json(d / ARGS_FILE, {"suite": "digits-shift", **args})
+        res = run_benchmark(args["tasks"], args["methods"], args["seeds"], backbone=args["backbone"],
+                            image_size=args["image_size"], selection=args["selection"], epochs=args["epochs"],
+                            echo=echo, out_dir=d)
+        res["arguments"] = args
+        res["output_dir"] = str(final)
+        write_json(d / "results.json", res)
+        write_text(d / "results.md", markdown_table(res) + "\n\n" + res["protocol"] + "\n")
+        mark_complete(d)
+    return res
+
+
+def _stored_args(out_dir: Path) -> dict:
+    import json
+
+    f = out_dir / ARGS_FILE
+    if not out_dir.is_dir():
+        raise ConfigError(f"benchmark directory {str(out_dir)!r} does not exist; check the path given to --resume.")
+    try:
+        stored = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{str(out_dir)!r} has no {ARGS_FILE}, so it is not a benchmark directory (or it was "
+                          "interrupted before it was written); start the benchmark again with --out.") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{str(f)!r} cannot be read ({type(exc).__name__}); start the benchmark again with "
+                          "--out.") from None
+    keys = ("tasks", "methods", "seeds", "selection", "epochs", "backbone", "image_size")
+    if not isinstance(stored, dict) or not all(k in stored for k in keys):
+        raise ConfigError(f"{str(f)!r} is not a transferkit benchmark arguments file (it needs {', '.join(keys)}); "
+                          "start the benchmark again with --out.")
+    return {k: stored[k] for k in keys}
+
+
+def resume_benchmark(out_dir, *, echo=print) -> dict:
+    """Continue the interrupted benchmark in ``out_dir`` with the arguments stored in it."""
+    return run_benchmark_dir(out_dir, resume=True, echo=echo)
 
 
 def _cell(r: dict) -> str:

@@ -91,22 +91,29 @@ def _build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
 
     bm = sub.add_parser("benchmark", help="benchmark domain adaptation methods (digits-shift)")
-    bm.add_argument("suite", choices=["digits-shift"])
+    bm.add_argument("suite", nargs="?", choices=["digits-shift"], help="the suite (not with --resume)")
+    bm.add_argument("--resume", metavar="DIR",
+                    help="continue an interrupted benchmark in DIR with its stored arguments (finished cells are kept)")
     bm.add_argument("--tasks", nargs="+", default=None, help="tasks (default: all)")
     bm.add_argument("--methods", nargs="+", default=None, help="methods (default: all)")
-    bm.add_argument("--seeds", type=int, default=3)
-    bm.add_argument("--selection", default="dev", help="unsupervised checkpoint scorer: dev, iwcv, snd, entropy")
-    bm.add_argument("--epochs", type=int, default=30)
+    bm.add_argument("--seeds", type=_int_arg(1, 1000), default=None, help="number of seeds (default 3)")
+    bm.add_argument("--selection", default=None, help="unsupervised checkpoint scorer: dev (default), iwcv, snd, entropy")
+    bm.add_argument("--epochs", type=_int_arg(1, 100_000), default=None, help="training epochs per cell (default 30)")
+    bm.add_argument("--backbone", default=None, help="backbone (default efficientnet_lite0)")
+    bm.add_argument("--image-size", type=_int_arg(8, 1024), default=None, help="input side (default 64)")
     bm.add_argument("--out", help="output directory (default: runs/benchmark-TIMESTAMP)")
     bm.add_argument("--overwrite", action="store_true")
     bm.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
 
     dg = sub.add_parser("diagnose", help="negative transfer, sample efficiency, convergence and sharpness "
                                          "(the config's optional 'diagnose:' section)")
-    dg.add_argument("config", help="experiment YAML file")
+    dg.add_argument("config", nargs="?", help="experiment YAML file (not with --resume)")
+    dg.add_argument("--resume", metavar="DIR",
+                    help="continue an interrupted diagnose in DIR with its stored config (finished runs are kept)")
     dg.add_argument("--out", help="output directory (default: runs/diagnose-NAME-TIMESTAMP)")
     dg.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    dg.add_argument("--seeds", type=int, help="number of seeds (overrides the config; 3 or more for the test)")
+    dg.add_argument("--seeds", type=_int_arg(2, 10_000),
+                    help="number of seeds (overrides the config; at least 2, 3 or more for the test)")
     dg.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. --set diagnose.labels_per_class=[1,10] (repeatable)")
     dg.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -217,12 +224,10 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    import yaml
-
-    from ..config import config_from_dict
+    from ..config import config_from_dict, safe_load_yaml
 
     text = resources.files("transferkit.configs").joinpath("demo.yaml").read_text()
-    cfg = config_from_dict(yaml.safe_load(text))
+    cfg = config_from_dict(safe_load_yaml(text, "demo.yaml"))
     if args.out is None:
         args.out = f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
     print("transferkit demo: does a pretrained EfficientNet-Lite0 help on 10 labels per class of shifted digits?")
@@ -255,28 +260,55 @@ def _cmd_assess(args) -> int:
 
 
 def _cmd_benchmark(args) -> int:
-    from ..adapt.benchmark import markdown_table, run_benchmark
-    from ..train.rundir import prepare_run_dir, write_json, write_text
+    from ..adapt.benchmark import check_benchmark_args, markdown_table, run_benchmark_dir
+    from ..errors import ConfigError
+    from ..train.rundir import check_output_dir
 
-    out = _new_out_dir(args, "benchmark")
-    res = run_benchmark(args.tasks, args.methods, args.seeds, selection=args.selection, epochs=args.epochs)
-    d = prepare_run_dir(out, overwrite=args.overwrite)
+    if args.resume:
+        given = [f for f, v in (("the suite", args.suite), ("--tasks", args.tasks), ("--methods", args.methods),
+                                ("--seeds", args.seeds), ("--selection", args.selection), ("--epochs", args.epochs),
+                                ("--backbone", args.backbone), ("--image-size", args.image_size), ("--out", args.out),
+                                ("--overwrite", args.overwrite)) if v not in (None, False)]
+        if given:
+            raise ConfigError(f"--resume continues a benchmark with the arguments stored in it; drop {', '.join(given)} "
+                              f"(use 'transferkit benchmark --resume {args.resume}').")
+        res = run_benchmark_dir(args.resume, resume=True)
+    else:
+        if args.suite is None:
+            raise ConfigError("'transferkit benchmark' needs a suite (transferkit benchmark digits-shift) or "
+                              "--resume DIR to continue an interrupted benchmark.")
+        given = {"seeds": args.seeds, "selection": args.selection, "epochs": args.epochs, "backbone": args.backbone,
+                 "image_size": args.image_size}
+        kw = check_benchmark_args(args.tasks, args.methods, **{k: v for k, v in given.items() if v is not None})
+        out = args.out or f"runs/benchmark-{time.strftime('%Y%m%d-%H%M%S')}"
+        check_output_dir(out, overwrite=args.overwrite)  # before any training
+        res = run_benchmark_dir(out, overwrite=args.overwrite, **kw)
     table = markdown_table(res)
-    write_json(d / "results.json", res)
-    write_text(d / "results.md", table + "\n\n" + res["protocol"] + "\n")
     print()
     print(table)
-    print(f"\n{res['protocol']}\nwritten: {d / 'results.json'}")
-    _report(d, args)
+    print(f"\n{res['protocol']}\nwritten: {os.path.join(res['output_dir'], 'results.json')}")
+    _report(res["output_dir"], args)
     return 0
 
 
 def _cmd_diagnose(args) -> int:
     from ..config import load_config
-    from ..diagnostics.diagnose import run_diagnose
+    from ..diagnostics.diagnose import resume_diagnose, run_diagnose
+    from ..errors import ConfigError
 
-    cfg = _override(load_config(args.config, overrides=args.set), args)
-    res = run_diagnose(cfg, args.out, overwrite=args.overwrite)
+    if args.resume:
+        given = [f for f, v in (("a config file", args.config), ("--out", args.out), ("--overwrite", args.overwrite),
+                                ("--seeds", args.seeds), ("--set", args.set)) if v not in (None, False, [])]
+        if given:
+            raise ConfigError(f"--resume continues a diagnose with the config stored in it; drop {', '.join(given)} "
+                              f"(use 'transferkit diagnose --resume {args.resume}').")
+        res = resume_diagnose(args.resume)
+    else:
+        if not args.config:
+            raise ConfigError("'transferkit diagnose' needs an experiment file (transferkit diagnose exp.yaml) "
+                              "or --resume DIR to continue an interrupted diagnose.")
+        cfg = _override(load_config(args.config, overrides=args.set), args)
+        res = run_diagnose(cfg, args.out, overwrite=args.overwrite, inputs=[args.config])
     nt = res["negative_transfer"]
     print(f"\nnegative transfer: {nt['verdict']}  ({res['transfer']} - {res['baseline']} = {nt['delta_mean']:+.3f}, "
           f"{round(100 * nt['confidence'])}% CI [{nt['ci_low']:+.3f}, {nt['ci_high']:+.3f}], {nt['method']}, "

@@ -21,37 +21,122 @@ from pathlib import Path
 from ..metrics._base import mean_std
 
 
-def run_diagnose(cfg, out_dir: str | Path | None = None, *, overwrite: bool = False, echo=print) -> dict:
+#: The config a diagnose directory was started with (``transferkit diagnose --resume`` reads it).
+CONFIG_FILE = "diagnose.yaml"
+
+#: Per-run record of the diagnostics (history, sharpness) next to each compared run's result.json.
+RECORD_FILE = "diagnostics.json"
+
+
+def resume_diagnose(out_dir: str | Path, *, echo=print) -> dict:
+    """Continue an interrupted :func:`run_diagnose` in ``out_dir`` with the config stored there:
+    finished experiments and runs are kept, the interrupted run continues from its checkpoint."""
+    import json
+
+    from ..config import load_config
+    from ..errors import ConfigError
+    from ..train.rundir import INCOMPLETE
+
+    from ..train.rundir import resume_source
+
+    final = Path(out_dir)
+    out = resume_source(final)  # the hidden replacement of a killed --overwrite, if there is one
+    if out != final:
+        echo(f"{final}: continuing the interrupted --overwrite in {out.name}; it replaces {final} when complete")
+    if not out.is_dir():
+        raise ConfigError(f"diagnose directory {str(out)!r} does not exist; check the path given to --resume.")
+    if not (out / CONFIG_FILE).is_file():
+        raise ConfigError(
+            f"{str(out)!r} has no {CONFIG_FILE}, so it is not a transferkit diagnose directory (or it was interrupted "
+            "before its config was written); start again with 'transferkit diagnose CONFIG --out DIR'.")
+    if out == final and not (out / INCOMPLETE).exists() and (out / "diagnose.json").is_file():
+        try:
+            res = json.loads((out / "diagnose.json").read_text())
+        except ValueError:
+            res = None
+        if isinstance(res, dict) and "negative_transfer" in res:
+            echo(f"{out} is complete; nothing to resume.")
+            return res
+    return run_diagnose(load_config(out / CONFIG_FILE), final, resume=True, echo=echo)
+
+
+def _record(rec: dict) -> dict:
+    """A per-run record in plain JSON types (the same values whether fresh or read back)."""
+    import json
+
+    from ..train.rundir import _jsonable
+
+    return json.loads(json.dumps(rec, default=_jsonable))
+
+
+def run_diagnose(cfg, out_dir: str | Path | None = None, *, overwrite: bool = False, echo=print, inputs=(),
+                 resume: bool = False) -> dict:
     """Run every enabled diagnostic for ``cfg``; write ``diagnose.json``/``diagnose.md``.
+
+    Every check that can fail (the ``diagnose:`` section, the seeds, the data and splits, the
+    backbone, every compared strategy's parameters, the output directory) runs before anything
+    is trained or written. The directory obeys :func:`transferkit.train.rundir.open_run_dir`;
+    it stores the config (:data:`CONFIG_FILE`), and each experiment behind the diagnostics is
+    checkpointed per (strategy, seed) run, so ``resume=True`` (see :func:`resume_diagnose`)
+    continues an interrupted diagnose in ``out_dir`` with the same results.
 
     Returns the dict written to ``diagnose.json``: ``negative_transfer`` (``verdict``,
     ``delta_mean``, ``ci_low``, ``ci_high``, ``n_seeds``, ``p_value``, ``method``, ...),
     ``convergence``, ``sharpness``, ``sample_efficiency``, ``forgetting`` (``None`` when off or
     unavailable, with the reason in ``notes``), ``wall_time``.
     """
+    import yaml
+
+    from .._faults import fault_point
     from ..config import DiagnoseConfig
     from ..data.spec import load_dataset
-    from ..experiment import make_splits
-    from ..train.rundir import prepare_run_dir, write_json, write_text
-    from .negative_transfer import run_negative_transfer, strategy_config
-    from .sample_efficiency import convergence_speed, run_sample_efficiency
+    from ..experiment import validate_run
+    from ..train.rundir import mark_complete, mark_incomplete, open_run_dir, write_json, write_text
+    from .negative_transfer import check_seeds, negative_transfer_config
 
     t0 = time.perf_counter()
     dc = cfg.diagnose or DiagnoseConfig()
     dc.validate([s.key for s in cfg.strategies])
-    # bad data fails here, before anything is written to disk
-    target = load_dataset(cfg.target)
-    if cfg.source is not None:
-        load_dataset(cfg.source)
-    make_splits(target, cfg.split, cfg.seeds[0], load=load_dataset)
-    out = prepare_run_dir(out_dir or cfg.output_dir or f"runs/diagnose-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                          overwrite)
-    t_key, b_key = strategy_config(cfg, dc.transfer).key, strategy_config(cfg, dc.baseline).key
+    check_seeds(cfg)
+    # bad data, a backbone typo or a bad strategy parameter fails here, before anything is trained or written
+    sub, t_cfg, b_cfg, _ = negative_transfer_config(cfg, transfer=dc.transfer, baseline=dc.baseline,
+                                                    source_only=dc.source_only)
+    target, *_ = validate_run(sub, load_dataset)
+    final = Path(out_dir or cfg.output_dir or f"runs/diagnose-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    read = {k: v for k, v in cfg.to_dict().items() if k != "output_dir"}  # the paths this diagnose reads
+    with open_run_dir(final, overwrite=overwrite, resume=resume, inputs=(read, *inputs), kind="diagnose") as out:
+        if resume:
+            echo(f"resuming {final}")
+        else:
+            mark_incomplete(out)
+            write_text(out / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        result = _diagnose(cfg, dc, out, final, t_cfg.key, b_cfg.key, target, resume, echo, t0)
+        write_json(out / "diagnose.json", result)
+        write_text(out / "diagnose.md", format_diagnose(result) + "\n")
+        fault_point("diagnose.written")
+        mark_complete(out)
+    return result
+
+
+def _diagnose(cfg, dc, out: Path, final: Path, t_key: str, b_key: str, target, resume: bool, echo, t0) -> dict:
+    import json
+
+    from ..errors import ConfigError
+    from ..train.rundir import is_inside, write_json
+    from .negative_transfer import run_negative_transfer
+    from .sample_efficiency import convergence_speed, run_sample_efficiency
+
     notes: list[str] = []
-    captured: dict[str, list[dict]] = {t_key: [], b_key: []}
+    nt_dir = out / "negative_transfer"
+
+    def run_dir(key, seed) -> Path:
+        d = nt_dir / key / f"seed{seed}"
+        if not is_inside(d, nt_dir):  # keys are checked names; the last line of defence
+            raise ConfigError(f"strategy key {key!r} would put a run outside {str(final)!r}; use a plain name.")
+        return d
 
     def on_run(strat, row, splits):
-        if row["strategy"] not in captured:
+        if row["strategy"] not in (t_key, b_key):
             return
         rec = {"seed": row["seed"], "history": list(getattr(strat, "history_", []) or []),
                "n_train": int((splits[0].labels >= 0).sum()), "batch_size": getattr(strat, "batch_size", None)}
@@ -60,12 +145,23 @@ def run_diagnose(cfg, out_dir: str | Path | None = None, *, overwrite: bool = Fa
             from .sharpness import model_sharpness
 
             rec["sharpness"] = model_sharpness(model, splits[0], max_samples=dc.sharpness_samples, seed=row["seed"])
-        captured[row["strategy"]].append(rec)
+        # on disk at once, next to the run's result.json: a resumed diagnose reads it back
+        write_json(run_dir(row["strategy"], row["seed"]) / RECORD_FILE, _record(rec))
 
+    force = False
+    if resume:  # a run finished but killed before its record was written runs again (its record needs the model)
+        for key in (t_key, b_key):
+            for seed in cfg.seeds:
+                d = run_dir(key, seed)
+                if (d / "result.json").is_file() and not (d / RECORD_FILE).is_file():
+                    (d / "result.json").unlink()
+                    force = True
     echo(f"negative transfer: {t_key} vs {b_key} over seeds {cfg.seeds}")
-    nt = run_negative_transfer(cfg, out / "negative_transfer", transfer=dc.transfer, baseline=dc.baseline,
+    nt = run_negative_transfer(cfg, nt_dir, transfer=dc.transfer, baseline=dc.baseline,
                                source_only=dc.source_only, method=dc.method, confidence=dc.confidence,
-                               n_resamples=dc.n_resamples, echo=echo, on_run=on_run)
+                               n_resamples=dc.n_resamples, echo=echo, on_run=on_run, resume=resume, force=force)
+    captured = {key: [json.loads((run_dir(key, s) / RECORD_FILE).read_text()) for s in cfg.seeds]
+                for key in (t_key, b_key)}
     experiment = nt.pop("experiment")
     nt.pop("histories")
     nt["summary"] = experiment["summary"]
@@ -101,7 +197,7 @@ def run_diagnose(cfg, out_dir: str | Path | None = None, *, overwrite: bool = Fa
     if dc.labels_per_class:
         k0 = cfg.split.labels_per_class if cfg.split.labels_per_class is not None else "all"
         se = run_sample_efficiency(cfg, out / "sample_efficiency", transfer=dc.transfer, baseline=dc.baseline,
-                                   labels_per_class=dc.labels_per_class, echo=echo,
+                                   labels_per_class=dc.labels_per_class, echo=echo, resume=resume,
                                    precomputed={k0: experiment})  # the config's own split was just run
 
     forgetting = None
@@ -135,11 +231,9 @@ def run_diagnose(cfg, out_dir: str | Path | None = None, *, overwrite: bool = Fa
         "sample_efficiency": se,
         "forgetting": forgetting,
         "notes": notes,
-        "output_dir": str(out),
+        "output_dir": str(final),
         "wall_time": time.perf_counter() - t0,
     }
-    write_json(out / "diagnose.json", result)
-    write_text(out / "diagnose.md", format_diagnose(result) + "\n")
     return result
 
 

@@ -195,31 +195,16 @@ def strategy_config(cfg, name: str):
     return _parse_strategy(name, 0) if isinstance(name, str) else StrategyConfig(name)
 
 
-def run_negative_transfer(cfg, out_dir: str | Path, *, transfer: str = "finetune", baseline: str = "scratch",
-                          source_only: bool | str = "auto", method: str = "t", confidence: float = 0.95,
-                          n_resamples: int = 10_000, overwrite: bool = False, echo=print, on_run=None) -> dict:
-    """Train ``transfer`` and ``baseline`` (and source-only) on every seed of ``cfg``; test the
-    difference.
-
-    Runs :func:`transferkit.experiment.run_experiment` on a copy of ``cfg`` whose strategies are
-    the two compared (with the parameters ``cfg`` gives them, if it lists them), so both share
-    every seed's splits and the budget the config sets. With ``source_only`` (``"auto"``: when
-    ``cfg.source`` is given and its label space matches the target's), the source-only
-    baseline (``adapt`` with ``method=None``: a head trained on labeled source features only,
-    checkpoint chosen without target labels) runs too and is compared with the baseline.
-
-    Returns
-    -------
-    dict
-        :func:`compare_scores`'s result plus ``transfer``, ``baseline``, ``rising_val_loss``
-        (``{"flagged": any seed, "seeds": [...]}``), ``source_only`` (its comparison or
-        ``None``), ``experiment`` (the run's results dict).
-    """
+def negative_transfer_config(cfg, *, transfer: str = "finetune", baseline: str = "scratch",
+                             source_only: bool | str = "auto"):
+    """The experiment :func:`run_negative_transfer` runs: a copy of ``cfg`` whose strategies
+    are ``transfer``, ``baseline`` (and the source-only baseline when ``source_only`` asks for it
+    and the label spaces match). Returns ``(config, transfer_config, baseline_config,
+    uses_source_only)``; nothing is trained or written, so callers can validate it first."""
     import dataclasses
 
     from ..config import StrategyConfig
     from ..data.spec import load_dataset
-    from ..experiment import run_experiment
 
     t_cfg, b_cfg = strategy_config(cfg, transfer), strategy_config(cfg, baseline)
     strategies = [t_cfg, b_cfg]
@@ -233,7 +218,48 @@ def run_negative_transfer(cfg, out_dir: str | Path, *, transfer: str = "finetune
         use_source_only = match
     if use_source_only:
         strategies.append(StrategyConfig("adapt", {"method": None}, label="source_only"))
-    sub = dataclasses.replace(cfg, strategies=strategies)
+    return dataclasses.replace(cfg, strategies=strategies), t_cfg, b_cfg, use_source_only
+
+
+def check_seeds(cfg) -> None:
+    """The comparison needs at least 2 distinct seeds: checked before anything is trained."""
+    seeds = list(cfg.seeds)
+    if len(seeds) < 2:
+        raise ConfigError(f"the negative-transfer test needs at least 2 seeds (3 or more recommended), the config "
+                          f"has {len(seeds)}; set 'seeds: 3' in the config or pass --seeds 3.")
+
+
+def run_negative_transfer(cfg, out_dir: str | Path, *, transfer: str = "finetune", baseline: str = "scratch",
+                          source_only: bool | str = "auto", method: str = "t", confidence: float = 0.95,
+                          n_resamples: int = 10_000, overwrite: bool = False, echo=print, on_run=None,
+                          resume: bool = False, force: bool = False) -> dict:
+    """Train ``transfer`` and ``baseline`` (and source-only) on every seed of ``cfg``; test the
+    difference.
+
+    Runs :func:`transferkit.experiment.run_experiment` on a copy of ``cfg`` whose strategies are
+    the two compared (with the parameters ``cfg`` gives them, if it lists them), so both share
+    every seed's splits and the budget the config sets. With ``source_only`` (``"auto"``: when
+    ``cfg.source`` is given and its label space matches the target's), the source-only
+    baseline (``adapt`` with ``method=None``: a head trained on labeled source features only,
+    checkpoint chosen without target labels) runs too and is compared with the baseline.
+    ``resume=True`` continues an interrupted run in ``out_dir`` (finished runs are kept; their
+    per-epoch histories are read back from ``metrics.jsonl``); ``force`` runs again the runs
+    whose ``result.json`` is missing even when the directory is marked complete.
+
+    Returns
+    -------
+    dict
+        :func:`compare_scores`'s result plus ``transfer``, ``baseline``, ``rising_val_loss``
+        (``{"flagged": any seed, "seeds": [...]}``), ``source_only`` (its comparison or
+        ``None``), ``experiment`` (the run's results dict).
+    """
+    import json
+
+    from ._runs import run_or_resume
+
+    check_seeds(cfg)
+    sub, t_cfg, b_cfg, use_source_only = negative_transfer_config(cfg, transfer=transfer, baseline=baseline,
+                                                                  source_only=source_only)
     if len(cfg.seeds) < 3:
         echo(f"note: {len(cfg.seeds)} seeds; the negative-transfer test wants 3 or more.")
     histories: dict[str, dict[int, list]] = {}
@@ -243,9 +269,14 @@ def run_negative_transfer(cfg, out_dir: str | Path, *, transfer: str = "finetune
         if on_run is not None:
             on_run(strat, row, splits)
 
-    res = run_experiment(sub, out_dir, overwrite=overwrite, echo=echo, on_run=hook)
+    res = run_or_resume(sub, out_dir, resume=resume, overwrite=overwrite, echo=echo, on_run=hook, force=force)
     by = {k: {r["seed"]: r["accuracy"] for r in res["runs"] if r["strategy"] == k} for k in res["summary"]}
     seeds = list(cfg.seeds)
+    for s in seeds:  # runs kept from an interrupted run: their Trainer history is on disk
+        if s not in histories.get(t_cfg.key, {}):
+            f = Path(out_dir) / t_cfg.key / f"seed{s}" / "metrics.jsonl"
+            rows = [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.is_file() else []
+            histories.setdefault(t_cfg.key, {})[s] = rows
     out = compare_scores([by[t_cfg.key][s] for s in seeds], [by[b_cfg.key][s] for s in seeds], method=method,
                          confidence=confidence, n_resamples=n_resamples)
     out["transfer"], out["baseline"] = t_cfg.key, b_cfg.key

@@ -199,7 +199,7 @@ def convergence_speed(transfer_runs: Sequence[dict], baseline_runs: Sequence[dic
 # ---------------------------------------------------------------------------- the curve
 def run_sample_efficiency(cfg, out_dir: str | Path, *, transfer: str = "finetune", baseline: str = "scratch",
                           labels_per_class: Sequence = DEFAULT_LABELS_PER_CLASS, overwrite: bool = False,
-                          echo=print, precomputed: dict | None = None) -> dict:
+                          echo=print, precomputed: dict | None = None, resume: bool = False) -> dict:
     """Train ``transfer`` and ``baseline`` at every ``k`` of ``labels_per_class`` on every seed.
 
     Each ``k`` is one :func:`transferkit.experiment.run_experiment` (under ``out_dir/k{k}``) of
@@ -210,6 +210,8 @@ def run_sample_efficiency(cfg, out_dir: str | Path, *, transfer: str = "finetune
     supply (a class with ``k`` or fewer samples) is skipped and listed in ``skipped``.
     ``precomputed`` maps a ``k`` to the results of a :func:`run_experiment` already run with
     that split, the same seeds and both strategies (the negative-transfer run); it is reused.
+    ``resume=True`` continues an interrupted curve in ``out_dir``: finished ``k`` runs are read
+    back, the interrupted one is resumed, the others are run.
 
     Returns
     -------
@@ -222,16 +224,18 @@ def run_sample_efficiency(cfg, out_dir: str | Path, *, transfer: str = "finetune
     import dataclasses
 
     from ..data.spec import load_dataset
-    from ..experiment import make_splits, run_experiment
+    from ..experiment import make_splits
+    from ._runs import run_or_resume
     from .negative_transfer import strategy_config
 
     t_cfg, b_cfg = strategy_config(cfg, transfer), strategy_config(cfg, baseline)
     target = load_dataset(cfg.target)
     out = Path(out_dir)
     curve, skipped = [], []
-    for k in labels_per_class:
+    for k in labels_per_class:  # every entry checked before the first k trains
         if k != "all" and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise ConfigError(f"labels_per_class entries must be positive integers or 'all', got {k!r}.")
+    for k in labels_per_class:
         split = dataclasses.replace(cfg.split, labels_per_class=None if k == "all" else int(k))
         try:
             for s in cfg.seeds:
@@ -244,7 +248,8 @@ def run_sample_efficiency(cfg, out_dir: str | Path, *, transfer: str = "finetune
         if res is None:
             echo(f"sample efficiency: k={k}")
             sub = dataclasses.replace(cfg, split=split, strategies=[t_cfg, b_cfg])
-            res = run_experiment(sub, out / f"k{k}", overwrite=overwrite, echo=echo, report_features=False)  # t-SNE per k is not reported
+            res = run_or_resume(sub, out / f"k{k}", resume=resume, overwrite=overwrite, echo=echo,
+                                report_features=False)  # t-SNE per k is not reported
         else:
             echo(f"sample efficiency: k={k} reuses {res['output_dir']}")
         n_classes = target.n_classes

@@ -178,7 +178,7 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs
             if (p / INCOMPLETE).exists():
                 raise ConfigError(
                     f"output directory {str(p)!r} holds an interrupted run; continue it with "
-                    f"'transferkit run --resume {p}', or choose another --out, or pass --overwrite to replace it."
+                    f"'{_resume_command(p)}', or choose another --out, or pass --overwrite to replace it."
                 )
             raise ConfigError(
                 f"output directory {str(p)!r} already holds a run; choose another --out or pass --overwrite."
@@ -306,6 +306,29 @@ def _stale_siblings(p: Path) -> list[Path]:
         return []
 
 
+def resume_source(path: str | os.PathLike) -> Path:
+    """The directory that ``--resume path`` continues: ``path`` itself, or, when an
+    ``--overwrite`` of ``path`` was killed before it completed, the hidden replacement it was
+    building (``.NAME.new-PID``: transferkit's, not empty, no live writer; the newest). The
+    resumed run finishes there and then replaces ``path``, as the ``--overwrite`` would have.
+    Read the stored config from the directory this returns."""
+    p = Path(path)
+    cands = [q for q in _stale_siblings(p) if q.name.startswith(f".{p.name}.new-") and is_run_dir(q)
+             and _lock_owner(q) is None and any(x.name not in (RUN_MARKER, LOCK) for x in q.iterdir())]
+    if not cands:
+        return p
+    return max(cands, key=lambda q: q.stat().st_mtime)
+
+
+def _resume_command(p: Path) -> str:
+    """``transferkit run|diagnose|benchmark --resume`` as fits the directory's kind."""
+    try:
+        kind = json.loads((p / RUN_MARKER).read_text()).get("kind", "run")
+    except (OSError, ValueError, AttributeError):
+        kind = "run"
+    return f"transferkit {kind if kind in ('run', 'diagnose', 'benchmark') else 'run'} --resume {p}"
+
+
 @contextlib.contextmanager
 def open_run_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs=(), resume: bool = False,
                  kind: str = "run"):
@@ -313,7 +336,9 @@ def open_run_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs=(),
 
     - a new (or empty) ``path`` is created with :data:`RUN_MARKER` and written in place (a
       killed run can be continued with ``--resume``);
-    - ``resume=True`` reopens an existing transferkit output directory;
+    - ``resume=True`` reopens an existing transferkit output directory, or continues the hidden
+      replacement of an ``--overwrite`` that was killed (see :func:`resume_source`) and swaps
+      it in when the block succeeds;
     - an existing run with ``overwrite=True`` is *not* touched while the new run is built: the
       block writes into a hidden sibling ``.NAME.new-PID``, which replaces ``path`` only when
       the block succeeds (an atomic exchange where the system has one); on failure the sibling
@@ -323,7 +348,8 @@ def open_run_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs=(),
     """
     p = Path(path)
     check_output_dir(p, overwrite=overwrite, inputs=inputs, resume=resume)
-    if resume:
+    stage = resume_source(p) if resume else None
+    if resume and stage == p:
         if not p.is_dir():
             raise ConfigError(f"run directory {str(p)!r} does not exist; check the path given to --resume.")
         acquire_lock(p)
@@ -332,7 +358,7 @@ def open_run_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs=(),
         finally:
             release_lock(p)
         return
-    replacing = p.is_dir() and any(p.iterdir())
+    replacing = resume or (p.is_dir() and any(p.iterdir()))
     if not replacing:
         p.mkdir(parents=True, exist_ok=True)
         if not (p / RUN_MARKER).exists():
@@ -343,11 +369,12 @@ def open_run_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs=(),
         finally:
             release_lock(p)
         return
-    for q in _stale_siblings(p):  # left by a run killed while it replaced this one
-        _remove_own(q)
-    stage = p.parent / f".{p.name}.new-{os.getpid()}"
-    stage.mkdir()
-    _write_marker(stage, kind)
+    if stage is None:  # a new replacement (on resume, the interrupted one is continued instead)
+        for q in _stale_siblings(p):  # left by a run killed while it replaced this one
+            _remove_own(q)
+        stage = p.parent / f".{p.name}.new-{os.getpid()}"
+        stage.mkdir()
+        _write_marker(stage, kind)
     acquire_lock(stage)
     ok = False
     try:
@@ -355,9 +382,12 @@ def open_run_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs=(),
         ok = True
     finally:
         release_lock(stage)
-        if not ok:
+        if not ok and not resume:  # a resumed replacement stays resumable
             shutil.rmtree(stage, ignore_errors=True)
     # the new run is complete: put it in place of the old one
+    if not p.exists():
+        os.replace(stage, p)
+        return
     acquire_lock(p)  # no live writer may be inside the old run while it is replaced
     try:
         if _exchange(stage, p):
