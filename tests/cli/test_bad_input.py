@@ -150,11 +150,57 @@ CASES = {
     "run without a config": lambda t: (
         ["run"],
         ["needs an experiment file", "--resume DIR"]),
+    # --- the output directory (boundary rules; tests/cli/test_boundary.py has the rest)
+    "empty --out": lambda t: (
+        ["run", _cfg(t), "--out", "", "--no-report"],
+        ["--out '' is empty", "--out runs/NAME"]),
+    "--out is the working directory": lambda t: (
+        ["run", _cfg(t), "--out", ".", "--overwrite", "--no-report"],
+        ["is the current directory or holds it", "--out runs/NAME"]),
+    "--out above the working directory": lambda t: (
+        ["run", _cfg(t), "--out", "..", "--no-report"],
+        ["is the current directory or holds it"]),
+    "--out over the config's folder": lambda t: (
+        ["run", _cfg(t), "--out", str(t), "--overwrite", "--no-report"],
+        ["current directory or holds it"]),
+    "--out is the config file": lambda t: (
+        ["run", _cfg(t), "--out", str(t / "exp.yaml"), "--overwrite", "--no-report"],
+        ["holds the input", "exp.yaml"]),
+    "--out over the data folder": lambda t: (
+        _run(t, _cfg(t, target=_folder(t)))[:2] + ["--out", str(t / "imgs"), "--overwrite", "--no-report"],
+        ["holds the input", "imgs", "outside it"]),
+    "--out inside the image folder": lambda t: (
+        _run(t, _cfg(t, target=_folder(t)))[:2] + ["--out", str(t / "imgs" / "run"), "--no-report"],
+        ["lies inside the input folder", "imgs"]),
+    "--overwrite of an image folder transferkit did not create": lambda t: (
+        ["run", _cfg(t), "--out", str(_folder(t)), "--overwrite", "--no-report"],
+        ["was not created by transferkit", "empty it yourself"]),
+    "--overwrite of a user's folder": lambda t: (
+        ["run", _cfg(t), "--out", str((t / "mine").mkdir() or (t / "mine" / "a.txt").write_text("x") and t / "mine"),
+         "--overwrite", "--no-report"],
+        ["was not created by transferkit", "choose another --out"]),
+    "--out is a file": lambda t: (
+        ["run", _cfg(t), "--out", str((t / "f.txt").write_text("x") and t / "f.txt"), "--no-report"],
+        ["exists and is not a directory", "choose another --out"]),
+    "--out is a symbolic link": lambda t: (
+        ["run", _cfg(t), "--out", str((t / "ln").symlink_to(t / "existing") or t / "ln"), "--overwrite",
+         "--no-report"],
+        ["is a symbolic link", "another --out"]),
+    "--resume on a user's folder with a config.yaml": lambda t: (
+        ["run", "--resume", str((t / "u").mkdir() or (t / "u" / "config.yaml").write_text("target: [\n") and t / "u")],
+        ["config.yaml", "YAML"]),
 }
 
 
-def test_the_table_is_large_enough():
-    assert len(CASES) >= 20
+def test_the_tables_are_large_enough():
+    """The bad-input tables together (this file's and ``test_bad_input_*.py``'s) hold at least
+    120 distinct cases."""
+    import importlib
+
+    names = list(CASES)
+    for mod in ("test_bad_input_params", "test_bad_input_data", "test_bad_input_config"):
+        names += list(importlib.import_module(mod).CASES)
+    assert len(names) >= 120 and len(set(names)) == len(names)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -365,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if getattr(args, "out", None) == "":
+        print("transferkit: error: --out '' is empty; give an output folder, e.g. --out runs/NAME "
+              "(or leave --out out for the default).", file=sys.stderr)
+        return 2
     try:
         return {"run": _cmd_run, "demo": _cmd_demo, "assess": _cmd_assess, "benchmark": _cmd_benchmark,
                 "list": _cmd_list, "report": _cmd_report, "diagnose": _cmd_diagnose,
