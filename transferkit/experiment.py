@@ -167,25 +167,14 @@ def resume_experiment(out_dir: str | Path, *, echo=print, on_run=None) -> dict:
     runs not started yet are run; then the summary is written.
     """
     from .config import load_config
-    from .train.rundir import INCOMPLETE
-
-    from .train.rundir import resume_source
+    from .train.rundir import completed, locate_resume
 
     final = Path(out_dir)
-    out = resume_source(final)  # the hidden replacement of a killed --overwrite, if there is one
-    if out != final:
-        echo(f"{final}: continuing the interrupted --overwrite in {out.name}; it replaces {final} when complete")
-    if not out.is_dir():
-        raise ConfigError(f"run directory {str(out)!r} does not exist; check the path given to --resume.")
-    if not (out / "config.yaml").is_file():
-        raise ConfigError(
-            f"{str(out)!r} has no config.yaml, so it is not a transferkit run directory (or it was interrupted "
-            "before its config was written); start the run again with 'transferkit run CONFIG --out DIR'.")
-    if out == final and not (out / INCOMPLETE).exists() and (out / "results.json").is_file():
-        res = _load_or_none(out / "results.json")
-        if res is not None:
-            echo(f"{out} is complete; nothing to resume.")
-            return res
+    out = locate_resume(final, "config.yaml", "run", "transferkit run CONFIG --out DIR", echo=echo)
+    res = completed(out, "results.json", "summary") if out == final else None
+    if res is not None:
+        echo(f"{out} is complete; nothing to resume.")
+        return res
     return run_experiment(load_config(out / "config.yaml"), final, resume=True, echo=echo, on_run=on_run)
 
 

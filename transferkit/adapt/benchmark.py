@@ -184,17 +184,12 @@ def run_benchmark_dir(out_dir, tasks=None, methods=None, seeds: int = 3, *, back
     arguments (the ones given here are ignored; see :func:`resume_benchmark`): stored cells are
     kept, the missing ones are run. Returns the results dict (``output_dir`` added).
     """
-    import json
-
-    from ..train.rundir import INCOMPLETE, mark_complete, mark_incomplete, open_run_dir, write_json, write_text
-
-    from ..train.rundir import resume_source
+    from ..train.rundir import (completed, locate_resume, mark_complete, mark_incomplete, open_run_dir, write_json,
+                                write_text)
 
     final = Path(out_dir)
     if resume:
-        src = resume_source(final)  # the hidden replacement of a killed --overwrite, if there is one
-        if src != final:
-            echo(f"{final}: continuing the interrupted --overwrite in {src.name}; it replaces {final} when complete")
+        src = locate_resume(final, ARGS_FILE, "benchmark", "transferkit benchmark digits-shift --out DIR", echo=echo)
         stored = _stored_args(src)
         args = check_benchmark_args(**stored)
     else:
@@ -202,14 +197,10 @@ def run_benchmark_dir(out_dir, tasks=None, methods=None, seeds: int = 3, *, back
                                     image_size=image_size)
     with open_run_dir(final, overwrite=overwrite, resume=resume, kind="benchmark") as d:
         if resume:
-            if d == final and not (d / INCOMPLETE).exists() and (d / "results.json").is_file():
-                try:
-                    res = json.loads((d / "results.json").read_text())
-                except ValueError:
-                    res = None
-                if isinstance(res, dict) and "rows" in res:
-                    echo(f"{final} is complete; nothing to resume.")
-                    return res
+            res = completed(d, "results.json", "rows")
+            if res is not None:
+                echo(f"{final} is complete; nothing to resume.")
+                return res
             echo(f"resuming {final}")
         else:
             mark_incomplete(d)

@@ -31,32 +31,15 @@ RECORD_FILE = "diagnostics.json"
 def resume_diagnose(out_dir: str | Path, *, echo=print) -> dict:
     """Continue an interrupted :func:`run_diagnose` in ``out_dir`` with the config stored there:
     finished experiments and runs are kept, the interrupted run continues from its checkpoint."""
-    import json
-
     from ..config import load_config
-    from ..errors import ConfigError
-    from ..train.rundir import INCOMPLETE
-
-    from ..train.rundir import resume_source
+    from ..train.rundir import completed, locate_resume
 
     final = Path(out_dir)
-    out = resume_source(final)  # the hidden replacement of a killed --overwrite, if there is one
-    if out != final:
-        echo(f"{final}: continuing the interrupted --overwrite in {out.name}; it replaces {final} when complete")
-    if not out.is_dir():
-        raise ConfigError(f"diagnose directory {str(out)!r} does not exist; check the path given to --resume.")
-    if not (out / CONFIG_FILE).is_file():
-        raise ConfigError(
-            f"{str(out)!r} has no {CONFIG_FILE}, so it is not a transferkit diagnose directory (or it was interrupted "
-            "before its config was written); start again with 'transferkit diagnose CONFIG --out DIR'.")
-    if out == final and not (out / INCOMPLETE).exists() and (out / "diagnose.json").is_file():
-        try:
-            res = json.loads((out / "diagnose.json").read_text())
-        except ValueError:
-            res = None
-        if isinstance(res, dict) and "negative_transfer" in res:
-            echo(f"{out} is complete; nothing to resume.")
-            return res
+    out = locate_resume(final, CONFIG_FILE, "diagnose", "transferkit diagnose CONFIG --out DIR", echo=echo)
+    res = completed(out, "diagnose.json", "negative_transfer") if out == final else None
+    if res is not None:
+        echo(f"{out} is complete; nothing to resume.")
+        return res
     return run_diagnose(load_config(out / CONFIG_FILE), final, resume=True, echo=echo)
 
 

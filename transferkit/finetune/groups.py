@@ -14,29 +14,38 @@ from ..errors import ConfigError
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
-def parse_unfreeze(spec, n_backbone_groups: int) -> int:
-    """Number of backbone groups (counted from the top) that train.
+def parse_unfreeze(spec, n_backbone_groups: int | None, where: str = "unfreeze") -> int | None:
+    """Number of backbone groups (counted from the top) that train: the one parser of
+    ``unfreeze`` (the strategies' ``validate`` and their ``fit`` both use it).
 
-    ``"all"`` -> all, ``"none"`` -> 0 (the head alone trains), ``"last:k"`` -> ``k``, an int -> itself.
+    ``"all"`` -> all, ``"none"`` -> 0 (the head alone trains), ``"last:k"`` -> ``k``, an int
+    ``k >= 0`` -> itself; ``k`` must not exceed ``n_backbone_groups``. With
+    ``n_backbone_groups=None`` (the backbone is not built yet) only the syntax is checked and
+    ``"all"`` gives ``None``. ``where`` names the parameter in messages.
     """
-    if isinstance(spec, bool):
-        raise ConfigError(f"unfreeze={spec!r}: use 'all', 'none' or 'last:k'.")
-    if isinstance(spec, int):
-        k = spec
+    import numpy as np
+
+    fix = "use unfreeze: all, none or last:k (k backbone groups from the top, e.g. last:2)"
+    if isinstance(spec, (bool, np.bool_)):
+        raise ConfigError(f"{where}={spec!r} is not valid; {fix}.")
+    if isinstance(spec, (int, np.integer)):
+        k = int(spec)
     elif spec == "all":
-        k = n_backbone_groups
+        return n_backbone_groups
     elif spec == "none":
         k = 0
     elif isinstance(spec, str) and spec.startswith("last:"):
         try:
             k = int(spec[5:])
         except ValueError:
-            raise ConfigError(f"unfreeze={spec!r}: k in 'last:k' must be an integer, e.g. 'last:2'.") from None
+            raise ConfigError(f"{where}={spec!r}: k in 'last:k' must be a whole number; {fix}.") from None
     else:
-        raise ConfigError(f"unfreeze={spec!r} is not valid; use 'all', 'none' or 'last:k' (e.g. 'last:2').")
-    if not 0 <= k <= n_backbone_groups:
-        raise ConfigError(f"unfreeze={spec!r}: the backbone has {n_backbone_groups} layer groups; use last:k with "
-                          f"0 <= k <= {n_backbone_groups}, or unfreeze: all.")
+        raise ConfigError(f"{where}={spec!r} is not valid; {fix}.")
+    if k < 0:
+        raise ConfigError(f"{where}={spec!r}: k must be >= 0; {fix}.")
+    if n_backbone_groups is not None and k > n_backbone_groups:
+        raise ConfigError(f"{where}={spec!r} asks for {k} groups but the backbone has {n_backbone_groups} layer "
+                          f"groups; use last:k with k <= {n_backbone_groups}, or unfreeze: all.")
     return k
 
 

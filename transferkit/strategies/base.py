@@ -116,31 +116,10 @@ def check_backbone_arg(where: str, backbone) -> None:
 
 
 def check_unfreeze(where: str, spec, n_groups: int | None = None) -> int | None:
-    """``"all"``, ``"none"``, ``"last:k"`` or an integer ``k >= 0``; with ``n_groups`` (the
-    backbone's layer groups) also ``k <= n_groups``. Returns ``k`` (``None`` for ``"all"``
-    without ``n_groups``)."""
-    fix = "use unfreeze: all, none or last:k (k backbone groups from the top, e.g. last:2)"
-    if isinstance(spec, (bool, np.bool_)):
-        raise ConfigError(f"{where}={spec!r} is not valid; {fix}.")
-    if isinstance(spec, (int, np.integer)):
-        k = int(spec)
-    elif spec == "all":
-        return n_groups
-    elif spec == "none":
-        k = 0
-    elif isinstance(spec, str) and spec.startswith("last:"):
-        try:
-            k = int(spec[5:])
-        except ValueError:
-            raise ConfigError(f"{where}={spec!r}: k in 'last:k' must be a whole number; {fix}.") from None
-    else:
-        raise ConfigError(f"{where}={spec!r} is not valid; {fix}.")
-    if k < 0:
-        raise ConfigError(f"{where}={spec!r}: k must be >= 0; {fix}.")
-    if n_groups is not None and k > n_groups:
-        raise ConfigError(f"{where}={spec!r} asks for {k} groups but the backbone has {n_groups} layer groups; "
-                          f"use last:k with k <= {n_groups}, or unfreeze: all.")
-    return k
+    """:func:`transferkit.finetune.parse_unfreeze` with the parameter named as ``where``."""
+    from ..finetune.groups import parse_unfreeze
+
+    return parse_unfreeze(spec, n_groups, where)
 
 
 def n_backbone_groups(backbone) -> int | None:

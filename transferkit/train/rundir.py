@@ -320,6 +320,37 @@ def resume_source(path: str | os.PathLike) -> Path:
     return max(cands, key=lambda q: q.stat().st_mtime)
 
 
+def locate_resume(path: str | os.PathLike, stored: str, what: str, start: str, echo=print) -> Path:
+    """The directory ``--resume path`` reads its stored arguments from (see
+    :func:`resume_source`), checked to exist and to hold the ``stored`` file (``config.yaml``,
+    ``diagnose.yaml``, ``benchmark.json``); ``what`` names the kind of directory in messages
+    and ``start`` the command that starts one afresh."""
+    final = Path(path)
+    src = resume_source(final)
+    if src != final:
+        echo(f"{final}: continuing the interrupted --overwrite in {src.name}; it replaces {final} when complete")
+    if not src.is_dir():
+        raise ConfigError(f"{what} directory {str(src)!r} does not exist; check the path given to --resume.")
+    if not (src / stored).is_file():
+        raise ConfigError(
+            f"{str(src)!r} has no {stored}, so it is not a transferkit {what} directory (or it was interrupted "
+            f"before its {stored} was written); start again with '{start}'.")
+    return src
+
+
+def completed(folder: str | os.PathLike, name: str, key: str) -> dict | None:
+    """The results file ``name`` of a *complete* output directory (no :data:`INCOMPLETE`
+    marker, the file readable JSON holding ``key``), else ``None``."""
+    p = Path(folder)
+    if (p / INCOMPLETE).exists() or not (p / name).is_file():
+        return None
+    try:
+        res = json.loads((p / name).read_text())
+    except (OSError, ValueError):
+        return None
+    return res if isinstance(res, dict) and key in res else None
+
+
 def _resume_command(p: Path) -> str:
     """``transferkit run|diagnose|benchmark --resume`` as fits the directory's kind."""
     try:
@@ -349,20 +380,15 @@ def open_run_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs=(),
     p = Path(path)
     check_output_dir(p, overwrite=overwrite, inputs=inputs, resume=resume)
     stage = resume_source(p) if resume else None
-    if resume and stage == p:
-        if not p.is_dir():
-            raise ConfigError(f"run directory {str(p)!r} does not exist; check the path given to --resume.")
-        acquire_lock(p)
-        try:
-            yield p
-        finally:
-            release_lock(p)
-        return
-    replacing = resume or (p.is_dir() and any(p.iterdir()))
-    if not replacing:
+    in_place = resume and stage == p
+    if in_place and not p.is_dir():
+        raise ConfigError(f"run directory {str(p)!r} does not exist; check the path given to --resume.")
+    if not in_place and not resume and not (p.is_dir() and any(p.iterdir())):  # a new run, written in place
         p.mkdir(parents=True, exist_ok=True)
         if not (p / RUN_MARKER).exists():
             _write_marker(p, kind)
+        in_place = True
+    if in_place:
         acquire_lock(p)
         try:
             yield p
