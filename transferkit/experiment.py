@@ -255,6 +255,26 @@ def _make_strategy(cls, scfg, cfg: ExperimentConfig, seed: int, factory):
     return cls(backbone=factory, **params)
 
 
+def _warn_degenerate(key: str, seed: int, y_pred, test) -> None:
+    """A :class:`TransferKitWarning` when a fitted strategy predicts one class for every test
+    sample of a multi-class split: its accuracy is then that class's share of the test split."""
+    import warnings
+
+    from .errors import TransferKitWarning
+
+    labeled = test.labels >= 0 if test.labels is not None else None
+    if labeled is None or labeled.sum() == 0 or len(np.unique(test.labels[labeled])) < 2:
+        return
+    pred = np.asarray(y_pred)
+    if len(pred) and (pred == pred[0]).all():
+        c = int(pred[0])
+        name = test.classes[c] if getattr(test, "classes", None) is not None and c < len(test.classes) else c
+        share = float((test.labels[labeled] == c).mean())
+        warnings.warn(f"{key} (seed {seed}) predicts class {name!r} for every test sample: its accuracy {share:.3f} is "
+                      "that class's share of the test split, not evidence of learning; check lr, epochs and the data.",
+                      TransferKitWarning, stacklevel=2)
+
+
 def _check_tree(out: Path) -> None:
     """A run directory given to ``--resume`` may come from someone else: it must hold no
     symbolic link (a write through one would land outside the run directory)."""
@@ -366,6 +386,7 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                     strat.fit(train, val, run_dir=run_dir, **extra)
                 fault_point("experiment.fit")
                 y_test = strat.predict(test)  # scored here and kept for the report's confusion matrix
+                _warn_degenerate(scfg.key, seed, y_test, test)
                 row = {
                     "strategy": scfg.key,
                     "method": scfg.name,
@@ -400,6 +421,13 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                 echo(f"  seed {seed}  {scfg.key:<20} test acc {row['accuracy']:.3f}  "
                      f"(val {row['val_accuracy'] if row['val_accuracy'] is not None else float('nan'):.3f}, "
                      f"{row['train_time']:.1f}s)")
+        if len(cfg.seeds) == 1:
+            import warnings
+
+            from .errors import TransferKitWarning
+
+            warnings.warn(f"one seed ({cfg.seeds[0]}): accuracy_std is reported as 0.000, but the spread over seeds "
+                          "is unknown; use seeds: 3 or more for a mean ± std.", TransferKitWarning, stacklevel=2)
         summary = summarize(runs)
         results = {
             "name": cfg.name,

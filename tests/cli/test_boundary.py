@@ -59,6 +59,22 @@ def _finished(tmp: Path, out="old", **changes) -> Path:
     return tmp / out
 
 
+def test_a_degenerate_model_is_a_warning_in_the_results(tmp_path, capsys, monkeypatch):
+    """A run whose model predicts one class for every test sample exits 0 (the run did what was
+    asked) but says so, on stderr and in results.json."""
+    import numpy as np
+
+    from transferkit.strategies import FineTune
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(FineTune, "predict", lambda self, ds: np.full(len(ds), 3))
+    d = _finished(tmp_path, seeds=[0, 1])
+    warned = json.loads((d / "results.json").read_text())["warnings"]
+    assert len(warned) == 2 and all("predicts class '3' for every test sample" in w for w in warned), warned
+    assert "seed 0" in warned[0] and "seed 1" in warned[1]
+    assert capsys.readouterr().err.count("transferkit: warning: scratch (seed") == 2
+
+
 def _one_line_error(capsys, *fragments):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("transferkit: error: "), err
@@ -71,7 +87,9 @@ def test_a_new_run_dir_has_the_marker_and_no_lock_after(tmp_path, capsys, monkey
     monkeypatch.chdir(tmp_path)
     d = _finished(tmp_path)
     assert (d / RUN_MARKER).is_file() and not (d / LOCK).exists()
-    assert json.loads((d / "results.json").read_text())["warnings"] == []
+    warned = json.loads((d / "results.json").read_text())["warnings"]
+    assert warned[-1].startswith("one seed (0)")  # (the 1-epoch model may also predict one class)
+    assert "transferkit: warning: one seed (0)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("label", ["../..", "..", "/tmp/evil", "a/b", ".hidden"])
@@ -133,6 +151,7 @@ def test_overwrite_swaps_only_on_success(tmp_path, capsys, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     old = _finished(tmp_path)
+    capsys.readouterr()  # the finished run's output
     before = _sums(tmp_path)
 
     def full(*a, **k):
@@ -157,6 +176,7 @@ def test_overwrite_swaps_only_on_success(tmp_path, capsys, monkeypatch):
 def test_a_second_writer_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     old = _finished(tmp_path)
+    capsys.readouterr()  # the finished run's output
     (old / ".incomplete").write_text("x")  # as if it were still running
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -194,6 +214,7 @@ def _hostile_resume_dir(tmp: Path) -> tuple[Path, Path]:
 def test_a_hostile_resume_directory_touches_nothing_outside(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run, victim = _hostile_resume_dir(tmp_path)
+    capsys.readouterr()  # the finished run's output
     before = _sums(tmp_path)
     assert main(["run", "--resume", str(run), "--no-report"]) == 2
     _one_line_error(capsys, "symbolic link", "start a new run")
@@ -204,6 +225,7 @@ def test_a_hostile_resume_directory_touches_nothing_outside(tmp_path, capsys, mo
 def test_a_resume_config_with_a_path_label_is_refused(label, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = _finished(tmp_path, out="received")
+    capsys.readouterr()  # the finished run's output
     victim = tmp_path / "victim" / "seed0"
     victim.mkdir(parents=True)
     (victim / "data.bin").write_bytes(b"keep")
@@ -253,6 +275,7 @@ def test_escape_codes_never_reach_the_terminal(tmp_path, capsys, monkeypatch):
 def test_a_killed_overwrite_keeps_the_old_run_and_resume_finishes_the_new_one(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     old = _finished(tmp_path)
+    capsys.readouterr()  # the finished run's output
     before = _sums(old)
     cfg = _exp(tmp_path, "new.yaml", strategies=[{"name": "scratch", "epochs": 2, "lr": 0.01},
                                                   {"name": "feature_extraction"}])
