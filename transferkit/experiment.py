@@ -154,8 +154,45 @@ def _load_or_none(path: Path) -> dict | None:
 
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
+
+
+def _kept_result(path: Path, key: str, seed: int) -> dict | None:
+    """A finished run's ``result.json`` when it is one this run would have written (its
+    strategy and seed, finite accuracies in [0, 1], counts and times of the right types); else
+    ``None`` (the run is trained again) and, when the file exists, a warning naming it. A run
+    directory received from someone else is checked like any other input."""
+    import math
+    import warnings
+
+    from .errors import TransferKitWarning
+
+    if not path.is_file():
+        return None
+    row = _load_or_none(path)
+
+    def unit(v, none_ok=False):
+        if v is None:
+            return none_ok
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1
+
+    def count(v, none_ok=False):
+        return (v is None and none_ok) or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+
+    ok = (isinstance(row, dict) and row.get("strategy") == key and row.get("seed") == seed
+          and unit(row.get("accuracy")) and unit(row.get("val_accuracy"), True)
+          and unit(row.get("train_accuracy"), True)
+          and isinstance(row.get("train_time"), (int, float)) and not isinstance(row.get("train_time"), bool)
+          and math.isfinite(row["train_time"]) and row["train_time"] >= 0
+          and all(count(row.get(k)) for k in ("trainable_params", "n_train", "n_val", "n_test"))
+          and count(row.get("best_epoch"), True) and isinstance(row.get("method"), str)
+          and isinstance(row.get("selection"), str))
+    if not ok:
+        warnings.warn(f"{str(path)!r} is not a valid result of {key!r} seed {seed} (tampered or damaged); that run "
+                      "is trained again.", TransferKitWarning, stacklevel=2)
+        return None
+    return row
 
 
 def resume_experiment(out_dir: str | Path, *, echo=print, on_run=None) -> dict:
@@ -365,14 +402,17 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                 if not is_inside(run_dir, out):  # labels are checked names; this is the last line of defence
                     raise ConfigError(f"strategy label {scfg.key!r} would put a run outside {str(final)!r}; "
                                       "use a plain name (letters, digits, _ . + -).")
-                done = _load_or_none(run_dir / "result.json") if resume else None
+                done = _kept_result(run_dir / "result.json", scfg.key, seed) if resume else None
                 if done is not None:
+                    done["run_dir"] = str(final / scfg.key / f"seed{seed}")  # where it is, whatever the file says
                     mark_complete(run_dir)  # killed between its result.json and the marker's removal
                     runs.append(done)
                     echo(f"  seed {seed}  {scfg.key:<20} test acc {done['accuracy']:.3f}  (complete, kept)")
                     continue
                 if resume and run_dir.is_dir() and not (run_dir / CHECKPOINT).exists():
                     shutil.rmtree(run_dir)  # interrupted before its first checkpoint: start this run over
+                elif resume and (run_dir / "result.json").exists():
+                    (run_dir / "result.json").unlink()  # an invalid one (warned above); rewritten below
                 mark_incomplete(run_dir)
                 fault_point("experiment.run_start")
                 strat = _make_strategy(cls, scfg, cfg, seed, factory)

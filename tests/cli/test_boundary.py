@@ -296,3 +296,33 @@ def test_a_killed_overwrite_keeps_the_old_run_and_resume_finishes_the_new_one(tm
     keys = ("strategy", "seed", "accuracy", "val_accuracy", "best_epoch")
     assert [{k: r[k] for k in keys} for r in res["runs"]] == [{k: r[k] for k in keys} for r in want["runs"]]
     assert res["output_dir"] == str(old) and not (old / ".incomplete").exists()
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda r: {**r, "accuracy": float("nan")},
+    lambda r: {**r, "accuracy": 7.5, "seed": 5},
+    lambda r: {**r, "strategy": "../../x"},
+    lambda r: {**r, "accuracy": "0.99"},
+    lambda r: [1, 2],
+    lambda r: "[" * 100000,
+], ids=["nan", "out-of-range", "path-strategy", "string", "list", "deep"])
+def test_resume_does_not_trust_a_tampered_result(tamper, tmp_path, capsys, monkeypatch):
+    """A finished run's result.json in a received directory is checked: an invalid one is
+    retrained (with a warning), and the final results equal an untampered run's."""
+    monkeypatch.chdir(tmp_path)
+    run = _finished(tmp_path, out="received", seeds=[0, 1])
+    want = json.loads((run / "results.json").read_text())
+    f = run / "scratch" / "seed0" / "result.json"
+    new = tamper(json.loads(f.read_text()))
+    f.write_text(new if isinstance(new, str) else json.dumps(new))
+    (run / ".incomplete").write_text("x")
+    capsys.readouterr()
+    assert main(["run", "--resume", str(run), "--no-report"]) == 0
+    err = capsys.readouterr().err
+    assert "is not a valid result of 'scratch' seed 0" in err and "trained again" in err
+    got = json.loads((run / "results.json").read_text())
+    keys = ("strategy", "seed", "accuracy", "val_accuracy", "best_epoch", "run_dir")
+    assert [{k: r[k] for k in keys} for r in got["runs"]] == [{k: r[k] for k in keys} for r in want["runs"]]
+    drop = ("train_time_mean",)  # the retrained run took its own time
+    assert ({k: {m: v for m, v in x.items() if m not in drop} for k, x in got["summary"].items()}
+            == {k: {m: v for m, v in x.items() if m not in drop} for k, x in want["summary"].items()})

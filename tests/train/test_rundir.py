@@ -123,3 +123,40 @@ def test_input_paths_finds_the_paths_in_a_config(tmp_path, monkeypatch):
     cfg = {"target": "imgs", "source": "digits:rotate=5", "backbone": {"name": "file:w.safetensors"},
            "strategies": [{"name": "scratch"}]}
     assert input_paths(cfg) == sorted([(tmp_path / "imgs").resolve(), (tmp_path / "w.safetensors").resolve()])
+
+
+def test_a_second_overwrite_or_resume_is_refused_while_a_replacement_is_built(tmp_path):
+    old = _old_run(tmp_path)
+    code = ("import sys, time; sys.path.insert(0, %r)\n"
+            "from transferkit.train.rundir import open_run_dir\n"
+            "with open_run_dir(%r, overwrite=True) as d:\n"
+            "    (d / 'ready').write_text('x'); time.sleep(60)\n") % (str(Path(rundir.__file__).parents[2]), str(old))
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        import time
+
+        for _ in range(200):
+            if any((q / "ready").exists() for q in tmp_path.glob(".run.new-*")):
+                break
+            time.sleep(0.05)
+        before = _sums(tmp_path)
+        for kw in ({"overwrite": True}, {"resume": True}):
+            with pytest.raises(ConfigError, match=f"being replaced by process {proc.pid}"):
+                with open_run_dir(old, **kw):
+                    pass
+        with pytest.raises(ConfigError, match=f"being replaced by process {proc.pid}"):
+            check_output_dir(old)  # not 'holds an interrupted run'
+        assert _sums(tmp_path) == before
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_out_inside_another_run_is_refused(tmp_path):
+    old = _old_run(tmp_path)
+    with pytest.raises(ConfigError, match="inside the transferkit output"):
+        check_output_dir(old / "scratch" / "seed0" / "x")
+    with open_run_dir(tmp_path / "mine") as d:  # a run's own sub-runs (diagnose) are fine
+        assert check_output_dir(d / "negative_transfer") == d / "negative_transfer"
+    with pytest.raises(ConfigError, match="control characters"):
+        check_output_dir("out\nx")

@@ -149,8 +149,9 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs
     Returns the path as given (a :class:`~pathlib.Path`).
     """
     p = Path(path)
-    if str(path) == "" or "\x00" in str(path):
-        raise ConfigError(f"output directory {str(path)!r} is not a valid path; choose a folder such as runs/NAME.")
+    if str(path) == "" or any(ord(c) < 32 or ord(c) == 127 for c in str(path)):
+        raise ConfigError(f"output directory {str(path)!r} is not a valid path (empty, or it holds control "
+                          "characters); choose a folder such as runs/NAME.")
     r = _resolved(p)
     real = Path(os.path.realpath(p))
     cwd = Path(os.path.realpath(os.getcwd()))
@@ -171,9 +172,15 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs
         raise ConfigError(f"output {str(p)!r} is a symbolic link; give the real folder (or another --out).")
     if p.exists() and not p.is_dir():
         raise ConfigError(f"output {str(p)!r} exists and is not a directory; choose another --out.")
+    for up in real.parents:  # a run nested in another run (other than the one this process writes) is refused
+        if is_run_dir(up) and str(_resolved(up)) not in _HELD:
+            raise ConfigError(
+                f"output directory {str(p)!r} lies inside the transferkit output {str(up)!r}; a run never writes "
+                "into another run's folder. Choose a folder outside it, e.g. --out runs/NAME.")
     if resume:
         return p
     if p.is_dir() and any(p.iterdir()):
+        check_unlocked(p)  # a live writer first: its folder looks like an interrupted run
         if not overwrite:
             if (p / INCOMPLETE).exists():
                 raise ConfigError(
@@ -228,8 +235,16 @@ def _lock_owner(folder: Path) -> int | None:
 
 
 def check_unlocked(folder: str | os.PathLike) -> None:
-    """Raise when another live process is writing ``folder``."""
-    pid = _lock_owner(Path(folder))
+    """Raise when another live process is writing ``folder``, or building its replacement
+    (an ``--overwrite`` in progress: the hidden sibling ``.NAME.new-PID`` holds a live lock)."""
+    f = Path(folder)
+    for q in _stale_siblings(f):
+        pid = _lock_owner(q) if q.name.startswith(f".{f.name}.new-") else None
+        if pid is not None:
+            raise ConfigError(
+                f"{str(folder)!r} is being replaced by process {pid} (an --overwrite in progress, building "
+                f"{q.name}); wait for it to finish (or stop it), or choose another --out.")
+    pid = _lock_owner(f)
     if pid is not None:
         raise ConfigError(
             f"{str(folder)!r} is being written by process {pid}; wait for it to finish (or stop it), or choose "
@@ -389,12 +404,15 @@ def open_run_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs=(),
             _write_marker(p, kind)
         in_place = True
     if in_place:
+        check_unlocked(p)  # also refuses while another process builds p's replacement
         acquire_lock(p)
         try:
             yield p
         finally:
             release_lock(p)
         return
+    # while the replacement is built, its live lock tells every other writer that ``p`` is being
+    # replaced (see check_unlocked); the old run itself is not touched
     if stage is None:  # a new replacement (on resume, the interrupted one is continued instead)
         for q in _stale_siblings(p):  # left by a run killed while it replaced this one
             _remove_own(q)
@@ -407,14 +425,21 @@ def open_run_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs=(),
         yield stage
         ok = True
     finally:
-        release_lock(stage)
-        if not ok and not resume:  # a resumed replacement stays resumable
-            shutil.rmtree(stage, ignore_errors=True)
+        if not ok:
+            release_lock(stage)
+            if not resume:  # a resumed replacement stays resumable
+                shutil.rmtree(stage, ignore_errors=True)
     # the new run is complete: put it in place of the old one
     if not p.exists():
+        release_lock(stage)
         os.replace(stage, p)
         return
-    acquire_lock(p)  # no live writer may be inside the old run while it is replaced
+    try:
+        acquire_lock(p)  # no other writer may be inside the old run while it is replaced
+    except BaseException:
+        release_lock(stage)  # the finished replacement stays beside the old run; --resume swaps it in
+        raise
+    release_lock(stage)
     try:
         if _exchange(stage, p):
             old = stage
