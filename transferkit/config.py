@@ -600,20 +600,51 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
 
 
 def apply_override(data: dict, override: str) -> None:
-    """Apply ``a.b=value`` (value parsed as YAML) to a nested mapping in place."""
+    """Apply ``a.b=value`` (value parsed as YAML) to a nested mapping in place.
+
+    List items are addressed by index, ``strategies[0].lr=0.01`` or ``strategies.0.lr=0.01``
+    (a strategy given by name alone becomes ``{name: ...}`` first)."""
+    import re
+
     if not isinstance(override, str) or "=" not in override:
         raise ConfigError(f"--set {override!r} must look like key=value, e.g. split.labels_per_class=5.")
     key, raw = override.split("=", 1)
-    parts = key.split(".")
-    if not all(parts):
-        raise ConfigError(f"--set {override!r}: the key {key!r} has an empty part; write dotted keys such as "
-                          "split.labels_per_class=5.")
+    parts: list = []
+    for token in key.split("."):
+        m = re.fullmatch(r"([^\[\]]*)((?:\[\d+\])*)", token)
+        if m is None or (not m.group(1) and not m.group(2)):
+            raise ConfigError(f"--set {override!r}: the key {key!r} has an empty part (or a malformed index); write "
+                              "dotted keys such as split.labels_per_class=5 or strategies[0].lr=0.01.")
+        if m.group(1):
+            parts.append(int(m.group(1)) if m.group(1).isdigit() else m.group(1))
+        parts += [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]
     value = safe_load_yaml(raw, f"--set {override!r}", fix="fix the value after '=' (quote a string)")
     cur = data
-    for part in parts[:-1]:
-        if not isinstance(cur.get(part), dict):
-            cur[part] = {} if cur.get(part) is None else cur[part]
-            if not isinstance(cur[part], dict):
-                raise ConfigError(f"--set {override!r}: {part!r} is not a mapping.")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(part, int):
+            if not isinstance(cur, list):
+                raise ConfigError(f"--set {override!r}: [{part}] indexes a list, but {key!r} does not name one "
+                                  "there; index lists only (e.g. strategies[0].lr=0.01).")
+            if not 0 <= part < len(cur):
+                raise ConfigError(f"--set {override!r}: index {part} is out of range (the list has {len(cur)} "
+                                  f"item(s): 0 to {len(cur) - 1}).")
+            if last:
+                cur[part] = value
+                return
+            if isinstance(cur[part], str):  # a strategy given by its name alone
+                cur[part] = {"name": cur[part]}
+            cur = cur[part]
+            continue
+        if not isinstance(cur, dict):
+            raise ConfigError(f"--set {override!r}: {parts[i - 1]!r} is not a mapping (it is a "
+                              f"{type(cur).__name__}, so it has no {part!r}); address list items by index, e.g. "
+                              "strategies[0].lr=0.01.")
+        if last:
+            cur[part] = value
+            return
+        if cur.get(part) is None:
+            cur[part] = {}
+        if not isinstance(cur[part], (dict, list)):
+            raise ConfigError(f"--set {override!r}: {part!r} is not a mapping or a list, so it has no {parts[i + 1]!r}.")
         cur = cur[part]
-    cur[parts[-1]] = value

@@ -72,6 +72,9 @@ def make_splits(target, split=None, seed: int = 0, load=None, **split_options) -
         val = target.subset(rest_idx, name=f"{target.name}/val")
     if test is None or len(test) == 0:
         raise DataError(f"target {target.name!r}: no samples left for the test split; use fewer labels per class.")
+    if split.labels_per_class is None and not (train.labels >= 0).any():
+        raise DataError(f"target {target.name!r}: split.train_fraction={split.train_fraction} leaves no labeled "
+                        f"training samples out of {len(y)}; raise train_fraction (e.g. 0.6) or set labels_per_class.")
     return train, val, test
 
 
@@ -258,10 +261,9 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path | None = None, *, 
 
 
 def _record_warnings(into: list[str]) -> None:
-    """Inside a ``warnings.catch_warnings()`` block: every :class:`TransferKitWarning` is printed
-    as one ``transferkit: warning:`` line and appended (once) to ``into`` (results.json's
-    ``warnings``); other warnings pass through as usual."""
-    import sys
+    """Inside a ``warnings.catch_warnings()`` block: every :class:`TransferKitWarning` is
+    appended (once) to ``into`` (results.json's ``warnings``) and shown once; every warning is
+    shown by the handler in place (the CLI's prints one ``transferkit: warning:`` line)."""
     import warnings
 
     from .errors import TransferKitWarning
@@ -272,11 +274,10 @@ def _record_warnings(into: list[str]) -> None:
     def _show(message, category, filename, lineno, file=None, line=None):
         if isinstance(category, type) and issubclass(category, TransferKitWarning):
             text = " ".join(str(message).split())
-            if text not in into:
-                into.append(text)
-                print(f"transferkit: warning: {text}", file=sys.stderr)
-            return
-        show(message, category, filename, lineno, file, line)
+            if text in into:
+                return
+            into.append(text)
+        show(message, category, filename, lineno, file, line)  # the CLI prints one sanitized line
 
     warnings.showwarning = _show
 
@@ -326,6 +327,26 @@ def _check_tree(out: Path) -> None:
                     "resumed run would write through it. Remove the link or start a new run with --out.")
 
 
+def _check_split_sources(cfg: ExperimentConfig) -> None:
+    """Honest evaluation: a ``split.val`` or ``split.test`` dataset must not be the target
+    itself (it would overlap the training samples drawn from it) and ``val`` must not be the
+    test set (model selection would see the test labels)."""
+    import json
+
+    def same(a, b) -> bool:
+        return a is not None and b is not None and json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+    sp = cfg.split
+    for key in ("val", "test"):
+        if same(getattr(sp, key), cfg.target):
+            raise ConfigError(f"split.{key} is the target itself ({getattr(sp, key)!r}), so it overlaps the training "
+                              f"samples drawn from it; leave split.{key} out (it is cut from the rest of the target) "
+                              "or give a separate dataset.")
+    if same(sp.val, sp.test):
+        raise ConfigError(f"split.val and split.test are the same dataset ({sp.val!r}): the model would be selected "
+                          "on the test set. Give a separate validation set, or leave split.val out.")
+
+
 def validate_run(cfg: ExperimentConfig, load_dataset=None):
     """Every check that can fail, in one pass, before anything is written: the data, every
     seed's splits, the domains, the backbone on real samples, every strategy's parameters
@@ -339,18 +360,12 @@ def validate_run(cfg: ExperimentConfig, load_dataset=None):
         dup = sorted({s for s in cfg.seeds if cfg.seeds.count(s) > 1})
         raise ConfigError(f"seeds {cfg.seeds} repeat {dup[0]}; the same seed twice is the same run twice "
                           "(give distinct seeds, e.g. seeds: 3).")
+    _check_split_sources(cfg)
     for seed in cfg.seeds:
         make_splits(target, cfg.split, seed, load=load_dataset)
     _check_domains(source, target)
     factory = _backbone_factory(cfg)
     bb = _check_inputs("target", target, factory)
-    if cfg.cache_dir is not None:
-        try:
-            from .features import check_cache_dir
-        except ImportError:  # pragma: no cover - older feature package
-            check_cache_dir = None
-        if check_cache_dir is not None:
-            check_cache_dir(cfg.cache_dir)
     strategies = [(s, get("strategy", s.name)) for s in cfg.strategies]
     for scfg, cls in strategies:  # asked of an instance, as in the run loop (no logic in __init__)
         strat = _make_strategy(cls, scfg, cfg, cfg.seeds[0], factory)
@@ -363,6 +378,42 @@ def validate_run(cfg: ExperimentConfig, load_dataset=None):
         if source is None and getattr(strat, "needs_source", False):
             raise ConfigError(f"strategy {scfg.key!r} needs a labeled 'source' dataset in the config.")
     return target, source, factory, strategies
+
+
+def _check_cache_dirs(cfg: ExperimentConfig, out: Path) -> None:
+    """Every feature-cache directory of the run (``cache_dir`` and any strategy's own) is a
+    usable folder outside the output directory, outside every input folder and outside every
+    transferkit run: cache files must never land among the data or in another run."""
+    import os
+
+    from .features import check_cache_dir
+    from .train.rundir import input_paths, is_run_dir
+
+    dirs = [("cache_dir", cfg.cache_dir)] + [(f"strategies[{i}].cache_dir", s.params.get("cache_dir"))
+                                             for i, s in enumerate(cfg.strategies)]
+    read = [v for k, v in cfg.to_dict().items() if k not in ("output_dir", "cache_dir", "strategies")]
+    folders = [p for p in input_paths(*read) if p.is_dir()]
+    out_real = Path(os.path.realpath(out))
+    for where, d in dirs:
+        if d is None:
+            continue
+        if not isinstance(d, (str, os.PathLike)):
+            raise ConfigError(f"{where}={d!r} must be a folder path, e.g. cache_dir: ~/.cache/transferkit.")
+        real = Path(os.path.realpath(os.path.expanduser(str(d))))
+        if real == out_real or out_real in real.parents:
+            raise ConfigError(f"{where}={str(d)!r} lies inside the output directory {str(out)!r} (--overwrite would "
+                              "delete the cache with the old run); put the cache outside it.")
+        for f in folders:
+            if real == f or f in real.parents:
+                raise ConfigError(f"{where}={str(d)!r} lies inside the input folder {str(f)!r}; cache files would "
+                                  "land among the data. Put the cache elsewhere, e.g. ~/.cache/transferkit.")
+        for up in (real, *real.parents):
+            if is_run_dir(up):
+                raise ConfigError(f"{where}={str(d)!r} lies inside the transferkit output {str(up)!r}; a run never "
+                                  "writes into another run. Put the cache elsewhere, e.g. ~/.cache/transferkit.")
+    for where, d in dirs:
+        if d is not None:
+            check_cache_dir(d)  # last: it creates a missing cache folder
 
 
 def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_features, inputs, t_start, recorded):
@@ -380,6 +431,7 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
     # bad input fails here, before anything is written to disk
     target, source, factory, strategies = validate_run(cfg, load_dataset)
     final = Path(out_dir or cfg.output_dir or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    _check_cache_dirs(cfg, final)
     read = {k: v for k, v in cfg.to_dict().items() if k != "output_dir"}  # the paths this run reads
     with open_run_dir(final, overwrite=overwrite, resume=resume, inputs=(read, *inputs)) as out:
         if resume:

@@ -97,6 +97,10 @@ def _weights(tmp: Path, kind: str) -> str:
         p = tmp / "weights.safetensors"
         save_file(create_backbone("tiny_cnn", pretrained=False).state_dict(), str(p))
         p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    elif kind == "huge":  # finite, but the activations overflow float32
+        p = tmp / "huge.safetensors"
+        state = create_backbone("tiny_cnn", pretrained=False).state_dict()
+        save_file({k: torch.full_like(v, 3e38) if v.is_floating_point() else v for k, v in state.items()}, str(p))
     elif kind == "wrong_arch":
         p = tmp / "weights.safetensors"
         save_file({"fc.weight": torch.zeros(2, 2)}, str(p))

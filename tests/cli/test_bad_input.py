@@ -13,10 +13,18 @@ import sys
 import numpy as np
 import pytest
 
-from _badinput import (ROWS, Evil, _cfg, _csv, _folder, _npz, _run, _tab, _weights, check_case,  # noqa: F401
+from _badinput import (BASE, ROWS, Evil, _cfg, _csv, _folder, _npz, _run, _tab, _weights, check_case,  # noqa: F401
                        existing)
 from transferkit.cli import main
 from transferkit.errors import TransferKitError
+
+def _other_run(t):
+    """A second finished run (its marker is what makes it one)."""
+    d = t / "other"
+    (d / "scratch" / "seed0").mkdir(parents=True)
+    (d / ".transferkit-run").write_text('{"kind": "run"}\n')
+    return d
+
 
 CASES = {
     # --- data files and folders
@@ -186,6 +194,43 @@ CASES = {
         ["run", _cfg(t), "--out", str((t / "ln").symlink_to(t / "existing") or t / "ln"), "--overwrite",
          "--no-report"],
         ["is a symbolic link", "another --out"]),
+    # --- red-team findings (classes: cache location, splits, degenerate features, --set)
+    "cache_dir inside the input image folder": lambda t: (
+        _run(t, _cfg(t, target=_folder(t), cache_dir=str(t / "imgs" / "cache"), split={"labels_per_class": 2})),
+        ["cache_dir=", "lies inside the input folder", "imgs", "elsewhere"]),
+    "cache_dir inside another run": lambda t: (
+        _run(t, _cfg(t, cache_dir=str(_other_run(t) / "scratch" / "seed0"))),
+        ["lies inside the transferkit output", "other", "elsewhere"]),
+    "--out inside another run": lambda t: (
+        ["run", _cfg(t), "--out", str(_other_run(t) / "scratch" / "seed0" / "x"), "--no-report"],
+        ["lies inside the transferkit output", "other", "outside it"]),
+    "a strategy's cache_dir inside the output": lambda t: (
+        _run(t, _cfg(t, strategies=[{"name": "feature_extraction", "cache_dir": str(t / "existing" / "c")}])),
+        ["strategies[0].cache_dir=", "inside the output directory"]),
+    "a strategy's cache_dir that is a file": lambda t: (
+        _run(t, _cfg(t, strategies=[{"name": "feature_extraction",
+                                     "cache_dir": str((t / "cf").write_text("x") and t / "cf")}])),
+        ["cache_dir", "is not a directory"]),
+    "train_fraction that leaves no training labels": lambda t: (
+        _run(t, _cfg(t, split={"train_fraction": 0.0001})),
+        ["split.train_fraction=0.0001 leaves no labeled training samples", "raise train_fraction"]),
+    "split.val is the target itself": lambda t: (
+        _run(t, _cfg(t, split={"labels_per_class": 3, "val": BASE["target"]})),
+        ["split.val is the target itself", "overlaps the training samples"]),
+    "split.val is the test set": lambda t: (
+        _run(t, _cfg(t, split={"labels_per_class": 3, "val": "digits:subset=0/2,size=16",
+                               "test": "digits:subset=0/2,size=16"})),
+        ["split.val and split.test are the same dataset", "selected on the test set"]),
+    "weights so large the features overflow": lambda t: (
+        _run(t, _cfg(t, backbone={"name": "tiny_cnn", "image_size": 16, "weights": _weights(t, "huge")},
+                     strategies=["feature_extraction"])),
+        ["produced non-finite features", "check the weights"]),
+    "--set index out of range": lambda t: (
+        _run(t, _cfg(t), "--set", "strategies[3].epochs=2"),
+        ["--set 'strategies[3].epochs=2'", "index 3 is out of range", "0 to 0"]),
+    "--set a key inside a list without an index": lambda t: (
+        _run(t, _cfg(t), "--set", "strategies.epochs=2"),
+        ["'strategies' is not a mapping", "by index, e.g. strategies[0].lr=0.01"]),
     "--resume on a user's folder with a config.yaml": lambda t: (
         ["run", "--resume", str((t / "u").mkdir() or (t / "u" / "config.yaml").write_text("target: [\n") and t / "u")],
         ["config.yaml", "YAML"]),

@@ -34,7 +34,11 @@ def _read_state(p: Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
             raise _not_safetensors(p, exc) from None
     try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+        import warnings
+
+        with warnings.catch_warnings():  # torch's notes on the pickle protocol of a file we may refuse anyway
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError ...
         raise WeightsError(
             f"{p}: refused to load: not a safetensors file and not a plain tensor checkpoint "

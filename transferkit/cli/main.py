@@ -49,6 +49,25 @@ def _printable(text: str) -> str:
     return " ".join(_CONTROL.sub("?", str(text)).split())
 
 
+def _one_line_warnings() -> None:
+    """Every warning the command meets (ours or a library's) as one printable line on stderr,
+    each distinct one once: no source lines, no raw escape codes, no floods of repeats."""
+    import warnings
+
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        from ..errors import TransferKitWarning
+
+        name = "" if issubclass(category, TransferKitWarning) else f"{category.__name__}: "
+        text = _printable(f"{name}{message}")[:500]
+        if text not in seen:
+            seen.add(text)
+            print(f"transferkit: warning: {text}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="transferkit", description="Transfer learning toolkit.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -365,6 +384,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    with warnings.catch_warnings():
+        _one_line_warnings()
+        return _dispatch(args)
+
+
+def _dispatch(args) -> int:
     if getattr(args, "out", None) == "":
         print("transferkit: error: --out '' is empty; give an output folder, e.g. --out runs/NAME "
               "(or leave --out out for the default).", file=sys.stderr)

@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from .._faults import fault_point
 from .._validation import check_number
 from ..data.arrays import npy_header
-from ..errors import ConfigError, TransferKitWarning
+from ..errors import ConfigError, DataError, TransferKitWarning
 
 
 def default_cache_dir() -> str:
@@ -224,6 +224,13 @@ def extract_features(backbone, inputs, batch_size: int = 64, device: str | torch
             fault_point("features.batch")
     finally:
         backbone.train(was_training)
+    bad = ~np.isfinite(out)
+    if bad.any():  # huge weights or inputs: every later fit would fail or learn nothing
+        row = int(np.flatnonzero(bad.any(1))[0])
+        raise DataError(
+            f"backbone {getattr(backbone, 'name', type(backbone).__name__)!r} produced non-finite features (NaN or "
+            f"inf in {int(bad.any(1).sum())} of {n} samples, first sample {row}) for {desc!r}; check the weights "
+            "(finite but huge values overflow) and the inputs for huge values.")
     return out
 
 
