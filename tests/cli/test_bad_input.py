@@ -225,6 +225,9 @@ CASES = {
         _run(t, _cfg(t, backbone={"name": "tiny_cnn", "image_size": 16, "weights": _weights(t, "huge")},
                      strategies=["feature_extraction"])),
         ["produced non-finite features", "check the weights"]),
+    "a numeric CSV column with a text cell": lambda t: (
+        _run(t, _tab(t, _csv(t, "a,b,c,d,label\n" + ROWS.replace("\n1.0,", "\nabc,", 1)))),
+        ["column 'a' holds numbers but 1 cell(s) are not numbers", "'abc'", "fix those cells"]),
     "--set index out of range": lambda t: (
         _run(t, _cfg(t), "--set", "strategies[3].epochs=2"),
         ["--set 'strategies[3].epochs=2'", "index 3 is out of range", "0 to 0"]),

@@ -226,3 +226,16 @@ def test_import_transferkit_does_not_import_matplotlib():
     code = ("import sys, transferkit, transferkit.experiment, transferkit.reports, transferkit.cli.main; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_markdown_escapes_html_and_control_characters():
+    """Class names, file names and messages come from the user's data: in report.md they are
+    inert text (a Markdown viewer renders raw HTML)."""
+    from transferkit.reports.document import KeyValues, Report, Section, Table, Text
+    from transferkit.reports.markdown import render_markdown
+
+    evil = "<img src=x onerror=alert(1)>\x1b[31m"
+    rep = Report(title=evil, sections=[Section(evil).add(Text(evil), Table(head=["class"], rows=[[evil]]),
+                                                         KeyValues([(evil, evil)]))])
+    md, _ = render_markdown(rep)
+    assert "<img" not in md and "\x1b" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md

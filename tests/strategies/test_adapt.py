@@ -134,3 +134,20 @@ def test_combined_losses_and_part_options(domains):
     assert torch.allclose(loss(fs, ft, **kw)["loss"], parts)
     with pytest.raises(ConfigError, match="keyed by part name"):
         build_method_loss("jan+mcc", 8, 3, 1.0, {"temperature": 2.0})
+
+
+def test_two_stage_without_target_labels_says_stage_2_was_skipped():
+    from sklearn.datasets import make_blobs
+
+    import transferkit as tk
+    from transferkit.errors import TransferKitWarning
+    from transferkit.strategies import TwoStage
+
+    X, y = make_blobs(200, n_features=6, centers=3, random_state=0)
+    src = DomainDataset(X[:100].astype(np.float32), y[:100], "src", "tabular")
+    train = DomainDataset(X[100:].astype(np.float32), np.full(100, -1), "tgt", "tabular")
+    s = TwoStage(backbone="identity", pretrained=False, epochs=2, stage2_epochs=5, seed=0)
+    s.extractor_ = tk.FeatureExtractor(tk.create_backbone("identity", in_features=6), cache_dir=False).fit()
+    with pytest.warns(TransferKitWarning, match="stage 2 .* was skipped"):
+        s.fit(train, source=src)
+    assert len(s.history_) == 2  # stage 1 only

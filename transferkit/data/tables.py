@@ -249,6 +249,19 @@ def load_table(
             c for c in columns
             if c != label_col and (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))
         ]
+        for c in columns:  # a numeric column with a few text cells would be dropped without a word
+            numeric = pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])
+            if c == label_col or c in feats or numeric:
+                continue
+            nums = pd.to_numeric(df[c], errors="coerce")
+            ok, given = int(nums.notna().sum()), int(df[c].notna().sum())
+            if given and ok >= max(1, given // 2) and ok < given:
+                bad_rows = np.flatnonzero(nums.isna().to_numpy() & df[c].notna().to_numpy())
+                r = int(bad_rows[0])
+                raise DataError(
+                    f"table {shown!r}: column {c!r} holds numbers but {given - ok} cell(s) are not numbers "
+                    f"(row {r + 1}: {str(df[c].iloc[r])[:40]!r}); fix those cells, or list the columns to use "
+                    "with features=[...].")
         if not feats:
             strings = [c for c in columns if c != label_col]
             raise DataError(

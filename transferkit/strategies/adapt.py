@@ -402,6 +402,15 @@ class TwoStage(Adapt):
         self.stage1_history_ = self.history_
         lab = np.flatnonzero(labels >= 0)
         if len(lab) == 0 or not hasattr(self, "model_"):
+            if len(lab) == 0:
+                import warnings
+
+                from ..errors import TransferKitWarning
+
+                warnings.warn(f"{self.name}: the target training split has no labeled samples, so stage 2 (fine-tuning "
+                              "on target labels) was skipped and the result is stage 1 alone, the same as "
+                              "'adapt'; give labeled target samples (split.labels_per_class) or use adapt.",
+                              TransferKitWarning, stacklevel=2)
             self.train_time_ = _time.perf_counter() - t0
             return self
         Ft = self._features(train)
