@@ -153,9 +153,9 @@ class DiagnoseConfig:
         lpc = self.labels_per_class if self.labels_per_class is not None else []
         if not isinstance(lpc, list):
             raise ConfigError(f"diagnose.labels_per_class={lpc!r} must be a list such as [1, 2, 5, 10, 20, 50, all].")
-        for k in lpc:
+        for i, k in enumerate(lpc):
             if k != "all":
-                check_number("diagnose.labels_per_class[]", k, low=1, integer=True)
+                check_number(f"diagnose.labels_per_class[{i}]", k, low=1, integer=True)
         self.labels_per_class = lpc
         for key in ("sharpness", "forgetting"):
             if not isinstance(getattr(self, key), bool):
