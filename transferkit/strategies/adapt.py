@@ -198,6 +198,7 @@ class Adapt(Strategy):
         from ..metrics.scorers import importance_weights
 
         self.validate()
+        self._reset_fitted()  # a refit never reuses an earlier fit's state
         if source is None:
             raise ConfigError(f"strategy {self.name!r} needs a labeled source dataset (set 'source' in the config).")
         if source.labels is None or not (source.labels >= 0).any():

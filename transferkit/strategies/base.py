@@ -229,11 +229,44 @@ class Strategy:
 
     name = "strategy"
 
-    def get_params(self) -> dict:
+    #: Parameters that decide the feature extractor a strategy builds (``extractor_`` is kept
+    #: across fits while these stay the same: it holds no data, only the built backbone).
+    _EXTRACTOR_PARAMS = ("backbone", "pretrained", "image_size", "cache_dir", "batch_size", "device", "progress",
+                         "seed")
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
         import inspect
 
-        sig = inspect.signature(type(self).__init__)
-        return {k: getattr(self, k) for k in sig.parameters if k != "self"}
+        return [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor parameters (scikit-learn's contract; ``deep`` is accepted for
+        ``sklearn.base.clone``: strategies hold no nested estimators among their parameters)."""
+        return {k: getattr(self, k) for k in self._param_names()}
+
+    def set_params(self, **params):
+        """Set constructor parameters (scikit-learn's contract); an unknown name is a
+        :class:`~transferkit.errors.ConfigError` with the nearest valid names. Returns ``self``."""
+        from .._validation import suggest
+
+        valid = self._param_names()
+        for k, v in params.items():
+            if k not in valid:
+                raise ConfigError(f"{self.name}: unknown parameter {k!r}." + suggest(k, valid)
+                                  + f" Valid parameters: {', '.join(valid)}.")
+            if k in self._EXTRACTOR_PARAMS:
+                self.__dict__.pop("extractor_", None)  # built from the old value
+            setattr(self, k, v)
+        return self
+
+    def _reset_fitted(self) -> None:
+        """Forget everything an earlier ``fit`` left behind (attributes ending in ``_`` and the
+        private fitted state), so a refit never predicts with an old model; the feature
+        extractor is kept (see :attr:`_EXTRACTOR_PARAMS`)."""
+        for k in list(self.__dict__):
+            if (k.endswith("_") and not k.startswith("__") and k != "extractor_") or k == "_adapter":
+                del self.__dict__[k]
 
     def validate(self, backbone=None) -> None:
         """Check every parameter without touching data or disk: types, finiteness, ranges and

@@ -103,6 +103,7 @@ class FeatureExtraction(Strategy):
 
     def fit(self, train, val=None, *, run_dir=None):
         self.validate()
+        self._reset_fitted()  # a refit never reuses an earlier fit's state
         self._check_train(train)
         t0 = time.perf_counter()
         mask = train.labeled_mask

@@ -339,6 +339,7 @@ class FineTune(Strategy):
         from ..train import Trainer
 
         self.validate()
+        self._reset_fitted()  # a refit never reuses an earlier fit's state
         self._check_train(train)
         t0 = time.perf_counter()
         model = self._build_model(train.n_classes)
