@@ -219,3 +219,25 @@ def test_check_cache_dir_default_and_unwritable(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "mkstemp", denied)  # root ignores chmod, so fake the refusal
     with pytest.raises(ConfigError, match=r"'.*c' is not writable \(Permission denied\)"):
         check_cache_dir(tmp_path / "c")
+
+
+def test_transform_checks_fit_and_input():
+    """scikit-learn's contract: no silent fit in transform; empty and non-finite input refused."""
+    from sklearn.exceptions import NotFittedError
+
+    from transferkit.backbones import create_backbone
+    from transferkit.errors import DataError
+
+    fe = FeatureExtractor(create_backbone("identity", in_features=3), cache_dir=False)
+    X = np.ones((4, 3), dtype=np.float32)
+    with pytest.raises(NotFittedError, match="call fit"):
+        fe.transform(X)
+    fe.fit()
+    assert fe.transform(X).shape == (4, 3)
+    with pytest.raises(DataError, match="no samples"):
+        fe.transform(X[:0])
+    for bad in (np.nan, np.inf):
+        Y = X.copy()
+        Y[1, 2] = bad
+        with pytest.raises(DataError, match="NaN or infinite"):
+            fe.transform(Y)

@@ -281,10 +281,23 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X) -> np.ndarray:
-        """``X``: a :class:`DomainDataset` or raw inputs accepted by the backbone."""
+        """``X``: a :class:`DomainDataset` or raw inputs accepted by the backbone.
+
+        Raises scikit-learn's ``NotFittedError`` before :meth:`fit`, and a
+        :class:`~transferkit.errors.DataError` for no samples or non-finite numeric inputs."""
         if not hasattr(self, "backbone_"):
-            self.fit()
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("this FeatureExtractor is not fitted yet; call fit() first "
+                                 "(FeatureExtractor(backbone).fit().transform(data)).")
         inputs = X.inputs if hasattr(X, "inputs") and hasattr(X, "fingerprint") else X
+        if len(inputs) == 0:
+            raise DataError(f"{getattr(X, 'name', 'the input')!r} has no samples; there is nothing to extract "
+                            "features from.")
+        floating = isinstance(inputs, np.ndarray) and np.issubdtype(inputs.dtype, np.floating)
+        if floating and not np.isfinite(inputs).all():
+            raise DataError(f"{getattr(X, 'name', 'the input')!r} holds NaN or infinite values; fill or drop them "
+                            "before extracting features.")
         fp = None
         if self.cache_ is not None:
             if hasattr(X, "fingerprint"):
