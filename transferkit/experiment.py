@@ -14,7 +14,7 @@ import numpy as np
 
 from ._faults import fault_point
 from ._registry import get
-from .config import ExperimentConfig
+from .config import ExperimentConfig, check_seeds
 from .errors import ConfigError, DataError
 
 
@@ -175,21 +175,16 @@ def _kept_result(path: Path, key: str, seed: int) -> dict | None:
         return None
     row = _load_or_none(path)
 
-    def unit(v, none_ok=False):
+    def number(v, high=math.inf, types=(int, float), none_ok=False):
         if v is None:
             return none_ok
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1
-
-    def count(v, none_ok=False):
-        return (v is None and none_ok) or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+        return isinstance(v, types) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= high
 
     ok = (isinstance(row, dict) and row.get("strategy") == key and row.get("seed") == seed
-          and unit(row.get("accuracy")) and unit(row.get("val_accuracy"), True)
-          and unit(row.get("train_accuracy"), True)
-          and isinstance(row.get("train_time"), (int, float)) and not isinstance(row.get("train_time"), bool)
-          and math.isfinite(row["train_time"]) and row["train_time"] >= 0
-          and all(count(row.get(k)) for k in ("trainable_params", "n_train", "n_val", "n_test"))
-          and count(row.get("best_epoch"), True) and isinstance(row.get("method"), str)
+          and number(row.get("accuracy"), 1) and number(row.get("val_accuracy"), 1, none_ok=True)
+          and number(row.get("train_accuracy"), 1, none_ok=True) and number(row.get("train_time"))
+          and all(number(row.get(k), types=int) for k in ("trainable_params", "n_train", "n_val", "n_test"))
+          and number(row.get("best_epoch"), types=int, none_ok=True) and isinstance(row.get("method"), str)
           and isinstance(row.get("selection"), str))
     if not ok:
         warnings.warn(f"{str(path)!r} is not a valid result of {key!r} seed {seed} (tampered or damaged); that run "
@@ -356,10 +351,7 @@ def validate_run(cfg: ExperimentConfig, load_dataset=None):
         from .data.spec import load_dataset
     target = load_dataset(cfg.target)
     source = load_dataset(cfg.source) if cfg.source is not None else None
-    if len(set(cfg.seeds)) != len(cfg.seeds):
-        dup = sorted({s for s in cfg.seeds if cfg.seeds.count(s) > 1})
-        raise ConfigError(f"seeds {cfg.seeds} repeat {dup[0]}; the same seed twice is the same run twice "
-                          "(give distinct seeds, e.g. seeds: 3).")
+    check_seeds(cfg.seeds)  # again here: an ExperimentConfig built in Python skipped config_from_dict
     _check_split_sources(cfg)
     for seed in cfg.seeds:
         make_splits(target, cfg.split, seed, load=load_dataset)
@@ -387,30 +379,29 @@ def _check_cache_dirs(cfg: ExperimentConfig, out: Path) -> None:
     import os
 
     from .features import check_cache_dir
-    from .train.rundir import input_paths, is_run_dir
+    from .train.rundir import enclosing_run, input_paths, is_inside
 
     dirs = [("cache_dir", cfg.cache_dir)] + [(f"strategies[{i}].cache_dir", s.params.get("cache_dir"))
                                              for i, s in enumerate(cfg.strategies)]
     read = [v for k, v in cfg.to_dict().items() if k not in ("output_dir", "cache_dir", "strategies")]
     folders = [p for p in input_paths(*read) if p.is_dir()]
-    out_real = Path(os.path.realpath(out))
     for where, d in dirs:
         if d is None:
             continue
         if not isinstance(d, (str, os.PathLike)):
             raise ConfigError(f"{where}={d!r} must be a folder path, e.g. cache_dir: ~/.cache/transferkit.")
-        real = Path(os.path.realpath(os.path.expanduser(str(d))))
-        if real == out_real or out_real in real.parents:
+        real = os.path.expanduser(str(d))
+        if is_inside(real, out):
             raise ConfigError(f"{where}={str(d)!r} lies inside the output directory {str(out)!r} (--overwrite would "
                               "delete the cache with the old run); put the cache outside it.")
         for f in folders:
-            if real == f or f in real.parents:
+            if is_inside(real, f):
                 raise ConfigError(f"{where}={str(d)!r} lies inside the input folder {str(f)!r}; cache files would "
                                   "land among the data. Put the cache elsewhere, e.g. ~/.cache/transferkit.")
-        for up in (real, *real.parents):
-            if is_run_dir(up):
-                raise ConfigError(f"{where}={str(d)!r} lies inside the transferkit output {str(up)!r}; a run never "
-                                  "writes into another run. Put the cache elsewhere, e.g. ~/.cache/transferkit.")
+        up = enclosing_run(real, include_self=True, mine_too=True)
+        if up is not None:
+            raise ConfigError(f"{where}={str(d)!r} lies inside the transferkit output {str(up)!r}; a run never "
+                              "writes into another run. Put the cache elsewhere, e.g. ~/.cache/transferkit.")
     for where, d in dirs:
         if d is not None:
             check_cache_dir(d)  # last: it creates a missing cache folder
@@ -451,12 +442,13 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
             train, val, test = make_splits(target, cfg.split, seed, load=load_dataset)
             for scfg, cls in strategies:
                 run_dir = out / scfg.key / f"seed{seed}"
+                shown = str(final / scfg.key / f"seed{seed}")  # recorded: where it ends up (not a staging folder)
                 if not is_inside(run_dir, out):  # labels are checked names; this is the last line of defence
                     raise ConfigError(f"strategy label {scfg.key!r} would put a run outside {str(final)!r}; "
                                       "use a plain name (letters, digits, _ . + -).")
                 done = _kept_result(run_dir / "result.json", scfg.key, seed) if resume else None
                 if done is not None:
-                    done["run_dir"] = str(final / scfg.key / f"seed{seed}")  # where it is, whatever the file says
+                    done["run_dir"] = shown  # where it is, whatever the file says
                     mark_complete(run_dir)  # killed between its result.json and the marker's removal
                     runs.append(done)
                     echo(f"  seed {seed}  {scfg.key:<20} test acc {done['accuracy']:.3f}  (complete, kept)")
@@ -493,7 +485,7 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                     "n_test": len(test),
                     "best_epoch": getattr(strat, "best_epoch_", None),
                     "selection": getattr(strat, "selection_", "labeled target validation split"),
-                    "run_dir": str(final / scfg.key / f"seed{seed}"),
+                    "run_dir": shown,
                 }
                 with atomic_path(run_dir / "model.safetensors") as tmp:
                     strat.save(tmp, metadata={"transferkit.backbone": factory.name, "transferkit.strategy": scfg.name})

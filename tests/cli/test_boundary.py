@@ -16,20 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _badinput import BASE
 from transferkit.cli import main
 from transferkit.train.rundir import LOCK, RUN_MARKER
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-EXP = {
-    "name": "edge",
-    "seeds": [0],
-    "target": "digits:subset=1/2,size=16",
-    "split": {"labels_per_class": 3, "val_fraction": 0.5},
-    "backbone": {"name": "tiny_cnn", "image_size": 16},
-    "progress": False,
-    "strategies": [{"name": "scratch", "epochs": 1, "batch_size": 16}],
-}
+EXP = {**BASE, "name": "edge", "strategies": [{"name": "scratch", "epochs": 1, "batch_size": 16}]}
 
 
 def _sums(root: Path, skip: Path | None = None) -> dict:

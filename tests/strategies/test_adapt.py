@@ -1,17 +1,11 @@
 import numpy as np
 import pytest
 
-from transferkit.data import DomainDataset, load_digits_domain
+from transferkit.data import DomainDataset
 from transferkit.errors import ConfigError
 from transferkit.strategies import Adapt
 
 
-@pytest.fixture(scope="module")
-def domains():
-    src = load_digits_domain(size=12, subset="0/2")
-    tgt = load_digits_domain(size=12, subset="1/2", invert=True)
-    unl = DomainDataset(tgt.inputs, np.full(len(tgt), -1), "target", "image", classes=tgt.classes)
-    return src, tgt, unl
 
 
 @pytest.mark.parametrize("method", [None, "dann", "deep_coral", "coral", "self_training", "source_only_lr"])

@@ -6,7 +6,6 @@ import pytest
 from sklearn.base import clone
 
 from transferkit._registry import available, get
-from transferkit.data import DomainDataset, load_digits_domain
 from transferkit.errors import ConfigError
 from transferkit.strategies import Adapt
 
@@ -29,12 +28,6 @@ def test_get_params_set_params_and_clone(name):
         s.set_params(sed=1)
 
 
-@pytest.fixture(scope="module")
-def domains():
-    src = load_digits_domain(size=12, subset="0/2")
-    tgt = load_digits_domain(size=12, subset="1/2", invert=True)
-    unl = DomainDataset(tgt.inputs, np.full(len(tgt), -1), "target", "image", classes=tgt.classes)
-    return src, tgt, unl
 
 
 def test_a_refit_with_another_method_predicts_with_the_new_model(domains):

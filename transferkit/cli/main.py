@@ -216,6 +216,17 @@ def _report(run_dir, args) -> None:
     print(f"report: {paths['html']}   ({time.perf_counter() - t0:.0f}s)")
 
 
+def _resume_alone(args, command: str, stored: str, given) -> None:
+    """``--resume`` continues with what is stored in the directory: refuse anything else given
+    with it (``given``: ``(flag, value)`` pairs; unset, false and empty-list values are not given)."""
+    from ..errors import ConfigError
+
+    extra = [flag for flag, v in given if v not in (None, False, [])]
+    if extra:
+        raise ConfigError(f"--resume continues a {command} with {stored} stored in it; drop {', '.join(extra)} "
+                          f"(use 'transferkit {command} --resume {args.resume}').")
+
+
 def _cmd_report(args) -> int:
     from ..reports import write_report
 
@@ -229,12 +240,9 @@ def _cmd_run(args) -> int:
     from ..errors import ConfigError
 
     if args.resume:
-        given = [f for f, v in (("a config file", args.config), ("--out", args.out), ("--overwrite", args.overwrite),
-                                ("--seeds", args.seeds), ("--set", args.set)) if v]
-        if given:
-            raise ConfigError(
-                f"--resume continues a run with the config stored in it; drop {', '.join(given)} "
-                f"(use 'transferkit run --resume {args.resume}').")
+        _resume_alone(args, "run", "the config", (("a config file", args.config), ("--out", args.out),
+                                                    ("--overwrite", args.overwrite), ("--seeds", args.seeds),
+                                                    ("--set", args.set)))
         return _run(None, args)
     if not args.config:
         raise ConfigError("'transferkit run' needs an experiment file (transferkit run exp.yaml) "
@@ -284,13 +292,11 @@ def _cmd_benchmark(args) -> int:
     from ..train.rundir import check_output_dir
 
     if args.resume:
-        given = [f for f, v in (("the suite", args.suite), ("--tasks", args.tasks), ("--methods", args.methods),
-                                ("--seeds", args.seeds), ("--selection", args.selection), ("--epochs", args.epochs),
-                                ("--backbone", args.backbone), ("--image-size", args.image_size), ("--out", args.out),
-                                ("--overwrite", args.overwrite)) if v not in (None, False)]
-        if given:
-            raise ConfigError(f"--resume continues a benchmark with the arguments stored in it; drop {', '.join(given)} "
-                              f"(use 'transferkit benchmark --resume {args.resume}').")
+        _resume_alone(args, "benchmark", "the arguments",
+                      (("the suite", args.suite), ("--tasks", args.tasks), ("--methods", args.methods),
+                       ("--seeds", args.seeds), ("--selection", args.selection), ("--epochs", args.epochs),
+                       ("--backbone", args.backbone), ("--image-size", args.image_size), ("--out", args.out),
+                       ("--overwrite", args.overwrite)))
         res = run_benchmark_dir(args.resume, resume=True)
     else:
         if args.suite is None:
@@ -316,11 +322,9 @@ def _cmd_diagnose(args) -> int:
     from ..errors import ConfigError
 
     if args.resume:
-        given = [f for f, v in (("a config file", args.config), ("--out", args.out), ("--overwrite", args.overwrite),
-                                ("--seeds", args.seeds), ("--set", args.set)) if v not in (None, False, [])]
-        if given:
-            raise ConfigError(f"--resume continues a diagnose with the config stored in it; drop {', '.join(given)} "
-                              f"(use 'transferkit diagnose --resume {args.resume}').")
+        _resume_alone(args, "diagnose", "the config", (("a config file", args.config), ("--out", args.out),
+                                                         ("--overwrite", args.overwrite), ("--seeds", args.seeds),
+                                                         ("--set", args.set)))
         res = resume_diagnose(args.resume)
     else:
         if not args.config:

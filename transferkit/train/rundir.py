@@ -134,6 +134,18 @@ def is_run_dir(path: str | os.PathLike) -> bool:
     return p.is_dir() and not p.is_symlink() and (p / RUN_MARKER).is_file()
 
 
+def enclosing_run(path: str | os.PathLike, *, include_self: bool = False, mine_too: bool = False) -> Path | None:
+    """The transferkit output directory (marker present) that holds ``path``, links resolved;
+    ``None`` when there is none. ``include_self``: ``path`` itself counts too; ``mine_too``: so
+    do the directories this process is writing (left out by default: a diagnose writes its
+    sub-runs inside its own output)."""
+    real = Path(os.path.realpath(os.path.expanduser(str(path))))
+    for up in ((real,) if include_self else ()) + tuple(real.parents):
+        if is_run_dir(up) and (mine_too or str(_resolved(up)) not in _HELD):
+            return up
+    return None
+
+
 def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs=(), resume: bool = False) -> Path:
     """Refuse an output directory that a run must not write into, *before* any work starts.
 
@@ -172,11 +184,11 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs
         raise ConfigError(f"output {str(p)!r} is a symbolic link; give the real folder (or another --out).")
     if p.exists() and not p.is_dir():
         raise ConfigError(f"output {str(p)!r} exists and is not a directory; choose another --out.")
-    for up in real.parents:  # a run nested in another run (other than the one this process writes) is refused
-        if is_run_dir(up) and str(_resolved(up)) not in _HELD:
-            raise ConfigError(
-                f"output directory {str(p)!r} lies inside the transferkit output {str(up)!r}; a run never writes "
-                "into another run's folder. Choose a folder outside it, e.g. --out runs/NAME.")
+    up = enclosing_run(p)  # a run nested in another run (other than the one this process writes) is refused
+    if up is not None:
+        raise ConfigError(
+            f"output directory {str(p)!r} lies inside the transferkit output {str(up)!r}; a run never writes "
+            "into another run's folder. Choose a folder outside it, e.g. --out runs/NAME.")
     if resume:
         return p
     if p.is_dir() and any(p.iterdir()):
@@ -194,7 +206,6 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs
             raise ConfigError(
                 f"output directory {str(p)!r} is not empty and was not created by transferkit (no {RUN_MARKER} "
                 "marker), so --overwrite will not delete it; choose another --out, or empty it yourself.")
-        check_unlocked(p)
     return p
 
 
@@ -221,9 +232,7 @@ def _lock_owner(folder: Path) -> int | None:
     lock = folder / LOCK
     try:
         text = lock.read_text()[:64]
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return None
-    except OSError:
+    except OSError:  # no lock (or an unreadable one)
         return None
     try:
         pid = int(text.split()[0])
@@ -454,18 +463,6 @@ def open_run_dir(path: str | os.PathLike, *, overwrite: bool = False, inputs=(),
     _HELD.discard(str(_resolved(p)))
     (old / LOCK).unlink(missing_ok=True)  # our lock went with the old run
     shutil.rmtree(old, ignore_errors=True)
-
-
-def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False, inputs=()) -> Path:
-    """Create ``path`` for a new run, without the build-beside-and-swap of :func:`open_run_dir`
-    (for callers that write a few files at the end). An existing non-empty directory is
-    refused unless ``overwrite``, and replaced only when transferkit created it."""
-    p = check_output_dir(path, overwrite=overwrite, inputs=inputs)
-    if p.is_dir() and any(p.iterdir()):
-        shutil.rmtree(p)
-    p.mkdir(parents=True, exist_ok=True)
-    _write_marker(p, "run")
-    return p
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
