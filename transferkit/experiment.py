@@ -120,7 +120,7 @@ def _check_inputs(what: str, ds, factory):
     if modality is not None and modality != ds.modality:
         raise ConfigError(
             f"backbone {factory.name!r} takes {modality} inputs but the {what} {ds.name!r} is {ds.modality}; "
-            f"choose a {ds.modality} backbone (see 'transferkit list backbones').")
+            f"choose {'an' if ds.modality[0] in 'aeiou' else 'a'} {ds.modality} backbone (see 'transferkit list backbones').")
     inp = ds.inputs
     raw = inp[:2] if isinstance(inp, np.ndarray) else [inp[i] for i in range(min(2, len(inp)))]
     try:

@@ -261,3 +261,29 @@ def test_resolve_backbone_takes_a_seed_for_names_and_factories():
         assert all(torch.equal(a[k], b[k]) for k in a)
     bb = create_backbone("tiny_cnn")
     assert resolve_backbone(bb, seed=1) is bb
+
+
+def test_layer_groups_refuse_a_broken_grouping_without_assert():
+    """A custom backbone whose groups overlap or miss a parameter is refused with an error that
+    survives ``python -O`` (not an assert)."""
+    import torch
+
+    from transferkit.backbones.vision import IdentityBackbone
+    from transferkit.errors import ConfigError
+
+    class Overlap(IdentityBackbone):
+        def __init__(self):
+            super().__init__(4)
+            self.lin = torch.nn.Linear(4, 4)
+
+        def _raw_groups(self):
+            return [["lin.weight", "lin.bias"], ["lin.bias"]]
+
+    class Missing(Overlap):
+        def _raw_groups(self):
+            return [["lin.weight"]]
+
+    with pytest.raises(ConfigError, match="'lin.bias' is in layer groups 0 and 1"):
+        Overlap().layer_groups()
+    with pytest.raises(ConfigError, match=r"\['lin.bias'\] are in no layer group"):
+        Missing().layer_groups()

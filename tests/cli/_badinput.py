@@ -148,3 +148,54 @@ def check_case(cases: dict, case: str, tmp_path: Path, capsys, monkeypatch) -> N
         assert frag in err, (frag, err)
     assert _snapshot(tmp_path) == before  # nothing written, nothing removed, nothing changed
     assert not (tmp_path / "pwned.txt").exists()
+
+
+def build_table(cases: dict, root: Path) -> dict:
+    """Every case's ``(argv, fragments, config, raw)`` built in its own folder under ``root``, nothing run;
+    ``config`` is the parsed experiment file the case points at (``None`` when it has none or
+    the file is deliberately unreadable), ``files`` a digest of every file the case made."""
+    built = {}
+    for i, (name, make) in enumerate(cases.items()):
+        t = root / f"case{i}"
+        t.mkdir()
+        argv, fragments = make(t)
+        config, raw = None, b""
+        for a in argv:
+            p = Path(a)
+            if p.suffix in (".yaml", ".yml") and p.is_file():
+                raw = p.read_bytes()
+                try:  # the small, well-formed ones (the bombs and broken files are other cases' point)
+                    loaded = yaml.safe_load(raw) if len(raw) < 20_000 and b"&" not in raw else None
+                except Exception:  # noqa: BLE001
+                    loaded = None
+                config = loaded if isinstance(loaded, dict) else None
+                break
+        import hashlib
+
+        files = hashlib.sha256(repr(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in _snapshot(t).items()))
+                               .encode()).hexdigest()
+        built[name] = (argv, fragments, config, files)
+    return built
+
+
+def check_table(cases: dict, root: Path) -> dict:
+    """What makes a bad-input table worth its size: every case names what its one line must say,
+    and no two cases are the same input (the same arguments and the same files)."""
+    built = build_table(cases, root)
+    seen = {}
+    for name, (argv, fragments, _, raw) in built.items():
+        assert fragments and all(isinstance(f, str) and f.strip() for f in fragments), (
+            f"case {name!r} names no message fragment, so any error would pass it")
+        key = repr(([a.replace(str(root), "").split("/", 2)[-1] for a in argv], raw))
+        assert key not in seen, f"cases {seen[key]!r} and {name!r} are the same input"
+        seen[key] = name
+    return {name: b[:3] for name, b in built.items()}
+
+
+def strategies_of(built: dict) -> set:
+    """The strategy names the cases' experiment files use."""
+    names = set()
+    for _, _, config in built.values():
+        for s in (config or {}).get("strategies") or []:
+            names.add(s.get("name") if isinstance(s, dict) else s)
+    return names

@@ -337,8 +337,16 @@ def _nan_weights(t):
     return t / "nan.safetensors"
 
 
-def test_the_table_is_large_enough():
-    assert len(CASES) >= 30
+def test_the_table_covers_yaml_seeds_labels_and_reports(tmp_path):
+    """The config table reaches the YAML loader, the seeds, the labels, the backbone's weights
+    and the report reader, and every case is a distinct input."""
+    from _badinput import check_table
+
+    built = check_table(CASES, tmp_path)
+    commands = {argv[0] for argv, _, _ in built.values()}
+    assert {"run", "report", "assess"} <= commands, commands
+    for prefix in ("YAML", "label", "seed", "report:", "weights"):
+        assert any(prefix in name for name in CASES), f"no case about {prefix!r}"
 
 
 @pytest.mark.parametrize("case", list(CASES))

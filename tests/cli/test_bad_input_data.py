@@ -11,6 +11,8 @@ import zipfile
 import zlib
 
 import numpy as np
+from pathlib import Path
+
 import pytest
 
 from _badinput import ROWS, _cfg, _csv, _folder, _npz, _run, _tab, check_case, existing  # noqa: F401
@@ -159,8 +161,19 @@ CASES = {
 }
 
 
-def test_the_table_is_large_enough():
-    assert len(CASES) >= 30
+def test_the_table_covers_every_input_format(tmp_path):
+    """Digits specs, CSV, npz, image folders and the feature cache each have cases here, and
+    every case is a distinct input."""
+    from _badinput import check_table
+
+    built = check_table(CASES, tmp_path)
+    targets = [str((c or {}).get("target", "")) for _, _, c in built.values()]
+    kinds = {"digits": any(t.startswith("digits") for t in targets),
+             "csv": any(t.endswith(".csv") for t in targets),
+             "npz": any(t.endswith(".npz") for t in targets),
+             "image folder": any(Path(t).is_dir() for t in targets if t),
+             "cache_dir": any("cache_dir" in (c or {}) for _, _, c in built.values())}
+    assert all(kinds.values()), f"no case for {[k for k, v in kinds.items() if not v]}"
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -105,8 +105,15 @@ CASES = {
 }
 
 
-def test_the_table_is_large_enough():
-    assert len(CASES) >= 30
+def test_the_table_covers_every_strategy(tmp_path):
+    """Every registered strategy's parameters are refused somewhere in this table (a strategy
+    added without bad-input cases fails here), and every case is a distinct input."""
+    from _badinput import check_table, strategies_of
+    from transferkit._registry import available
+
+    built = check_table(CASES, tmp_path)
+    missing = sorted(set(available("strategy")) - strategies_of(built))
+    assert not missing, f"no bad-parameter case for strategies {missing}"
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -27,7 +27,7 @@ def test_plain_finetuning_forgets_more_than_strong_priors():
     for r in rows.values():
         assert r["n_seeds"] == 1 and r["forgetting_std"] == 0.0
         assert r["forgetting"] == pytest.approx(r["source_acc_before"] - r["source_acc_after"])
-        assert 0 <= r["target_acc"] <= 1 and r["train_time"] > 0
+        assert r["target_acc"] > 0.4 and r["train_time"] > 0  # the target task was learned (chance 0.2)
     assert rows["none"]["source_acc_before"] > 0.8  # the source task was learned
     assert rows["none"]["forgetting"] > 0.2  # a conflicting task overwrites the shared trunk
     assert rows["l2sp_strong"]["forgetting"] < rows["none"]["forgetting"] - 0.05

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 
 @dataclass
@@ -128,10 +128,14 @@ class Backbone(nn.Module):
         seen: dict[str, int] = {}
         for gi, g in enumerate(groups):
             for n in g:
-                assert n not in seen, f"parameter {n} in groups {seen[n]} and {gi}"
+                if n in seen:
+                    raise ConfigError(f"backbone {type(self).__name__}: parameter {n!r} is in layer groups {seen[n]} "
+                                      f"and {gi}; each parameter belongs to exactly one group (fix its _raw_groups).")
                 seen[n] = gi
         missing = [n for n, _ in self.named_parameters() if n not in seen]
-        assert not missing, f"parameters in no group: {missing[:5]}"
+        if missing:
+            raise ConfigError(f"backbone {type(self).__name__}: parameters {missing[:5]} are in no layer group; "
+                              "every parameter belongs to exactly one group (fix its _raw_groups).")
         wrapper = getattr(self, "_group_wrapper", "")
         return [(_group_name(g, wrapper), g) for g in groups]
 

@@ -425,6 +425,9 @@ def hf_backbone(
 
     if pretrained:
         use_st = True if folder.is_dir() and any(folder.glob("*.safetensors")) else None
+        tf_log = transformers.utils.logging
+        bar = tf_log.is_progress_bar_enabled()
+        tf_log.disable_progress_bar()  # a "Loading weights" bar per load is noise on stderr and in logs
         try:
             model, info = transformers.AutoModel.from_pretrained(
                 path, use_safetensors=use_st, dtype=torch.float32, output_loading_info=True, **hub,
@@ -443,6 +446,9 @@ def hf_backbone(
             raise WeightsError(
                 f"hf:{path}: a .safetensors weights file is damaged or truncated ({' '.join(str(exc).split())[:160]}); "
                 "download the model again or re-save it with save_pretrained.") from None
+        finally:
+            if bar:
+                tf_log.enable_progress_bar()
         missing = [k for k in info.get("missing_keys", ()) if not k.startswith("pooler.")]
         if missing:
             _log.warning("hf:%s: %d tensors not in the checkpoint were randomly initialized (e.g. %s)",

@@ -85,8 +85,9 @@ def _ce(logits, y) -> np.ndarray:
 @register("scorer", "entropy")
 def entropy_score(ctx: SelectionContext) -> float:
     """``-mean_i H(softmax(z_i))`` over target samples: confident target predictions score higher."""
-    logp = log_softmax(np.asarray(ctx.logits_t, dtype=np.float64), axis=1)
-    return float((np.exp(logp) * logp).sum(1).mean())
+    from .information import prediction_entropy
+
+    return -prediction_entropy(softmax(np.asarray(ctx.logits_t, dtype=np.float64), axis=1))
 
 
 @register("scorer", "snd")

@@ -21,7 +21,7 @@ key            class                        idea
 """
 
 from ._adversarial import AdversarialLoss, DomainDiscriminator
-from ._base import DALoss, prediction_entropy
+from ._base import DALoss, logit_entropy
 from .cdan import CDANELoss, CDANLoss, cdan_entropy_weights
 from .dan import DANLoss, mmd_from_kernels
 from .dann import DANNLoss
@@ -50,5 +50,5 @@ __all__ = [
     "cdan_entropy_weights",
     "gaussian_kl",
     "mmd_from_kernels",
-    "prediction_entropy",
+    "logit_entropy",
 ]

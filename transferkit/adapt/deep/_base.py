@@ -24,11 +24,13 @@ from torch import nn
 from ..._validation import check_number
 from ...errors import DataError
 
-__all__ = ["DALoss", "as_feature_list", "prediction_entropy"]
+__all__ = ["DALoss", "as_feature_list", "logit_entropy"]
 
 
-def prediction_entropy(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    r"""Shannon entropy :math:`H(p) = -\sum_k p_k \log p_k` of :math:`p = \mathrm{softmax}(z)`.
+def logit_entropy(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    r"""Per-sample Shannon entropy :math:`H(p) = -\sum_k p_k \log p_k` of :math:`p = \mathrm{softmax}(z)`,
+    differentiable (the training-time form; the mean entropy of a probability matrix as a
+    metric is :func:`transferkit.metrics.information.prediction_entropy`).
 
     Computed from ``log_softmax`` so one-hot predictions give exactly 0 and no ``log(0)``.
 

@@ -11,7 +11,7 @@ from ..._registry import register
 from ..._validation import check_number
 from ...errors import ConfigError, DataError
 from ._adversarial import AdversarialLoss, DomainDiscriminator
-from ._base import prediction_entropy
+from ._base import logit_entropy
 
 __all__ = ["CDANELoss", "CDANLoss", "cdan_entropy_weights"]
 
@@ -33,7 +33,7 @@ def cdan_entropy_weights(logits: torch.Tensor) -> torch.Tensor:
         Unnormalised weights in :math:`[1 + 1/K, 2]`.
     """
     with torch.no_grad():
-        return 1.0 + torch.exp(-prediction_entropy(logits))
+        return 1.0 + torch.exp(-logit_entropy(logits))
 
 
 @register("da_loss", "cdan")

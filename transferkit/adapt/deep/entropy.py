@@ -3,7 +3,7 @@ r"""Entropy minimisation on target predictions (Grandvalet & Bengio, 2005)."""
 from __future__ import annotations
 
 from ..._registry import register
-from ._base import DALoss, prediction_entropy
+from ._base import DALoss, logit_entropy
 
 __all__ = ["EntropyLoss"]
 
@@ -37,4 +37,4 @@ class EntropyLoss(DALoss):
     target_logits_only = True
 
     def compute(self, f_s, f_t, logits_s, logits_t, y_s):
-        return prediction_entropy(logits_t).mean(), {}
+        return logit_entropy(logits_t).mean(), {}

@@ -6,7 +6,7 @@ import torch
 
 from ..._registry import register
 from ..._validation import check_number
-from ._base import DALoss, prediction_entropy
+from ._base import DALoss, logit_entropy
 
 __all__ = ["MCCLoss"]
 
@@ -58,7 +58,7 @@ class MCCLoss(DALoss):
         z = logits_t / self.temperature
         p = torch.softmax(z, 1)
         with torch.no_grad():
-            w = 1.0 + torch.exp(-prediction_entropy(z))
+            w = 1.0 + torch.exp(-logit_entropy(z))
             w = b * w / w.sum()
         c = (p * w.unsqueeze(1)).T @ p
         c = c / c.sum(0, keepdim=True)
