@@ -293,3 +293,18 @@ def test_validation_messages():
         logme(np.where(np.eye(20, 4) > 0, np.nan, F), y)
     with pytest.raises(ConfigError, match="n_components must be <= 20"):
         nleep(F, y, n_components=50)
+
+
+def test_hscore_says_when_it_is_saturated():
+    """n <= d: the value is K - 1 whatever the features, and the result says so (assess marks it)."""
+    from transferkit.assess import format_assessment as format_assess
+
+    few = _features(30, 100, 3, informative=False)
+    with pytest.warns(RuntimeWarning):
+        r = hscore(*few)
+    assert r.details["saturated"] and r.value == pytest.approx(2.0, abs=1e-6)
+    assert not hscore(*_features(150, 10, 3, informative=True)).details["saturated"]
+    res = {"source": "s", "n_source": 30, "target": "t", "n_target": 30, "n_target_labeled": 30, "divergences": {},
+           "feature_space": "bb",
+           "transferability": {"bb": {"hscore": r.to_dict()}}, "verdict": {"text": "v"}}
+    assert "2*" in format_assess(res) and "* saturated" in format_assess(res)

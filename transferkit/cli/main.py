@@ -94,17 +94,30 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true")
     d.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
 
-    a = sub.add_parser("assess", help="measure domain shift and rank backbones before training")
-    a.add_argument("--source", required=True, help="source dataset spec")
-    a.add_argument("--target", required=True, help="target dataset spec")
+    a = sub.add_parser("assess", help="measure domain shift and rank backbones before training",
+                       description="Measure the shift, score backbones and estimate the bound before training. The "
+                                   "target is split as 'transferkit run' splits it: only the training split's labels "
+                                   "are read; validation labels and the test split (inputs and labels) are held out.")
+    a.add_argument("--source", help="source dataset spec (not with --config)")
+    a.add_argument("--target", help="target dataset spec (not with --config)")
+    a.add_argument("--config", metavar="FILE",
+                   help="experiment YAML: source, target, backbone and split from it, with the split of its first "
+                        "seed (the labels 'transferkit run FILE' trains on with that seed)")
+    a.add_argument("--labels-per-class", type=_int_arg(1, 10_000_000), default=None, metavar="K",
+                   help="the split's labels per class, as split.labels_per_class of 'run' (the rest is cut into "
+                        "validation and test: half each, or the config's val_fraction); default: the config's split, "
+                        "else run's default split (60%% of the labeled target trains)")
     a.add_argument("--backbone", action="append", default=None, metavar="NAME",
-                   help="backbone to score (repeatable; the first defines the feature space; default efficientnet_lite0)")
+                   help="backbone to score (repeatable; the first defines the feature space; default "
+                        "efficientnet_lite0; with --config, added after the config's backbone)")
     a.add_argument("--image-size", type=_int_arg(8, 1024), default=None,
-                   help="input side for image backbones (e.g. 64)")
+                   help="input side for image backbones (e.g. 64; default: the config's)")
     a.add_argument("--permutations", type=_int_arg(1, 100_000), default=200, help="MMD permutation-test permutations")
     a.add_argument("--max-samples", type=_int_arg(2, 10_000_000), default=2000,
                    help="per-domain subsample for divergences")
-    a.add_argument("--seed", type=_int_arg(0, 2**32 - 1), default=0)
+    a.add_argument("--seed", type=_int_arg(0, 2**32 - 1), default=None,
+                   help="seeds the split (as a run's seed) and every random choice (default 0; with --config its "
+                        "first seed)")
     a.add_argument("--out", help="output directory for assess.json (default: runs/assess-TIMESTAMP)")
     a.add_argument("--overwrite", action="store_true")
     a.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
@@ -265,11 +278,46 @@ def _cmd_assess(args) -> int:
     from ..assess import assess, format_assessment
     from ..train.rundir import open_run_dir, write_json, write_text
 
-    inputs = [args.source, args.target, *(args.backbone or [])]
+    from ..errors import ConfigError
+
+    seed = 0 if args.seed is None else args.seed
+    if args.config:
+        from ..config import load_config
+        from ..experiment import _check_split_sources
+
+        given = [flag for flag, v in (("--source", args.source), ("--target", args.target)) if v is not None]
+        if given:
+            raise ConfigError(f"--config {args.config} takes the source and target from the experiment file; drop "
+                              f"{' and '.join(given)}, or drop --config and give both --source and --target.")
+        over = [] if args.labels_per_class is None else [f"split.labels_per_class={args.labels_per_class}"]
+        cfg = load_config(args.config, overrides=over)  # the run's own loader: same checks, same split
+        if cfg.source is None:
+            raise ConfigError(f"{args.config}: no 'source' dataset; assess measures the shift from a source to the "
+                              "target: add source: to the file, or use --source and --target without --config.")
+        _check_split_sources(cfg)
+        source, target, split = cfg.source, cfg.target, cfg.split
+        backbones = [cfg.backbone, *(b for b in (args.backbone or []) if b != cfg.backbone.name)]
+        image_size = args.image_size if args.image_size is not None else cfg.backbone.image_size
+        if args.seed is None:
+            seed = cfg.seeds[0]
+        split_from = args.config + ("" if args.labels_per_class is None
+                                    else f" with --labels-per-class {args.labels_per_class}")
+        read = {k: v for k, v in cfg.to_dict().items() if k != "output_dir"}  # what it reads, as for run
+        inputs = [args.config, read, *(args.backbone or [])]
+    else:
+        missing = [flag for flag, v in (("--source", args.source), ("--target", args.target)) if not v]
+        if missing:
+            raise ConfigError(f"assess needs {' and '.join(missing)} (dataset specs, e.g. --source digits:subset=0/2 "
+                              "--target digits:subset=1/2,rotate=30), or --config FILE (an experiment file).")
+        source, target, image_size = args.source, args.target, args.image_size
+        backbones = args.backbone or ["efficientnet_lite0"]
+        split = None if args.labels_per_class is None else {"labels_per_class": args.labels_per_class}
+        split_from = None if args.labels_per_class is None else f"--labels-per-class {args.labels_per_class}"
+        inputs = [source, target, *backbones]
     out = _new_out_dir(args, "assess", inputs)
-    res = assess(args.source, args.target, backbones=args.backbone or ["efficientnet_lite0"],
-                 image_size=args.image_size, n_permutations=args.permutations, max_samples=args.max_samples,
-                 seed=args.seed, progress=True, echo=print, return_features=not args.no_report)
+    res = assess(source, target, backbones=backbones, image_size=image_size, split=split, split_from=split_from,
+                 n_permutations=args.permutations, max_samples=args.max_samples, seed=seed, progress=True,
+                 echo=print, return_features=not args.no_report)
     feats = res.pop("features", None)  # arrays for the report's t-SNE, not part of assess.json
     text = format_assessment(res)
     with open_run_dir(out, overwrite=args.overwrite, inputs=inputs, kind="assess") as d:
@@ -278,7 +326,7 @@ def _cmd_assess(args) -> int:
         if feats is not None:
             from ..reports.artifacts import save_domain_features
 
-            save_domain_features(d, **feats, seed=args.seed)
+            save_domain_features(d, **feats, seed=seed)
     print()
     print(text)
     print(f"\nwritten: {os.path.join(str(out), 'assess.json')}   ({res['wall_time']:.0f}s)")

@@ -617,7 +617,8 @@ def hscore(features, labels, *, source_probs=None, seed: int = 0) -> MetricResul
     -------
     MetricResult
         ``value`` is the H-score, in :math:`[0, K-1]` (higher is better); ``details`` has the
-        numerical ``rank`` of the feature covariance.
+        numerical ``rank`` of the feature covariance and ``saturated`` (``n_samples <= n_features``:
+        the value is meaningless).
 
     Warns
     -----
@@ -651,7 +652,8 @@ def hscore(features, labels, *, source_probs=None, seed: int = 0) -> MetricResul
     # tr(cov_f^+ cov_g) with cov_g = sum_c n_c/(n-1) mu_c mu_c^T, without the (n, d) matrix g
     value = float(((counts / (n - 1))[:, None] * proj**2 / w[keep]).sum())
     rank = int(keep.sum())
-    return MetricResult("hscore", value, details={"rank": rank})
+    # saturated: the singular covariance "explains" any labels, so the value says nothing
+    return MetricResult("hscore", value, details={"rank": rank, "saturated": bool(n <= d)})
 
 
 @register("transferability", "hscore_shrinkage")

@@ -454,9 +454,19 @@ def tsne_section(d: Path, res: dict) -> Section | None:
 def assess_sections(d: Path, res: dict) -> list[Section]:
     secs = []
     sec = Section("Assessment: source and target")
+    sp = res.get("target_split")
+    if isinstance(sp, dict):
+        from ..assess import labels_used_text
+
+        split_rows = [("target labels used", labels_used_text(sp)), ("split", str(sp.get("text"))),
+                      ("held out", str(sp.get("held_out")))] + [("note", str(n)) for n in sp.get("notes") or []]
+    else:  # an assess.json written before assess took the run's split
+        split_rows = [("target labels used", "not recorded: this assess.json predates the split options; that "
+                                             "version of assess read every labeled target sample")]
     sec.add(KeyValues([("source", f"{res.get('source')} ({res.get('n_source')} samples)"),
                        ("target", f"{res.get('target')} ({res.get('n_target')} samples, "
                                   f"{res.get('n_target_labeled')} labeled)"),
+                       *split_rows,
                        ("feature space", str(res.get("feature_space"))), ("seed", str(res.get("seed")))]))
     v = res.get("verdict") or {}
     if v.get("text"):
@@ -488,12 +498,14 @@ def assess_sections(d: Path, res: dict) -> list[Section]:
         names = sorted({k for v in trans.values() for k in v})
         s.add(Table(["backbone"] + names, [[b] + [_fmt(sc[n]["value"], 4) if n in sc else "-" for n in names]
                                            for b, sc in trans.items()],
-                    caption="scores on the labeled target samples; higher is better for every score"))
+                    caption=("scores on the target's training labels" if isinstance(sp, dict) else
+                             "scores on the labeled target samples") + "; higher is better for every score"))
         secs.append(s)
     b = res.get("bound") or {}
     extra = []
     if res.get("source_only_accuracy") is not None:
-        extra.append(("source-only accuracy on the labeled target", _fmt(res["source_only_accuracy"])))
+        on = "the target's training labels" if isinstance(sp, dict) else "the labeled target"
+        extra.append((f"source-only accuracy on {on}", _fmt(res["source_only_accuracy"])))
     if b.get("estimate") is not None:
         extra.append(("Ben-David bound (estimate)",
                       f"{b['estimate']:.3f} = source error {b['source_error']:.3f} + A-distance/2 "
