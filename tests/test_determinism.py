@@ -82,6 +82,12 @@ BUDGET = {
     "feature_extraction": {},
     "finetune": {"epochs": 2, "batch_size": 16},
     "scratch": {"epochs": 2, "batch_size": 16},
+    "source_only": {"epochs": 2, "batch_size": 32, "bottleneck": 32},
+    "source_only_adabn": {"epochs": 2, "batch_size": 32, "bottleneck": 32},
+    "target_only": {"epochs": 2, "batch_size": 32, "bottleneck": 32},
+    "source_only_lr": {},
+    "self_training": {},
+    "fixmatch": {"epochs": 1, "batch_size": 32},
 }
 
 

@@ -120,6 +120,28 @@ def test_target_labels_are_never_read(domains):
     assert with_labels["history"][0]["score"] == without["history"][0]["score"]
 
 
+def test_source_val_selection_uses_no_target_at_all(domains):
+    """``selection="source_val"`` scores the labeled source validation loss: with ``method=None``
+    the target may be ``None`` (the ``source_only`` baseline at this level)."""
+    src, tgt = domains
+    r = run(src, None, None, selection="source_val", epochs=2)
+    h = r["history"]
+    assert r["selection"] == "source_val" and r["term"] is None
+    assert r["best_epoch"] == int(np.argmax([row["score"] for row in h])) and all(row["score"] < 0 for row in h)
+    # the score is the negative cross-entropy on the held-out source rows (the same split dev uses)
+    from transferkit.data import stratified_split
+
+    s = src.subset(np.flatnonzero(src.labels >= 0))
+    _, va = stratified_split(s.labels, [0.8, 0.2], seed=0)
+    z = torch.as_tensor(r["trainer"].predict_logits(s.subset(va)))
+    loss = float(torch.nn.functional.cross_entropy(z, torch.as_tensor(s.labels[va])))
+    assert -loss == pytest.approx(r["score"], abs=1e-5)
+    with pytest.raises(ConfigError, match="target_ds=None but method='mcc' needs unlabeled target samples"):
+        run(src, None, "mcc", selection="source_val")
+    with pytest.raises(ConfigError, match="target_ds=None but selection='dev'"):
+        run(src, None, None, selection="dev")
+
+
 def test_errors_name_the_parameter(domains):
     src, tgt = domains
     with pytest.raises(ConfigError, match="Did you mean 'dann'"):

@@ -11,8 +11,11 @@ def test_benchmark_rows_and_protocol():
     for r in res["rows"]:
         assert set(r) == {"task", "method", "accuracy_mean", "accuracy_std", "n_seeds", "selection"}
         assert r["n_seeds"] == 2 and 0 <= r["accuracy_mean"] <= 1
-    assert res["rows"][0]["selection"] == "dev"
+    # source_only uses no target input, not even to select its checkpoint
+    assert res["rows"][0]["selection"] == "source_val (labeled source validation loss; no target input)"
+    assert res["rows"][1]["selection"].startswith("none")  # coral: closed form
     assert "oracle" in res["rows"][2]["selection"]
+    assert "source_only: labeled source validation loss" in res["protocol"]
     assert "| source_only |" in markdown_table(res)
 
 

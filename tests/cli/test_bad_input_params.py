@@ -100,6 +100,19 @@ CASES = {
         _s(t, name="adapt", method="coral", level="backbone"), ["works on fixed features", "level: features"]),
     "unknown selection scorer": lambda t: (_s(t, name="adapt", selection="best"), ["selection='best'", "'dev'"]),
     "duplicate weight candidates": lambda t: (_s(t, name="adapt", weight=[1, 1]), ["lists 1 twice"]),
+    "source_only with a scorer that reads the target": lambda t: (
+        _s(t, name="source_only", selection="dev"), ["source_only.selection='dev'"]),
+    "source_only_adabn with a target scorer": lambda t: (
+        _s(t, name="source_only_adabn", selection="entropy"), ["selection='entropy'"]),
+    "target_only bottleneck 10**9": lambda t: (
+        _s(t, name="target_only", bottleneck=10**9), ["bottleneck=1000000000 is out of range"]),
+    "source_only_lr source_val_fraction 1.5": lambda t: (
+        _s(t, name="source_only_lr", source_val_fraction=1.5), ["source_val_fraction=1.5"]),
+    "self_training threshold 0": lambda t: (_s(t, name="self_training", threshold=0), ["threshold", "(0, 1]"]),
+    "fixmatch option misspelt": lambda t: (
+        _s(t, name="fixmatch", loss_options={"treshold": 0.9}), ["'treshold'", "'threshold'"]),
+    "adapt target_labels at the backbone level": lambda t: (
+        _s(t, name="adapt", target_labels=True, level="backbone"), ["target_labels"]),
     "two_stage with a shallow method": lambda t: (
         _s(t, name="two_stage", method="coral"), ["closed-form estimator", "deep loss"]),
 }

@@ -53,6 +53,12 @@ STRATEGIES = [
     {"name": "adapt", "label": "adapt_backbone", "level": "backbone", "method": "dan", "epochs": 2,
      "batch_size": 32, "seed": 4},
     {"name": "two_stage", "epochs": 2, "stage2_epochs": 2, "bottleneck": 32, "seed": 5},
+    {"name": "source_only", "epochs": 2, "bottleneck": 32, "seed": 6},
+    {"name": "source_only_adabn", "epochs": 2, "bottleneck": 32, "seed": 7},
+    {"name": "target_only", "epochs": 2, "bottleneck": 32, "seed": 8},
+    {"name": "source_only_lr", "seed": 9},
+    {"name": "self_training", "seed": 10},
+    {"name": "fixmatch", "epochs": 2, "batch_size": 32, "seed": 11},
 ]
 
 

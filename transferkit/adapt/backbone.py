@@ -15,9 +15,10 @@ unlabeled target batch at every step through the Trainer's extra-loss hook:
 
 Freezing, per-group learning rates and BatchNorm freezing come from the layer groups
 (:mod:`transferkit.finetune`), exactly as in the ``finetune`` strategy. The checkpoint is chosen
-per epoch by an unsupervised scorer (:mod:`transferkit.metrics.scorers`) in a Trainer callback;
-target labels are never read (the target is re-wrapped with every label set to -1 before the
-Trainer or any scorer sees it).
+per epoch by an unsupervised scorer (:mod:`transferkit.metrics.scorers`) in a Trainer callback,
+or by the labeled source validation loss (``source_val``: no target input, the selection of the
+``source_only`` baseline); target labels are never read (the target is re-wrapped with every
+label set to -1 before the Trainer or any scorer sees it).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from ..errors import ConfigError, DataError
 
 __all__ = ["DALossTerm", "SelectionCallback", "train_backbone_adapter"]
 
-SELECTIONS = ("dev", "iwcv", "snd", "entropy", "target_val", "last")
+SELECTIONS = ("dev", "iwcv", "snd", "entropy", "source_val", "target_val", "last")
+#: Selections that read target predictions (the registered unsupervised scorers).
+TARGET_SELECTIONS = ("dev", "iwcv", "snd", "entropy")
 FIXMATCH_OPTIONS = ("threshold", "weak", "strong")
 
 
@@ -118,20 +121,23 @@ class SelectionCallback:
     At the end of every epoch the model's logits on the unlabeled target (and, for ``dev`` /
     ``iwcv``, on held-out labeled *source* data) are scored by the registered ``scorer``
     (higher is better); the score is added to the epoch's history row as ``"score"`` and the
-    best epoch's ``state_dict`` of ``model`` is kept on the CPU. ``target_val`` scores accuracy
-    on a labeled target *validation* split (when the user has one); ``last`` keeps the last
-    epoch. Call :meth:`restore` after ``fit``.
+    best epoch's ``state_dict`` of ``model`` is kept on the CPU. ``source_val`` scores the
+    negative mean cross-entropy on the labeled source validation split (no target input, no
+    importance weights); ``target_val`` scores accuracy on a labeled target *validation* split
+    (when the user has one); ``last`` keeps the last epoch. Call :meth:`restore` after ``fit``.
 
     Parameters
     ----------
     model
         The module whose weights are snapshotted (the wrapped TransferModel).
     selection
-        One of ``dev``, ``iwcv``, ``snd``, ``entropy``, ``target_val``, ``last``.
+        One of ``dev``, ``iwcv``, ``snd``, ``entropy``, ``source_val``, ``target_val``, ``last``.
     target
-        Unlabeled target dataset (its labels are never read).
+        Unlabeled target dataset (its labels are never read; unused by ``source_val``,
+        ``target_val`` and ``last``).
     source_val, weights_val
-        Labeled source validation dataset and its importance weights ``p_T/p_S`` (``dev``, ``iwcv``).
+        Labeled source validation dataset (``dev``, ``iwcv``, ``source_val``) and its importance
+        weights ``p_T/p_S`` (``dev``, ``iwcv``).
     target_val
         Labeled target validation dataset (``target_val`` only).
     """
@@ -140,7 +146,7 @@ class SelectionCallback:
                  target_val=None):
         self.model, self.selection = model, selection
         self.target, self.source_val, self.weights_val, self.target_val = target, source_val, weights_val, target_val
-        self.scorer = get("scorer", selection) if selection not in ("target_val", "last") else None
+        self.scorer = get("scorer", selection) if selection in TARGET_SELECTIONS else None
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.best_state: dict | None = None
@@ -156,6 +162,10 @@ class SelectionCallback:
             y = self.target_val.labels
             m = y >= 0
             return float((z[m].argmax(1) == y[m]).mean())
+        if self.selection == "source_val":
+            z = torch.as_tensor(trainer.predict_logits(self.source_val), dtype=torch.float32)
+            y = torch.as_tensor(self.source_val.labels, dtype=torch.long)
+            return -float(nn.functional.cross_entropy(z, y))
         need_sv = self.selection in ("dev", "iwcv")
         ctx = SelectionContext(
             logits_t=trainer.predict_logits(self.target),
@@ -215,7 +225,9 @@ def train_backbone_adapter(
     source_ds
         Labeled source :class:`~transferkit.data.DomainDataset` (unlabeled rows are dropped).
     target_ds
-        Target dataset; only its inputs are used (labels, if any, are ignored).
+        Target dataset; only its inputs are used (labels, if any, are ignored). ``None`` for a
+        source-only run that uses no target input: ``method=None`` and ``selection`` one of
+        ``source_val``, ``target_val``, ``last``.
     backbone
         Backbone name (``create_backbone``), a Backbone instance (trained in place; pass a copy
         to keep it) or a factory ``f(pretrained=...)``.
@@ -231,10 +243,11 @@ def train_backbone_adapter(
         discriminator), or for FixMatch ``threshold``, ``weak``, ``strong``.
     selection
         ``"dev"`` (default), ``"iwcv"`` (need held-out labeled source data), ``"snd"``,
-        ``"entropy"`` (target predictions only), ``"target_val"`` (accuracy on the labeled
+        ``"entropy"`` (target predictions only), ``"source_val"`` (the labeled source
+        validation loss; no target input), ``"target_val"`` (accuracy on the labeled
         ``target_val_ds``, when one exists) or ``"last"``.
     source_val_ds
-        Held-out labeled source data for ``dev``/``iwcv``. When ``None`` and the selection needs
+        Held-out labeled source data for ``dev``/``iwcv``/``source_val``. When ``None`` and the selection needs
         it, a stratified ``source_val_fraction`` of ``source_ds`` is held out (seeded by ``seed``)
         and the rest trains. Importance weights ``p_T/p_S`` come from a domain classifier on
         the initial (pretrained) backbone features, so they are the same for every epoch.
@@ -306,7 +319,12 @@ def train_backbone_adapter(
     check_number("source_val_fraction", source_val_fraction, low=0, high=1, low_inclusive=False, high_inclusive=False)
     if source_ds.labels is None or not (source_ds.labels >= 0).any():
         raise DataError(f"source {source_ds.name!r} has no labels; adaptation needs a labeled source.")
-    if len(target_ds) == 0:
+    if target_ds is None:
+        if method is not None or selection in TARGET_SELECTIONS:
+            what = f"method={method!r}" if method is not None else f"selection={selection!r}"
+            raise ConfigError(f"target_ds=None but {what} needs unlabeled target samples; pass target_ds, or use "
+                              "method=None with selection='source_val', 'target_val' or 'last'.")
+    elif len(target_ds) == 0:
         raise DataError(f"target {target_ds.name!r} is empty; pass the unlabeled target samples.")
     if selection == "target_val" and (target_val_ds is None or target_val_ds.labels is None
                                       or not (target_val_ds.labels >= 0).any()):
@@ -320,9 +338,10 @@ def train_backbone_adapter(
                               + f" Options: {', '.join(FIXMATCH_OPTIONS)}.")
 
     source = source_ds.subset(np.flatnonzero(source_ds.labels >= 0))
-    target = target_ds.without_labels()  # whatever runs next cannot read target labels
+    # whatever runs next cannot read target labels
+    target = target_ds.without_labels() if target_ds is not None else None
     source_val = source_val_ds
-    if selection in ("dev", "iwcv"):
+    if selection in ("dev", "iwcv", "source_val"):
         if source_val is None:
             tr, va = stratified_split(source.labels, [1 - source_val_fraction, source_val_fraction], seed=seed)
             source, source_val = source.subset(tr), source.subset(va)

@@ -5,6 +5,13 @@ shift; per seed the target is split 50/50 (stratified) into an unlabeled trainin
 test split. Methods see the source labels and the unlabeled pool; checkpoints are selected by
 an unsupervised scorer (``dev`` by default, recorded per row); target labels are used only to
 score the test split, and by the ``target_only`` oracle (all pool labels).
+
+The baselines: ``source_only`` (the strategy of that name) uses no target input at all, not
+even for checkpoint selection (``source_val``: the labeled source validation loss) or
+BatchNorm statistics; ``source_only_lr`` is the shallow methods' classifier on source features
+alone; ``adabn`` is the ``source_only`` network with the target pool's BatchNorm statistics and
+its checkpoint chosen by the benchmark's scorer (both use target inputs, so it is an
+adaptation method).
 """
 
 from __future__ import annotations
@@ -72,8 +79,27 @@ def check_benchmark_args(tasks=None, methods=None, seeds: int = 3, *, selection:
                           "unlabeled, so no scorer may use target labels)." + suggest(str(selection), SELECTIONS))
     if not isinstance(backbone, str) or not backbone:
         raise ConfigError(f"backbone={backbone!r} must be a backbone name (see 'transferkit list backbones').")
+    from .._registry import get
+
+    get("backbone", backbone)  # an unknown name fails here, with the nearest names, before any folder is made
+    _check_backbone(backbone, int(image_size))
     return {"tasks": tasks, "methods": methods, "seeds": int(seeds), "selection": selection, "epochs": int(epochs),
             "backbone": backbone, "image_size": int(image_size)}
+
+
+def _check_backbone(backbone: str, image_size: int) -> None:
+    """The suite's images through the backbone once (two samples): a text or tabular backbone,
+    or one that cannot take ``image_size`` images, fails here with one line, before any folder
+    is made."""
+    from ..backbones import create_backbone
+    from ..data.spec import load_dataset
+    from ..experiment import _check_inputs
+
+    def factory(pretrained=True):
+        return create_backbone(backbone, pretrained=pretrained, image_size=image_size)
+
+    factory.name = backbone
+    _check_inputs("benchmark's source", load_dataset(SOURCE), factory)
 
 
 def cell_path(out_dir, task: str, method: str, seed: int) -> Path:
@@ -112,7 +138,7 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
     from ..data import stratified_split
     from ..data.spec import load_dataset
     from ..metrics._base import mean_std
-    from ..strategies import Adapt
+    from ..strategies import Adapt, SourceOnly
 
     a = check_benchmark_args(tasks, methods, seeds, selection=selection, epochs=epochs, backbone=backbone,
                              image_size=image_size)
@@ -138,9 +164,13 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
                     # oracle: the same adapter trained on the labeled pool as its "source"
                     s = Adapt(**common, method=None, selection="dev").fit(unlabeled, source=labeled_pool)
                     sel = "oracle (target labels)"
-                elif m in ("source_only", "adabn"):
-                    # source_only sees no target data at all; adabn adds only the target's BatchNorm statistics
-                    s = Adapt(**common, method=None, selection=selection, domain_bn=m == "adabn")
+                elif m == "source_only":
+                    # no target input at all: the pool is not even handed over
+                    s = SourceOnly(**common).fit(None, source=src)
+                    sel = s.selection_
+                elif m == "adabn":
+                    # no DA loss: the pool's BatchNorm statistics, checkpoint by the benchmark's scorer
+                    s = Adapt(**common, method=None, selection=selection, domain_bn=True)
                     s.fit(unlabeled, source=src)
                     sel = s.selection_
                 else:
@@ -166,7 +196,8 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
                          "selection": rs[0]["selection"]})
     return {"rows": rows, "runs": runs, "source": SOURCE, "tasks": {t: TASKS[t] for t in tasks},
             "protocol": "target split 50/50 per seed into an unlabeled pool and a test split; checkpoint selection "
-                        f"by '{selection}' (no target labels); target labels only score the test split and train "
+                        f"by '{selection}' (no target labels), except source_only: labeled source validation loss "
+                        "(source_val), no target input at all; target labels only score the test split and train "
                         "the target_only oracle"}
 
 

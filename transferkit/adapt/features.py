@@ -3,7 +3,9 @@
 The default way to adapt on a CPU: the backbone runs once per domain (features cached on
 disk), and a bottleneck ``Linear -> BatchNorm -> ReLU -> Dropout`` plus a linear head train on
 top with the source classification loss plus a registered deep DA loss on unlabeled target
-batches. Checkpoints are selected by an unsupervised scorer (never target test labels).
+batches. Checkpoints are selected by an unsupervised scorer (never target test labels), or by
+the labeled source validation loss (``selection="source_val"``: no target input at all, the
+selection of the ``source_only`` baseline).
 """
 
 from __future__ import annotations
@@ -107,8 +109,17 @@ def build_method_loss(method: str, in_features: int, num_classes: int, weight: f
     return CombinedDALoss({n: build_da_loss(n, in_features, num_classes, weight, **opts.get(n, {})) for n in names})
 
 
+#: Checkpoint selections of :func:`train_feature_adapter`: the registered unsupervised scorers
+#: (target inputs), ``source_val`` (labeled source validation loss: no target input),
+#: ``target_val`` (labeled target validation accuracy) and ``last``.
+SELECTIONS = ("dev", "iwcv", "snd", "entropy", "source_val", "target_val", "last")
+
+#: Selections that need target training inputs (the scorers look at target predictions).
+TARGET_SELECTIONS = ("dev", "iwcv", "snd", "entropy")
+
+
 def train_feature_adapter(
-    Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, *, yt: np.ndarray | None = None,
+    Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray | None, *, yt: np.ndarray | None = None,
     Xs_val: np.ndarray | None = None, ys_val: np.ndarray | None = None, weights_val: np.ndarray | None = None,
     Xt_val: np.ndarray | None = None, yt_val: np.ndarray | None = None,
     num_classes: int, method: str | None = "dann", weight: float = 1.0, loss_options: dict | None = None,
@@ -123,40 +134,69 @@ def train_feature_adapter(
     Xs, ys
         Labeled source features and labels.
     Xt
-        Target training features (unlabeled; ``yt`` gives labels where known, -1 elsewhere,
-        and labeled target rows join the classification loss).
+        Target training features, or ``None`` when no target input may be used (then
+        ``method=None``, ``domain_bn=False``, no ``yt`` and a selection that needs no target
+        input: ``source_val``, ``target_val`` or ``last``). Unlabeled unless ``yt`` is given.
+    yt
+        Labels of the ``Xt`` rows (-1 where unknown), or ``None``. Only for semi-supervised
+        adaptation: labeled target rows then join the classification loss. Leave it ``None``
+        for unsupervised adaptation and for every source-only baseline.
     Xs_val, ys_val, weights_val
-        Held-out labeled source data and its importance weights (for ``iwcv``/``dev``).
+        Held-out labeled source data and its importance weights (``iwcv``/``dev``; ``Xs_val``
+        and ``ys_val`` alone for ``source_val``).
     Xt_val, yt_val
-        Labeled target validation data, used only when ``selection="target_val"``.
+        Labeled target validation data, used only when ``selection="target_val"`` (rows with
+        label -1 are left out of its accuracy).
     method
         A registered ``da_loss`` name, several joined by ``+`` (their sum, e.g. ``"jan+mcc"``),
-        or ``None`` for source-only training (target inputs are then not forwarded at all, so
-        with ``domain_bn=False`` the model has seen nothing of the target; with ``domain_bn=True``
-        it is AdaBN: source training plus the target's BatchNorm statistics).
+        or ``None`` for training on the labeled rows only (target inputs are then not
+        forwarded through the network at all; with ``domain_bn=True`` it is AdaBN: source
+        training plus the target's BatchNorm statistics, and ``Xt`` also feeds the unsupervised
+        scorers of ``selection``).
     selection
-        ``"dev"``, ``"iwcv"``, ``"snd"``, ``"entropy"`` (unsupervised scorers), ``"target_val"``
+        ``"dev"``, ``"iwcv"``, ``"snd"``, ``"entropy"`` (unsupervised scorers: they read target
+        predictions), ``"source_val"`` (the negative mean cross-entropy on ``Xs_val``: labeled
+        source data only, no target input and no importance weights), ``"target_val"``
         (labeled target validation accuracy) or ``"last"``.
     domain_bn
         Normalize each domain with its own BatchNorm statistics when predicting (AdaBN): source
         validation logits with the source training features' statistics, target logits with
         the target training features'. The returned model carries the *target* statistics, so
-        it is a model of the target domain. ``False``: one running average over both domains.
+        it is a model of the target domain. ``False``: one running average over the domains
+        the network was trained on.
 
     Returns
     -------
     dict
-        ``model`` (best state loaded), ``history`` (per-epoch losses and scores), ``best_epoch``.
+        ``model`` (the best epoch's weights; with ``domain_bn`` its BatchNorm statistics are
+        then set from ``Xt`` through those weights), ``history`` (per-epoch losses and scores;
+        ``source_val`` also logs ``source_val_loss`` and ``source_val_accuracy``),
+        ``best_epoch``, ``selection``.
     """
     from ..metrics.scorers import SelectionContext
 
     check_number("epochs", epochs, low=1, integer=True)
-    if selection not in ("dev", "iwcv", "snd", "entropy", "target_val", "last"):
-        raise ConfigError(f"selection={selection!r}; use dev, iwcv, snd, entropy, target_val or last.")
-    if selection in ("dev", "iwcv") and (Xs_val is None or ys_val is None):
+    if selection not in SELECTIONS:
+        from .._validation import suggest
+
+        raise ConfigError(f"selection={selection!r} is not a checkpoint selection." + suggest(str(selection), SELECTIONS)
+                          + f" Use one of {', '.join(SELECTIONS)}.")
+    if selection in ("dev", "iwcv", "source_val") and (Xs_val is None or ys_val is None):
         raise ConfigError(f"selection={selection!r} needs held-out labeled source data (Xs_val, ys_val).")
-    if selection == "target_val" and (Xt_val is None or yt_val is None):
-        raise DataError("selection='target_val' needs labeled target validation data.")
+    if selection == "target_val":
+        if Xt_val is None or yt_val is None or not (np.asarray(yt_val) >= 0).any():
+            raise DataError("selection='target_val' needs labeled target validation data (Xt_val, yt_val with "
+                            "labels >= 0).")
+        yt_val = np.asarray(yt_val)
+    if Xt is None:
+        for what, uses_target in ((f"method={method!r}", method is not None),
+                                  (f"domain_bn={domain_bn!r}", bool(domain_bn)),
+                                  ("yt (target labels)", yt is not None),
+                                  (f"selection={selection!r}", selection in TARGET_SELECTIONS)):
+            if uses_target:
+                raise ConfigError(f"Xt=None (no target input) but {what} needs target training features; "
+                                  "pass Xt, or use method=None, domain_bn=False and selection='source_val', "
+                                  "'target_val' or 'last'.")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     d = Xs.shape[1]
@@ -168,13 +208,15 @@ def train_feature_adapter(
     if da is not None and any(True for _ in da.parameters()):
         params.append({"params": da.parameters(), "lr": lr})
     opt = torch.optim.AdamW(params, weight_decay=weight_decay)
-    S, T = torch.as_tensor(Xs, dtype=torch.float32), torch.as_tensor(Xt, dtype=torch.float32)
+    S = torch.as_tensor(Xs, dtype=torch.float32)
+    T = None if Xt is None else torch.as_tensor(Xt, dtype=torch.float32)
     ys_t = torch.as_tensor(ys, dtype=torch.long)
-    yt_t = torch.as_tensor(yt if yt is not None else np.full(len(Xt), -1), dtype=torch.long)
-    steps = steps_per_epoch or max(1, int(np.ceil(max(len(S), len(T)) / batch_size)))
+    yt_t = None if T is None else torch.as_tensor(yt if yt is not None else np.full(len(T), -1), dtype=torch.long)
+    n_t = 0 if T is None else len(T)
+    steps = steps_per_epoch or max(1, int(np.ceil(max(len(S), n_t) / batch_size)))
     total = epochs * steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 + 10 * s / total) ** -0.75)  # Ganin et al.'s decay
-    scorer = get("scorer", selection) if selection not in ("target_val", "last") else None
+    scorer = get("scorer", selection) if selection in TARGET_SELECTIONS else None
     history, best, best_state, best_epoch = [], None, None, None
 
     bn = model.bottleneck[1]
@@ -197,15 +239,19 @@ def train_feature_adapter(
         sums: dict[str, float] = {}
         for _ in range(steps):
             i_s = torch.randint(len(S), (batch_size,), generator=gen)
-            i_t = torch.randint(len(T), (batch_size,), generator=gen)
-            xs, xt = S[i_s].to(device), T[i_t].to(device)
-            lab = yt_t[i_t] >= 0
+            xs = S[i_s].to(device)
+            if T is not None:  # (a target index is drawn even when unused, so runs with and without labels align)
+                i_t = torch.randint(len(T), (batch_size,), generator=gen)
+                xt = T[i_t].to(device)
+                lab = yt_t[i_t] >= 0
+            else:
+                lab = torch.zeros(0, dtype=torch.bool)
             fs = model.features(xs)
             zs = model.head(fs)
             if da is not None or lab.any():
                 ft = model.features(xt)
                 zt = model.head(ft)
-            # else: a source-only model never sees target inputs (not even in BatchNorm statistics)
+            # else: the target inputs are not forwarded (not even through BatchNorm in training mode)
             loss = F.cross_entropy(zs, ys_t[i_s].to(device))
             terms = {"cls": loss.item()}
             if lab.any():
@@ -241,7 +287,14 @@ def train_feature_adapter(
                 "or weight, and check the inputs for huge values.")
         row = {"epoch": epoch, **sums, "epoch_time": time.perf_counter() - t0}
         if selection == "target_val":
-            score = float((logits(Xt_val, T).argmax(1) == yt_val).mean())
+            m = yt_val >= 0  # unlabeled (-1) validation rows are no evidence either way
+            score = float((logits(Xt_val, T).argmax(1)[m] == yt_val[m]).mean())
+        elif selection == "source_val":
+            z = torch.as_tensor(logits(Xs_val, S))
+            y_sv = torch.as_tensor(np.asarray(ys_val), dtype=torch.long)
+            row["source_val_loss"] = float(F.cross_entropy(z, y_sv))
+            row["source_val_accuracy"] = float((z.argmax(1) == y_sv).float().mean())
+            score = -row["source_val_loss"]
         elif selection == "last":
             score = float(epoch)
         else:
@@ -255,7 +308,7 @@ def train_feature_adapter(
             best, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
-    if domain_bn:
+    if domain_bn and T is not None:  # after the weights: the statistics are those of the restored layers
         model.set_bn_statistics(T.to(device))
     model.eval()
     return {"model": model, "history": history, "best_epoch": best_epoch, "selection": selection}

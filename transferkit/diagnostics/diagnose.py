@@ -3,8 +3,9 @@
 One call runs, from an experiment config and its optional ``diagnose:`` section
 (:class:`transferkit.config.DiagnoseConfig`):
 
-1. the negative-transfer test (:mod:`.negative_transfer`): transfer vs baseline (and
-   source-only when label spaces match) over the config's seeds, same splits and budget;
+1. the negative-transfer test (:mod:`.negative_transfer`): transfer vs baseline (and the
+   ``source_only`` strategy, trained on labeled source only with no target labels or inputs,
+   when label spaces match) over the config's seeds, same splits and budget;
 2. convergence speed from those runs' histories (:func:`.sample_efficiency.convergence_speed`);
 3. sharpness of each solution found (:func:`.sharpness.model_sharpness`);
 4. the sample-efficiency curve and labels saved (:func:`.sample_efficiency.run_sample_efficiency`);
@@ -236,7 +237,9 @@ def format_diagnose(res: dict) -> str:
              f"- {t}: {nt['transfer_mean']:.3f}; {b}: {nt['baseline_mean']:.3f}"]
     if nt.get("source_only"):
         so = nt["source_only"]
-        lines.append(f"- source_only: {so['accuracy_mean']:.3f} (vs {b}: {so['delta_mean']:+.3f}, {so['verdict']})")
+        what = so.get("description", "trained on labeled source only")
+        lines.append(f"- {so.get('strategy', 'source_only')} ({what}): {so['accuracy_mean']:.3f} "
+                     f"(vs {b}: {so['delta_mean']:+.3f}, {so['verdict']})")
     rv = nt["rising_val_loss"]
     lines.append(f"- validation loss rising from the start: {'YES, seeds ' + str(rv['seeds']) if rv['flagged'] else 'no'}")
     conv = res.get("convergence")

@@ -38,6 +38,9 @@ import numpy as np
 from ..errors import ConfigError, DataError
 
 VERDICTS = ("positive transfer", "no significant difference", "negative transfer")
+
+#: What the source-only baseline of a diagnosis is, in the words its results carry.
+SOURCE_ONLY_DESCRIPTION = "trained on labeled source only: no target labels, no target inputs"
 METHODS = ("t", "bootstrap", "welch")
 
 
@@ -195,15 +198,33 @@ def strategy_config(cfg, name: str):
     return _parse_strategy(name, 0) if isinstance(name, str) else StrategyConfig(name)
 
 
+#: Key (strategy name and result folder) of the source-only baseline in a negative-transfer run.
+SOURCE_ONLY = "source_only"
+
+
+def source_only_config(cfg):
+    """The source-only baseline's :class:`~transferkit.config.StrategyConfig`: the registered
+    strategy ``source_only`` (labeled source only: no target label, no target input), with the
+    parameters of the config's own ``source_only`` strategy entry when it lists one. Only an
+    entry of that strategy counts: another strategy merely labeled ``source_only`` (say
+    ``adapt`` with ``method: null``, which uses target inputs) is not the baseline."""
+    from ..config import StrategyConfig
+
+    for s in cfg.strategies:
+        if s.key == SOURCE_ONLY and s.name == SOURCE_ONLY:
+            return s
+    return StrategyConfig(SOURCE_ONLY)
+
+
 def negative_transfer_config(cfg, *, transfer: str = "finetune", baseline: str = "scratch",
                              source_only: bool | str = "auto"):
     """The experiment :func:`run_negative_transfer` runs: a copy of ``cfg`` whose strategies
-    are ``transfer``, ``baseline`` (and the source-only baseline when ``source_only`` asks for it
-    and the label spaces match). Returns ``(config, transfer_config, baseline_config,
-    uses_source_only)``; nothing is trained or written, so callers can validate it first."""
+    are ``transfer``, ``baseline`` (and the ``source_only`` strategy when ``source_only`` asks
+    for it, the label spaces match and neither compared strategy is it already). Returns
+    ``(config, transfer_config, baseline_config, uses_source_only)``; nothing is trained or
+    written, so callers can validate it first."""
     import dataclasses
 
-    from ..config import StrategyConfig
     from ..data.spec import load_dataset
 
     t_cfg, b_cfg = strategy_config(cfg, transfer), strategy_config(cfg, baseline)
@@ -215,9 +236,9 @@ def negative_transfer_config(cfg, *, transfer: str = "finetune", baseline: str =
         if source_only is True and not match:
             raise ConfigError("diagnose.source_only=true needs a labeled 'source' whose classes match the target's; "
                               "set source_only: auto or false.")
-        use_source_only = match
+        use_source_only = match and SOURCE_ONLY not in (t_cfg.key, b_cfg.key)
     if use_source_only:
-        strategies.append(StrategyConfig("adapt", {"method": None}, label="source_only"))
+        strategies.append(source_only_config(cfg))
     return dataclasses.replace(cfg, strategies=strategies), t_cfg, b_cfg, use_source_only
 
 
@@ -240,8 +261,10 @@ def run_negative_transfer(cfg, out_dir: str | Path, *, transfer: str = "finetune
     the two compared (with the parameters ``cfg`` gives them, if it lists them), so both share
     every seed's splits and the budget the config sets. With ``source_only`` (``"auto"``: when
     ``cfg.source`` is given and its label space matches the target's), the source-only
-    baseline (``adapt`` with ``method=None``: a head trained on labeled source features only,
-    checkpoint chosen without target labels) runs too and is compared with the baseline.
+    baseline runs too and is compared with the baseline: the strategy ``source_only`` (a
+    bottleneck + head on labeled source features alone; it reads no target label and no target
+    input: no AdaBN, checkpoint on the labeled source validation loss), so on a target whose
+    labels are a permutation of the source's it scores about 0.
     ``resume=True`` continues an interrupted run in ``out_dir`` (finished runs are kept; their
     per-epoch histories are read back from ``metrics.jsonl``); ``force`` runs again the runs
     whose ``result.json`` is missing even when the directory is marked complete.
@@ -250,7 +273,8 @@ def run_negative_transfer(cfg, out_dir: str | Path, *, transfer: str = "finetune
     -------
     dict
         :func:`compare_scores`'s result plus ``transfer``, ``baseline``, ``rising_val_loss``
-        (``{"flagged": any seed, "seeds": [...]}``), ``source_only`` (its comparison or
+        (``{"flagged": any seed, "seeds": [...]}``), ``source_only`` (its comparison with
+        ``accuracy_mean``, ``accuracy_std``, ``strategy`` and ``description`` added, or
         ``None``), ``experiment`` (the run's results dict).
     """
     import json
@@ -285,10 +309,12 @@ def run_negative_transfer(cfg, out_dir: str | Path, *, transfer: str = "finetune
                               "rule": "val loss lowest after epoch 0 and >5% higher at the end, upward trend"}
     out["source_only"] = None
     if use_source_only:
-        so = compare_scores([by["source_only"][s] for s in seeds], [by[b_cfg.key][s] for s in seeds],
+        so = compare_scores([by[SOURCE_ONLY][s] for s in seeds], [by[b_cfg.key][s] for s in seeds],
                             method=method, confidence=confidence, n_resamples=n_resamples)
-        so["accuracy_mean"] = res["summary"]["source_only"]["accuracy_mean"]
-        so["accuracy_std"] = res["summary"]["source_only"]["accuracy_std"]
+        so["accuracy_mean"] = res["summary"][SOURCE_ONLY]["accuracy_mean"]
+        so["accuracy_std"] = res["summary"][SOURCE_ONLY]["accuracy_std"]
+        so["strategy"] = SOURCE_ONLY
+        so["description"] = SOURCE_ONLY_DESCRIPTION
         out["source_only"] = so
     out["histories"] = histories
     out["experiment"] = res

@@ -1,5 +1,25 @@
-"""Domain adaptation strategies on a frozen, cached backbone: ``adapt`` (deep losses and
-shallow estimators), and the baselines ``source_only`` and ``target_only``."""
+"""Domain adaptation strategies on a frozen, cached backbone, and their honest baselines.
+
+Registered strategies (``transferkit list strategies``):
+
+- ``adapt``: labeled source + unlabeled target; a deep DA loss on a bottleneck + head, a
+  shallow estimator + logistic regression, or one of the method strategies below by name.
+  Target labels are hidden from training unless ``target_labels=True`` (semi-supervised DA).
+- ``source_only``: the same bottleneck + head trained on the labeled source alone: it reads
+  no target label and no target input (no AdaBN; checkpoint by the labeled source
+  validation loss, ``selection="source_val"``). Its ``fit`` works without the target at all.
+- ``source_only_adabn``: ``source_only`` plus the target's BatchNorm statistics (AdaBN): target
+  inputs for the statistics, no target labels. Not a source-only model, hence its own name.
+- ``target_only``: the same bottleneck + head trained on the labeled target training samples
+  alone (no source), checkpoint by labeled target validation accuracy when there is a
+  validation split, else the last epoch.
+- ``two_stage``: ``adapt`` with the target labels hidden, then fine-tuning on them.
+- Method strategies, each also an ``adapt`` method of the same name (``Adapt(method=name)``):
+  ``source_only_lr`` (logistic regression on labeled source features, the shallow methods'
+  baseline; no target input), ``self_training`` (the same classifier refit with confident
+  target pseudo-labels) and ``fixmatch`` (backbone-level FixMatch on weak/strong views of the
+  target images).
+"""
 
 from __future__ import annotations
 
@@ -29,14 +49,61 @@ from .base import (
 _BACKBONE_LEVEL_WIDTH = 256
 
 
+#: ``adapt`` methods that are registered strategies of their own: name -> strategy class (filled by
+#: :func:`_method_strategy`; ``transferkit list strategies`` shows them, and the registry-driven
+#: strategy contract tests run them).
+_METHOD_STRATEGIES: dict[str, type] = {}
+
+#: Checkpoint selections of the source-only baselines: none of them reads a target input.
+SOURCE_ONLY_SELECTIONS = ("source_val", "last")
+
+
+def _method_strategy(name: str):
+    """Register the decorated class as the strategy ``name`` and as the ``adapt`` method ``name``."""
+
+    def deco(cls):
+        register("strategy", name)(cls)
+        _METHOD_STRATEGIES[name] = cls
+        return cls
+
+    return deco
+
+
+def _method_class(method):
+    """The method strategy behind an ``adapt`` method name, or ``None``."""
+    return _METHOD_STRATEGIES.get(method) if isinstance(method, str) else None
+
+
 def _is_shallow(method) -> bool:
     """Methods that work on fixed feature matrices (closed-form estimators, no checkpoints)."""
-    return method in available("shallow_da") or method in ("self_training", "source_only_lr")
+    cls = _method_class(method)
+    if cls is not None:
+        return cls.closed_form
+    return isinstance(method, str) and method in available("shallow_da")
+
+
+def _class_count(source, train, use_target_labels: bool = False) -> int:
+    """Output width: the source's classes, widened to the target's class *names* when it has
+    them; the target's labels are read only when training uses them (``use_target_labels``)."""
+    n = source.n_classes
+    if train is not None:
+        if train.classes is not None:
+            n = max(n, len(train.classes))
+        elif use_target_labels and train.labels is not None and (train.labels >= 0).any():
+            n = max(n, int(train.labels.max()) + 1)
+    return n
+
+
+def _check_source(strategy, source) -> None:
+    if source is None:
+        raise ConfigError(f"strategy {strategy.name!r} needs a labeled source dataset (set 'source' in the config).")
+    if source.labels is None or not (source.labels >= 0).any():
+        raise DataError(f"source {source.name!r} has no labels; {strategy.name} needs a labeled source.")
 
 
 @register("strategy", "adapt")
 class Adapt(Strategy):
-    """Adapt from a labeled source to a (mostly) unlabeled target on cached backbone features.
+    """Adapt from a labeled source to an unlabeled target on cached backbone features.
 
     Parameters
     ----------
@@ -44,21 +111,32 @@ class Adapt(Strategy):
         A deep DA loss (``transferkit list da_losses``: ``jan`` (the default, chosen on
         development tasks: ``benchmarks/da_dev.py``), ``dan``, ``dann``, ``cdan``, ...) or a sum
         of them (``"jan+mcc"``) trained with a bottleneck + head; a shallow estimator (``coral``, ``sa``, ``tca``, ``ot_mapping``,
-        ``kmm``, ``kliep``) followed by logistic regression; ``"self_training"``;
-        ``"source_only_lr"`` (logistic regression on source features: the shallow methods'
-        baseline); or ``None`` for source-only training of the same bottleneck + head.
+        ``kmm``, ``kliep``) followed by logistic regression; a method strategy by name
+        (``"self_training"``, ``"source_only_lr"``, ``"fixmatch"``: see the module docstring);
+        or ``None``: no DA loss, the bottleneck + head trained on the labeled source, still
+        using target inputs for AdaBN (``domain_bn``) and for ``selection``'s scorer. That is
+        *not* a source-only model: the true one is the strategy ``source_only``.
     weight
         The DA loss weight (lambda), or a list of candidates: each is trained and the one whose
         best checkpoint has the highest ``selection`` score is kept (no target labels involved).
     selection
-        Checkpoint selection: ``"dev"`` (default), ``"iwcv"``, ``"snd"``, ``"entropy"``; or
-        ``"target_val"`` to use labeled target validation data when the user has it. Target
-        test labels are never used. The scorer is recorded in ``selection_``.
+        Checkpoint selection: ``"dev"`` (default), ``"iwcv"``, ``"snd"``, ``"entropy"``
+        (unsupervised scorers on target predictions); ``"source_val"`` (the labeled source
+        validation loss: no target input); ``"last"``; or ``"target_val"`` to use labeled target
+        validation data when the user has it. Target test labels are never used. The scorer is
+        recorded in ``selection_``.
     source_val_fraction
-        Held-out labeled source fraction for IWCV/DEV.
+        Held-out labeled source fraction for IWCV/DEV/``source_val`` (the rest trains).
     domain_bn
         Feature level: normalize each domain with its own BatchNorm statistics when predicting
         (AdaBN); the fitted model carries the target's.
+    target_labels
+        ``False`` (default): unsupervised adaptation; the labels of the target training split
+        are never read, whatever it holds (labeled target samples belong to ``two_stage`` or
+        ``finetune``). ``True``: semi-supervised adaptation at the feature level: labeled
+        target training rows join the classification loss (deep methods), the logistic
+        regression (shallow estimators) or the labeled set that ``self_training`` starts from.
+        The number used is recorded in ``n_target_labels_``.
     level
         ``"features"`` (default): adapt a bottleneck + head on cached features of the frozen
         backbone (fast on a CPU). ``"backbone"``: train the backbone too (its ``unfreeze``
@@ -76,7 +154,7 @@ class Adapt(Strategy):
                  pretrained=True, image_size=None, bottleneck=256, dropout=0.5, epochs=30, batch_size=64,
                  lr=1e-3, weight_decay=5e-4, loss_options=None, source_val_fraction=0.2, cache_dir=None,
                  seed=0, device=None, progress=False, domain_bn=True, level="features", backbone_lr_mult=0.1,
-                 unfreeze="all"):
+                 unfreeze="all", target_labels=False):
         self.backbone = backbone
         self.method = method
         self.weight = weight
@@ -99,17 +177,18 @@ class Adapt(Strategy):
         self.level = level
         self.backbone_lr_mult = backbone_lr_mult
         self.unfreeze = unfreeze
+        self.target_labels = target_labels
 
     # ------------------------------------------------------------------ validation
     def _method_choices(self) -> list[str]:
-        return [*available("da_loss"), *available("shallow_da"), "self_training", "source_only_lr", "fixmatch"]
+        return [*available("da_loss"), *available("shallow_da"), *_METHOD_STRATEGIES]
 
     def _validate(self, backbone) -> None:
         p = self._p
         self._check_common(backbone)
         level = check_option(p("level"), self.level, ("features", "backbone"))
         grid = self._check_weights()
-        check_option(p("selection"), self.selection, [*available("scorer"), "target_val", "last"])
+        check_option(p("selection"), self.selection, [*available("scorer"), "source_val", "target_val", "last"])
         self._num("bottleneck", low=1, high=MAX_WIDTH, integer=True, example=256)
         self._num("dropout", low=0, high=1, high_inclusive=False, example=0.5)
         self._num("epochs", low=1, high=MAX_EPOCHS, integer=True, example=30)
@@ -117,6 +196,9 @@ class Adapt(Strategy):
         self._num("weight_decay", low=0, high=10, example=0.0005)
         self._num("source_val_fraction", low=0, high=1, low_inclusive=False, high_inclusive=False, example=0.2)
         check_flag(p("domain_bn"), self.domain_bn)
+        if check_flag(p("target_labels"), self.target_labels) and level == "backbone":
+            raise ConfigError(f"{p('target_labels')}=true needs {p('level')}: features (the backbone-level adapter "
+                              "never reads target labels); use two_stage or finetune for labeled target samples.")
         self._num("backbone_lr_mult", low=0, high=10, example=0.1)
         nb = n_backbone_groups(backbone if backbone is not None else self.backbone)
         check_unfreeze(p("unfreeze"), self.unfreeze, nb if level == "backbone" else None)
@@ -148,21 +230,15 @@ class Adapt(Strategy):
             return
         if not isinstance(m, str):
             raise ConfigError(f"{where}={m!r} must be a method name (e.g. jan, dann, coral) or null.")
-        if m == "fixmatch":
-            if level != "backbone":
-                raise ConfigError(f"{where}='fixmatch' augments images through the backbone; set "
-                                  f"{self._p('level')}: backbone, or pick a feature-level method such as jan.")
-            from .._validation import suggest
-            from ..adapt.backbone import FIXMATCH_OPTIONS
-            from ..semi import FixMatchTerm
-
-            bad = [k for k in opts if k not in FIXMATCH_OPTIONS]
-            if bad:
-                raise ConfigError(f"{lo} has an unknown option {bad[0]!r} for method 'fixmatch'."
-                                  + suggest(str(bad[0]), FIXMATCH_OPTIONS)
-                                  + f" Options: {', '.join(FIXMATCH_OPTIONS)}.")
-            build_on_meta(lo, lambda: FixMatchTerm(weight=weight, **opts), opts)
+        cls = _method_class(m)
+        if cls is not None and not cls.closed_form:  # a backbone-level method strategy (fixmatch)
+            if level != cls.method_level:
+                raise ConfigError(f"{where}={m!r} {cls.level_reason}; set {self._p('level')}: {cls.method_level}, "
+                                  "or pick a feature-level method such as jan.")
+            cls._check_method_options(self, opts, weight)
             return
+        if cls is not None:
+            cls._check_method_options(self, opts, weight)
         if _is_shallow(m):
             if level == "backbone":
                 raise ConfigError(f"{where}={m!r} works on fixed features; use {self._p('level')}: features for it, "
@@ -192,38 +268,63 @@ class Adapt(Strategy):
             self.extractor_ = FeatureExtractor(bb, cache_dir=self.cache_dir, progress=self.progress).fit()
         return self.extractor_.transform(dataset)
 
-    def fit(self, train, val=None, *, source=None, run_dir=None):
-        """``train``: target training data (labels -1 where unknown); ``source``: labeled source."""
+    def _source_split(self, source):
+        """Labeled source features split (stratified, seeded) into training and validation rows:
+        ``(Fs, ys, Fs_val, ys_val)``; the validation rows serve DEV/IWCV/``source_val``."""
         from ..data import stratified_split
+
+        Fs_all = self._features(source)
+        ls = np.flatnonzero(source.labels >= 0)
+        ys_all = source.labels[ls]
+        Fs_all = Fs_all[ls]
+        tr, va = stratified_split(ys_all, [1 - self.source_val_fraction, self.source_val_fraction], seed=self.seed)
+        return Fs_all[tr], ys_all[tr], Fs_all[va], ys_all[va]
+
+    def _target_features(self, train, d: int) -> np.ndarray:
+        if train is None:
+            raise DataError(f"{self.name} needs the target training split (its inputs); got None.")
+        Ft = self._features(train)
+        if Ft.shape[1] != d:
+            raise DataError(f"source and target features differ in dimension ({d} vs {Ft.shape[1]}).")
+        return Ft
+
+    def _target_labels(self, train) -> np.ndarray:
+        """The target training labels training may use: all -1 unless ``target_labels`` (then the
+        labels are read; otherwise they are not even looked at)."""
+        if not self.target_labels or train.labels is None:
+            return np.full(len(train), -1)
+        return np.asarray(train.labels)
+
+    def fit(self, train, val=None, *, source=None, run_dir=None):
+        """Adapt from ``source`` (labeled) to ``train``, the target training split.
+
+        The labels of ``train`` are never read unless ``target_labels=True``; ``val`` is read
+        only by ``selection="target_val"``. Methods that need no target input
+        (``source_only_lr``) do not touch ``train`` at all.
+        """
         from ..metrics.scorers import importance_weights
 
         self.validate()
         self._reset_fitted()  # a refit never reuses an earlier fit's state
-        if source is None:
-            raise ConfigError(f"strategy {self.name!r} needs a labeled source dataset (set 'source' in the config).")
-        if source.labels is None or not (source.labels >= 0).any():
-            raise DataError(f"source {source.name!r} has no labels; adaptation needs a labeled source.")
+        _check_source(self, source)
         t0 = time.perf_counter()
         if self.level == "backbone":
             return self._fit_backbone(train, val, source, run_dir, t0)
-        Fs_all, Ft = self._features(source), self._features(train)
-        if Fs_all.shape[1] != Ft.shape[1]:
-            raise DataError(f"source and target features differ in dimension ({Fs_all.shape[1]} vs {Ft.shape[1]}).")
-        ls = np.flatnonzero(source.labels >= 0)
-        ys_all = source.labels[ls]
-        Fs_all = Fs_all[ls]
-        n_classes = max(source.n_classes, train.n_classes)
-        yt = train.labels if train.labels is not None else np.full(len(train), -1)
-        tr, va = stratified_split(ys_all, [1 - self.source_val_fraction, self.source_val_fraction], seed=self.seed)
-        Fs, ys, Fsv, ysv = Fs_all[tr], ys_all[tr], Fs_all[va], ys_all[va]
-        w = importance_weights(Fsv, Fs, Ft, seed=self.seed)
+        method = self.method
+        closed = _method_class(method)
+        Fs, ys, Fsv, ysv = self._source_split(source)
+        Ft = yt = None
+        if closed is None or closed.needs_target_features:
+            Ft = self._target_features(train, Fs.shape[1])
+            yt = self._target_labels(train)
+        self.n_target_labels_ = 0 if yt is None else int((yt >= 0).sum())
+        n_classes = _class_count(source, train, use_target_labels=self.n_target_labels_ > 0)
         Ftv = ytv = None
         if self.selection == "target_val":
             if val is None or val.labels is None or not (val.labels >= 0).any():
                 raise DataError("selection='target_val' needs a labeled target validation split.")
             Ftv, ytv = self._features(val), val.labels
         self.selection_ = self.selection
-        method = self.method
         if _is_shallow(method):
             self._fit_shallow(method, Fs, ys, Ft, yt)
             self.history_, self.best_epoch_ = [], None
@@ -231,13 +332,15 @@ class Adapt(Strategy):
         else:
             from ..adapt.features import train_feature_adapter
 
+            w = importance_weights(Fsv, Fs, Ft, seed=self.seed) if self.selection in ("dev", "iwcv") else None
+
             def train_one(wt, n_candidates):
                 res = train_feature_adapter(
-                    Fs, ys, Ft, yt=yt, Xs_val=Fsv, ys_val=ysv, weights_val=w, Xt_val=Ftv, yt_val=ytv,
-                    num_classes=n_classes, method=method, weight=wt, loss_options=self.loss_options,
-                    bottleneck=self.bottleneck, dropout=self.dropout, epochs=self.epochs, batch_size=self.batch_size,
-                    lr=self.lr, weight_decay=self.weight_decay, selection=self.selection, seed=self.seed,
-                    device=self.device or "cpu", domain_bn=self.domain_bn,
+                    Fs, ys, Ft, yt=yt if self.n_target_labels_ else None, Xs_val=Fsv, ys_val=ysv, weights_val=w,
+                    Xt_val=Ftv, yt_val=ytv, num_classes=n_classes, method=method, weight=wt,
+                    loss_options=self.loss_options, bottleneck=self.bottleneck, dropout=self.dropout,
+                    epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+                    selection=self.selection, seed=self.seed, device=self.device or "cpu", domain_bn=self.domain_bn,
                 )
                 return res["history"][res["best_epoch"]]["score"], res
 
@@ -276,7 +379,10 @@ class Adapt(Strategy):
         if _is_shallow(self.method):
             raise ConfigError(f"method {self.method!r} works on fixed features; use level='features' for it, or a "
                               "deep loss / 'fixmatch' with level='backbone'.")
-        n_classes = max(source.n_classes, train.n_classes)
+        if train is None:
+            raise DataError(f"{self.name} needs the target training split (its inputs); got None.")
+        n_classes = _class_count(source, train)
+        self.n_target_labels_ = 0  # the backbone-level adapter hides the target labels itself
 
         def train_one(wt, n_candidates):
             res = train_backbone_adapter(
@@ -301,31 +407,26 @@ class Adapt(Strategy):
     def _fit_shallow(self, method, Fs, ys, Ft, yt):
         from sklearn.linear_model import LogisticRegression
 
-        X = np.vstack([Fs, Ft])
-        y = np.r_[ys, yt]
-        dom = np.r_[np.ones(len(Fs), dtype=int), -np.ones(len(Ft), dtype=int)]
-        if method == "source_only_lr":  # the fair baseline of the shallow methods: same classifier, no adaptation
-            from .._compat import one_blas_thread
-
-            with one_blas_thread():
-                self.clf_ = LogisticRegression(max_iter=3000).fit(Fs, ys)
+        closed = _method_class(method)
+        if closed is not None:  # a method strategy: source_only_lr, self_training
+            self.clf_, self.trainable_params_ = closed._fit_closed_form(self, Fs, ys, Ft, yt)
             self._adapter = None
-            self.trainable_params_ = int(self.clf_.coef_.size + self.clf_.intercept_.size)
-            return
-        if method == "self_training":
-            from ..semi import SelfTrainingClassifier
-
-            self.clf_ = SelfTrainingClassifier(LogisticRegression(max_iter=3000), threshold=0.9).fit(X, y, sample_domain=dom)
-            self._adapter = None
-            self.trainable_params_ = int(self.clf_.estimator_.coef_.size + self.clf_.estimator_.intercept_.size)
             return
         from .._registry import get
 
-        adapter = get("shallow_da", method)()
+        X = np.vstack([Fs, Ft])
+        y = np.r_[ys, yt]
+        dom = np.r_[np.ones(len(Fs), dtype=int), -np.ones(len(Ft), dtype=int)]
+        import inspect
+
+        cls = get("shallow_da", method)
+        # seeded: a default random_state=None would draw from the global NumPy state (kliep, tca)
+        seeded_kw = {"random_state": self.seed} if "random_state" in inspect.signature(cls.__init__).parameters else {}
+        adapter = cls(**seeded_kw)
         y_masked = np.where(dom > 0, y, -1)
         adapter.fit(X, y_masked, sample_domain=dom)
         weights = getattr(adapter, "weights_", None)
-        lab = y >= 0
+        lab = y >= 0  # source rows, and labeled target rows only with target_labels=True
         if weights is not None:  # reweighting: train on source rows with weights
             Xtr, ytr = Fs, ys
             sw = np.asarray(weights)[: len(Fs)] if len(weights) == len(X) else np.asarray(weights)
@@ -429,3 +530,360 @@ class TwoStage(Adapt):
             "labeled target validation accuracy" if has_val else "last epoch")
         self.train_time_ = _time.perf_counter() - t0
         return self
+
+
+# ---------------------------------------------------------------------------------- baselines
+@register("strategy", "source_only")
+class SourceOnly(Adapt):
+    """Source-only baseline: bottleneck + head on labeled source only; no target label or input.
+
+    The same network and recipe as ``adapt`` (a bottleneck ``Linear -> BatchNorm -> ReLU ->
+    Dropout`` and a linear head on cached features of the frozen backbone; with
+    ``level="backbone"`` the backbone-level model of ``adapt``), trained with the source
+    classification loss alone. Nothing of the target is used: ``fit`` reads neither the labels
+    nor the inputs of the target training split (it may be ``None``; only its class *names*,
+    when it has them, widen the output), the BatchNorm statistics are the source training
+    batches' (no AdaBN), and the checkpoint is chosen on the held-out labeled source
+    (``selection="source_val"``: the negative mean cross-entropy on ``source_val_fraction`` of
+    the source; no importance weights, which would need target inputs) or is the last epoch
+    (``"last"``). Its accuracy is what the source alone buys on the target; every adaptation
+    method is measured against it. The AdaBN variant is ``source_only_adabn``.
+
+    Parameters
+    ----------
+    selection
+        ``"source_val"`` (default) or ``"last"``.
+    level, backbone_lr_mult, unfreeze
+        ``"features"`` (default) or ``"backbone"`` (the backbone trains too, its ``unfreeze``
+        groups at ``backbone_lr_mult`` times ``lr``, as in ``adapt``).
+    bottleneck, dropout, epochs, batch_size, lr, weight_decay, source_val_fraction
+        As in ``adapt``.
+    """
+
+    name = "source_only"
+    needs_source = True
+    #: Whether the target's training inputs set the bottleneck's BatchNorm statistics (AdaBN).
+    uses_target_inputs = False
+
+    def __init__(self, backbone="efficientnet_lite0", selection="source_val", pretrained=True, image_size=None,
+                 bottleneck=256, dropout=0.5, epochs=30, batch_size=64, lr=1e-3, weight_decay=5e-4,
+                 source_val_fraction=0.2, cache_dir=None, seed=0, device=None, progress=False, level="features",
+                 backbone_lr_mult=0.1, unfreeze="all"):
+        super().__init__(backbone=backbone, method=None, selection=selection, pretrained=pretrained,
+                         image_size=image_size, bottleneck=bottleneck, dropout=dropout, epochs=epochs,
+                         batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         source_val_fraction=source_val_fraction, cache_dir=cache_dir, seed=seed, device=device,
+                         progress=progress, domain_bn=self.uses_target_inputs, level=level,
+                         backbone_lr_mult=backbone_lr_mult, unfreeze=unfreeze)
+
+    def _validate(self, backbone) -> None:
+        p = self._p
+        self._check_common(backbone)
+        level = check_option(p("level"), self.level, ("features", "backbone"))
+        check_option(p("selection"), self.selection, SOURCE_ONLY_SELECTIONS)
+        self._num("bottleneck", low=1, high=MAX_WIDTH, integer=True, example=256)
+        self._num("dropout", low=0, high=1, high_inclusive=False, example=0.5)
+        self._num("epochs", low=1, high=MAX_EPOCHS, integer=True, example=30)
+        self._num("lr", low=0, high=MAX_LR, low_inclusive=False, example=0.001)
+        self._num("weight_decay", low=0, high=10, example=0.0005)
+        self._num("source_val_fraction", low=0, high=1, low_inclusive=False, high_inclusive=False, example=0.2)
+        self._num("backbone_lr_mult", low=0, high=10, example=0.1)
+        nb = n_backbone_groups(backbone if backbone is not None else self.backbone)
+        check_unfreeze(p("unfreeze"), self.unfreeze, nb if level == "backbone" else None)
+
+    def _selection_text(self) -> str:
+        target = ("target inputs set only the BatchNorm statistics" if self.uses_target_inputs
+                  else "no target input")
+        if self.selection == "last":
+            return f"last epoch ({target})"
+        return f"source_val (labeled source validation loss; {target})"
+
+    def fit(self, train=None, val=None, *, source=None, run_dir=None):
+        """Train on ``source`` (labeled) alone.
+
+        ``train`` (the target training split) is not read: neither its labels nor its inputs
+        (``source_only_adabn`` reads its inputs, for the BatchNorm statistics); ``val`` is
+        unused. Both may be ``None``.
+        """
+        self.validate()
+        self._reset_fitted()
+        _check_source(self, source)
+        t0 = time.perf_counter()
+        n_classes = _class_count(source, train)
+        self.n_target_labels_ = 0
+        if self.level == "backbone":
+            from ..adapt.backbone import train_backbone_adapter
+
+            res = train_backbone_adapter(
+                source, None, backbone=self.backbone, pretrained=self.pretrained, image_size=self.image_size,
+                num_classes=n_classes, method=None, selection=self.selection,
+                source_val_fraction=self.source_val_fraction, epochs=self.epochs, batch_size=self.batch_size,
+                lr=self.lr, backbone_lr_mult=self.backbone_lr_mult, unfreeze=self.unfreeze, seed=self.seed,
+                device=self.device, run_dir=run_dir, progress=self.progress)
+            self.model_, self.trainer_, self.history_ = res["model"], res["trainer"], res["history"]
+            self.trainable_params_ = int(sum(p.numel() for p in self.model_.parameters() if p.requires_grad))
+        else:
+            from ..adapt.features import train_feature_adapter
+
+            import torch
+
+            Fs, ys, Fsv, ysv = self._source_split(source)
+            Ft = self._target_features(train, Fs.shape[1]) if self.uses_target_inputs else None
+            # trained without any target input, whatever the variant: source_only_adabn is exactly
+            # this model with the target's BatchNorm statistics set afterwards
+            res = train_feature_adapter(
+                Fs, ys, None, Xs_val=Fsv, ys_val=ysv, num_classes=n_classes, method=None, bottleneck=self.bottleneck,
+                dropout=self.dropout, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                weight_decay=self.weight_decay, selection=self.selection, seed=self.seed,
+                device=self.device or "cpu", domain_bn=False)
+            self.model_, self.history_ = res["model"], res["history"]
+            if Ft is not None:  # AdaBN: the selected weights, normalized with the target's statistics
+                dev = next(self.model_.parameters()).device
+                self.model_.set_bn_statistics(torch.as_tensor(Ft, dtype=torch.float32, device=dev))
+            self.trainable_params_ = int(sum(p.numel() for p in self.model_.parameters()))
+        self.best_epoch_ = res["best_epoch"]
+        self.selection_ = self._selection_text()
+        self.n_classes_ = n_classes
+        self.train_time_ = time.perf_counter() - t0
+        return self
+
+
+@register("strategy", "source_only_adabn")
+class SourceOnlyAdaBN(SourceOnly):
+    """AdaBN: the source-only bottleneck + head with the target's BatchNorm statistics.
+
+    Trained exactly as ``source_only`` (labeled source alone, the same weights and the same
+    checkpoint, chosen on the labeled source validation loss); then the bottleneck's
+    BatchNorm statistics are set to those of the target *training* inputs (Li et al., 2016,
+    "Revisiting Batch Normalization for Practical Domain Adaptation"), so the fitted model
+    normalizes every target sample with them. It reads the target's inputs, never its labels;
+    being adapted to the target's statistics, it is not a source-only model. Feature level only.
+    """
+
+    name = "source_only_adabn"
+    uses_target_inputs = True
+
+    def __init__(self, backbone="efficientnet_lite0", selection="source_val", pretrained=True, image_size=None,
+                 bottleneck=256, dropout=0.5, epochs=30, batch_size=64, lr=1e-3, weight_decay=5e-4,
+                 source_val_fraction=0.2, cache_dir=None, seed=0, device=None, progress=False):
+        super().__init__(backbone=backbone, selection=selection, pretrained=pretrained, image_size=image_size,
+                         bottleneck=bottleneck, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, source_val_fraction=source_val_fraction, cache_dir=cache_dir,
+                         seed=seed, device=device, progress=progress)
+
+
+@register("strategy", "target_only")
+class TargetOnly(Adapt):
+    """Target-only baseline: the same bottleneck + head trained on the labeled target samples alone.
+
+    The network and recipe of ``adapt`` (cached features of the frozen backbone), trained on
+    the labeled rows of the target training split with no source data. The checkpoint is the
+    one with the best labeled target *validation* accuracy when a labeled validation split is
+    given, else the last epoch (recorded in ``selection_``). With the target's own labels it
+    is the reference that adaptation from the source tries to approach, or that transfer has
+    to beat.
+    """
+
+    name = "target_only"
+    needs_source = False
+
+    def __init__(self, backbone="efficientnet_lite0", pretrained=True, image_size=None, bottleneck=256, dropout=0.5,
+                 epochs=30, batch_size=64, lr=1e-3, weight_decay=5e-4, cache_dir=None, seed=0, device=None,
+                 progress=False):
+        super().__init__(backbone=backbone, method=None, selection="last", pretrained=pretrained,
+                         image_size=image_size, bottleneck=bottleneck, dropout=dropout, epochs=epochs,
+                         batch_size=batch_size, lr=lr, weight_decay=weight_decay, cache_dir=cache_dir, seed=seed,
+                         device=device, progress=progress, domain_bn=False)
+
+    def _validate(self, backbone) -> None:
+        self._check_common(backbone)
+        self._num("bottleneck", low=1, high=MAX_WIDTH, integer=True, example=256)
+        self._num("dropout", low=0, high=1, high_inclusive=False, example=0.5)
+        self._num("epochs", low=1, high=MAX_EPOCHS, integer=True, example=30)
+        self._num("lr", low=0, high=MAX_LR, low_inclusive=False, example=0.001)
+        self._num("weight_decay", low=0, high=10, example=0.0005)
+
+    def fit(self, train, val=None, *, source=None, run_dir=None):
+        """Train on the labeled rows of ``train``; ``val`` (labeled) picks the epoch; ``source``
+        is ignored."""
+        from ..adapt.features import train_feature_adapter
+
+        self.validate()
+        self._reset_fitted()
+        self._check_train(train)
+        t0 = time.perf_counter()
+        lab = np.flatnonzero(train.labels >= 0)
+        F = self._features(train)
+        has_val = val is not None and val.labels is not None and bool((val.labels >= 0).any())
+        n_classes = train.n_classes if not has_val else max(train.n_classes, val.n_classes)
+        res = train_feature_adapter(
+            F[lab], train.labels[lab], None, Xt_val=self._features(val) if has_val else None,
+            yt_val=val.labels if has_val else None, num_classes=n_classes, method=None,
+            bottleneck=self.bottleneck, dropout=self.dropout, epochs=self.epochs,
+            batch_size=min(self.batch_size, len(lab)), lr=self.lr, weight_decay=self.weight_decay,
+            selection="target_val" if has_val else "last", seed=self.seed, device=self.device or "cpu",
+            domain_bn=False)
+        self.model_, self.history_, self.best_epoch_ = res["model"], res["history"], res["best_epoch"]
+        self.selection_ = "labeled target validation accuracy" if has_val else "last epoch"
+        self.trainable_params_ = int(sum(p.numel() for p in self.model_.parameters()))
+        self.n_target_labels_ = int(len(lab))
+        self.n_classes_ = n_classes
+        self.train_time_ = time.perf_counter() - t0
+        return self
+
+
+# ---------------------------------------------------------------------------------- method strategies
+class _MethodStrategy(Adapt):
+    """An ``adapt`` method that is a strategy of its own (see :func:`_method_strategy`).
+
+    Class attributes: ``closed_form`` (a fixed-feature estimator, no checkpoints),
+    ``needs_target_features``, ``method_level`` (the ``adapt`` level it runs at) and
+    ``level_reason`` (why, for the error message).
+    """
+
+    closed_form = True
+    needs_target_features = True
+    method_level = "features"
+    level_reason = "works on fixed features"
+
+    def _validate(self, backbone) -> None:
+        self._check_common(backbone)
+        self._num("source_val_fraction", low=0, high=1, low_inclusive=False, high_inclusive=False, example=0.2)
+
+    @classmethod
+    def _check_method_options(cls, strategy, options: dict, weight) -> None:
+        """Checks of ``strategy``'s ``loss_options`` (and other parameters) for this method."""
+
+    @classmethod
+    def _fit_closed_form(cls, strategy, Fs, ys, Ft, yt):
+        """Fit on source features ``Fs, ys`` and target features ``Ft`` (labels ``yt``, -1 where
+        hidden; ``None`` when ``needs_target_features`` is false); return ``(classifier with
+        predict_proba and classes_, trainable parameter count)``."""
+        raise NotImplementedError
+
+
+def _logistic(X, y):
+    from sklearn.linear_model import LogisticRegression
+
+    from .._compat import one_blas_thread
+
+    with one_blas_thread():
+        return LogisticRegression(max_iter=3000).fit(X, y)
+
+
+@_method_strategy("source_only_lr")
+class SourceOnlyLR(_MethodStrategy):
+    """Logistic regression on labeled source features: the shallow methods' source-only baseline.
+
+    The classifier every shallow estimator of ``adapt`` ends with (``LogisticRegression``,
+    ``max_iter=3000``), trained on the same labeled source rows (all but the
+    ``source_val_fraction`` held out, as for them) with no adaptation. No target label and no
+    target input is used: ``fit`` does not touch the target training split. Also
+    ``Adapt(method="source_only_lr")``.
+    """
+
+    name = "source_only_lr"
+    needs_target_features = False
+
+    def __init__(self, backbone="efficientnet_lite0", pretrained=True, image_size=None, batch_size=64,
+                 source_val_fraction=0.2, cache_dir=None, seed=0, device=None, progress=False):
+        super().__init__(backbone=backbone, method="source_only_lr", pretrained=pretrained, image_size=image_size,
+                         batch_size=batch_size, source_val_fraction=source_val_fraction, cache_dir=cache_dir,
+                         seed=seed, device=device, progress=progress)
+
+    @classmethod
+    def _check_method_options(cls, strategy, options: dict, weight) -> None:
+        if strategy.target_labels:
+            raise ConfigError(f"{strategy._p('target_labels')}=true contradicts {strategy._p('method')}="
+                              "'source_only_lr' (a source-only baseline reads no target label); drop target_labels.")
+
+    @classmethod
+    def _fit_closed_form(cls, strategy, Fs, ys, Ft, yt):
+        clf = _logistic(Fs, ys)
+        return clf, int(clf.coef_.size + clf.intercept_.size)
+
+
+@_method_strategy("self_training")
+class SelfTraining(_MethodStrategy):
+    """Self-training on features: logistic regression refit with confident target pseudo-labels.
+
+    Logistic regression on the labeled source features (as ``source_only_lr``), then rounds of
+    :class:`~transferkit.semi.SelfTrainingClassifier`: target rows predicted with probability at
+    least ``threshold`` get pseudo-labels (class-balanced) and the classifier is refit. The
+    target's labels are never read. Also ``Adapt(method="self_training")`` (threshold 0.9).
+
+    Parameters
+    ----------
+    threshold
+        Confidence a target row needs for a pseudo-label, in (0, 1].
+    """
+
+    name = "self_training"
+
+    def __init__(self, backbone="efficientnet_lite0", threshold=0.9, pretrained=True, image_size=None, batch_size=64,
+                 source_val_fraction=0.2, cache_dir=None, seed=0, device=None, progress=False):
+        super().__init__(backbone=backbone, method="self_training", pretrained=pretrained, image_size=image_size,
+                         batch_size=batch_size, source_val_fraction=source_val_fraction, cache_dir=cache_dir,
+                         seed=seed, device=device, progress=progress)
+        self.threshold = threshold
+
+    def _validate(self, backbone) -> None:
+        super()._validate(backbone)
+        self._num("threshold", low=0, high=1, low_inclusive=False, example=0.9)
+
+    @classmethod
+    def _fit_closed_form(cls, strategy, Fs, ys, Ft, yt):
+        from sklearn.linear_model import LogisticRegression
+
+        from ..semi import SelfTrainingClassifier
+
+        X = np.vstack([Fs, Ft])
+        y = np.r_[ys, yt]
+        dom = np.r_[np.ones(len(Fs), dtype=int), -np.ones(len(Ft), dtype=int)]
+        threshold = getattr(strategy, "threshold", 0.9)
+        clf = SelfTrainingClassifier(LogisticRegression(max_iter=3000), threshold=threshold).fit(X, y, sample_domain=dom)
+        return clf, int(clf.estimator_.coef_.size + clf.estimator_.intercept_.size)
+
+
+@_method_strategy("fixmatch")
+class FixMatch(_MethodStrategy):
+    """FixMatch through the backbone: source loss plus weak/strong consistency on target images.
+
+    ``adapt`` at ``level="backbone"`` with :class:`~transferkit.semi.FixMatchTerm` (Sohn et al.,
+    2020): the backbone and an MLP head train on labeled source batches, and each unlabeled
+    target image's weak view, when predicted with confidence at least ``threshold``
+    (``loss_options``; 0.95), gives the pseudo-label its strong (RandAugment + Cutout) view is
+    trained on, at weight ``weight``. The checkpoint is chosen by ``selection`` as in ``adapt``;
+    the target's labels are never read. Images only; meant for GPUs. Also
+    ``Adapt(method="fixmatch", level="backbone")``.
+    """
+
+    name = "fixmatch"
+    closed_form = False
+    method_level = "backbone"
+    level_reason = "augments images through the backbone"
+
+    def __init__(self, backbone="efficientnet_lite0", weight=1.0, selection="dev", pretrained=True, image_size=None,
+                 epochs=30, batch_size=64, lr=1e-3, loss_options=None, source_val_fraction=0.2, cache_dir=None, seed=0,
+                 device=None, progress=False, backbone_lr_mult=0.1, unfreeze="all"):
+        super().__init__(backbone=backbone, method="fixmatch", weight=weight, selection=selection,
+                         pretrained=pretrained, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                         loss_options=loss_options, source_val_fraction=source_val_fraction, cache_dir=cache_dir,
+                         seed=seed, device=device, progress=progress, level="backbone",
+                         backbone_lr_mult=backbone_lr_mult, unfreeze=unfreeze)
+
+    def _validate(self, backbone) -> None:
+        Adapt._validate(self, backbone)
+
+    @classmethod
+    def _check_method_options(cls, strategy, options: dict, weight) -> None:
+        from .._validation import suggest
+        from ..adapt.backbone import FIXMATCH_OPTIONS
+        from ..semi import FixMatchTerm
+
+        lo = strategy._p("loss_options")
+        bad = [k for k in options if k not in FIXMATCH_OPTIONS]
+        if bad:
+            raise ConfigError(f"{lo} has an unknown option {bad[0]!r} for method 'fixmatch'."
+                              + suggest(str(bad[0]), FIXMATCH_OPTIONS) + f" Options: {', '.join(FIXMATCH_OPTIONS)}.")
+        build_on_meta(lo, lambda: FixMatchTerm(weight=weight, **options), options)
