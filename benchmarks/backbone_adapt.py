@@ -22,7 +22,7 @@ def main(argv=None):
     from transferkit.adapt.benchmark import SOURCE, TASKS
     from transferkit.data import stratified_split
     from transferkit.data.spec import load_dataset
-    from transferkit.strategies import Adapt
+    from transferkit.strategies import Adapt, SourceOnly
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="rot45_trans", choices=list(TASKS))
@@ -41,15 +41,20 @@ def main(argv=None):
             t0 = time.perf_counter()
             kw = dict(backbone="efficientnet_lite0", image_size=64, seed=seed, epochs=args.epochs, batch_size=32,
                       level="backbone")
-            if m == "target_only":
+            if m == "target_only":  # the oracle: the labeled pool as its source
                 s = Adapt(**kw, method=None).fit(unl, source=labeled)
+            elif m == "source_only":  # labeled source only, selected on source validation loss
+                s = SourceOnly(**kw).fit(None, source=src)
+            elif m == "adabn":  # the same with DEV selection and the target in its BatchNorm statistics
+                s = Adapt(**kw, method=None).fit(unl, source=src)
             else:
-                s = Adapt(**kw, method=None if m == "source_only" else m).fit(unl, source=src)
+                s = Adapt(**kw, method=m).fit(unl, source=src)
             acc = s.score(test)
             res[m].append(acc)
             print(f"  seed {seed}  {m:<12} {acc:.3f}  ({time.perf_counter() - t0:.0f}s, best epoch {s.best_epoch_})",
                   flush=True)
-    print(f"\n{args.task}, level=backbone, {args.epochs} epochs, {args.seeds} seeds, DEV selection "
+    print(f"\n{args.task}, level=backbone, {args.epochs} epochs, {args.seeds} seeds, DEV selection (source_only: "
+          "source validation loss) "
           f"({time.perf_counter() - t_all:.0f}s)")
     print("| method | test accuracy |\n|---|---|")
     for m, a in res.items():

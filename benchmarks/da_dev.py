@@ -25,7 +25,8 @@ DEV_TASKS = {
     "dev_scale": "digits:subset=0/2,scale=1.2..1.4,seed=1",
 }
 VARIANTS = {
-    "source_only": dict(method=None),
+    "source_only": dict(strategy="source_only"),  # labeled source only: no target input at all
+    "adabn": dict(method=None),  # the same head with AdaBN and DEV selection (both read target inputs)
     "source_only_lr": dict(method="source_only_lr"),
     "mcc": dict(method="mcc"),
     "mcc_w2": dict(method="mcc", weight=2.0),
@@ -57,7 +58,9 @@ VARIANTS = {
 def main(argv=None):
     from transferkit.data import stratified_split
     from transferkit.data.spec import load_dataset
-    from transferkit.strategies import Adapt
+    import yaml
+
+    from transferkit._registry import get
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", nargs="+", default=["source_only", "mcc"], help=f"from {', '.join(VARIANTS)}")
@@ -68,11 +71,7 @@ def main(argv=None):
     extra = {}
     for kv in args.set:
         k, v = kv.split("=", 1)
-        try:
-            v = eval(v, {}, {})  # numbers, lists, None, True  # noqa: S307 (a developer's own command line)
-        except Exception:
-            pass
-        extra[k] = v
+        extra[k] = yaml.safe_load(v)  # numbers, lists, null, true
     src = load_dataset(SOURCE)
     print(f"{'variant':<16}" + "".join(f"{t:>18}" for t in args.tasks) + "      time")
     for name in args.variants:
@@ -86,7 +85,8 @@ def main(argv=None):
                 unl = tgt.subset(pool).without_labels()
                 kw = dict(backbone="efficientnet_lite0", image_size=64, seed=seed, **VARIANTS[name])
                 kw.update(extra)
-                s = Adapt(**kw).fit(unl, source=src)
+                cls = get("strategy", kw.pop("strategy", "adapt"))
+                s = cls(**kw).fit(unl, source=src)
                 accs.append(s.score(tgt.subset(test_idx)))
             cells.append(f"{np.mean(accs):.3f} ± {np.std(accs, ddof=1) if len(accs) > 1 else 0:.3f}")
         print(f"{name:<16}" + "".join(f"{c:>18}" for c in cells) + f"  {time.perf_counter() - t0:6.1f}s", flush=True)
