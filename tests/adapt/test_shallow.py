@@ -10,8 +10,9 @@ import pytest
 import sklearn
 from scipy.spatial.distance import pdist
 from scipy.stats import norm, spearmanr
+import scipy.sparse
 from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -28,7 +29,7 @@ from transferkit.adapt.shallow import (
     TCAAdapter,
 )
 from transferkit.adapt.shallow.kmm import project_box_sum
-from transferkit.errors import ConfigError, DataError, MissingDependencyError
+from transferkit.errors import ConfigError, DataError, MissingDependencyError, TransferKitWarning
 
 KEYS = {"coral": CORALAdapter, "sa": SubspaceAlignmentAdapter, "tca": TCAAdapter, "ot_mapping": OTMappingAdapter,
         "kmm": KMMReweighter, "kliep": KLIEPReweighter}
@@ -199,6 +200,18 @@ def test_ot_sinkhorn_survives_underflow():
     np.testing.assert_allclose(Z[sd > 0].mean(0), X[sd < 0].mean(0), atol=1.0)
 
 
+def test_ot_n_iter_reports_the_solver(shifted):
+    X, sd = shifted
+    assert OTMappingAdapter().fit(X, sample_domain=sd).n_iter_ == 1  # one exact solve
+    with pytest.warns(ConvergenceWarning, match="stopped at max_iter=5 .* increase max_iter"):
+        assert OTMappingAdapter(max_iter=5).fit(X, sample_domain=sd).n_iter_ == 5
+    short = OTMappingAdapter(method="sinkhorn", norm="median", reg_e=0.05, max_iter=30)
+    with pytest.warns(ConvergenceWarning, match="did not reach tol"):
+        assert short.fit(X, sample_domain=sd).n_iter_ == 30
+    long = OTMappingAdapter(method="sinkhorn", norm="median", reg_e=1.0, tol=1e-6, max_iter=5000)
+    assert 1 <= long.fit(X, sample_domain=sd).n_iter_ < 5000
+
+
 # ---------------------------------------------------------------------------- reweighting
 @pytest.mark.parametrize("est", [KMMReweighter(), KMMReweighter(solver="slsqp"), KLIEPReweighter(random_state=0)],
                          ids=["kmm_pgd", "kmm_slsqp", "kliep"])
@@ -246,6 +259,10 @@ def test_kliep_is_seeded_and_normalized(covariate_shift_1d):
     fixed = KLIEPReweighter(sigma=0.5, random_state=0).fit(X, sample_domain=sd)
     assert fixed.sigma_ == 0.5 and fixed.cv_scores_ == {}
     np.testing.assert_allclose(fixed.compute_weights(X[sd > 0]), fixed.weights_)
+    # n_iter_: ascent steps tried over the 7 learning rates, at most max_iter each
+    assert 7 <= a.n_iter_ <= 7 * a.max_iter
+    capped = KLIEPReweighter(sigma=0.5, max_iter=1, random_state=0).fit(X, sample_domain=sd)
+    assert capped.n_iter_ == 7
 
 
 # ---------------------------------------------------------------------------- DAClassifier
@@ -291,17 +308,46 @@ def test_da_classifier_passes_weights_and_ignores_target_labels(shifted_classes)
         DAClassifier(KMMReweighter(), KNeighborsClassifier()).fit(X, y, sample_domain=sd)
 
 
+@pytest.mark.parametrize("adapter", [CORALAdapter(reg=1e-3), KMMReweighter()], ids=lambda a: type(a).__name__)
+def test_da_classifier_follows_the_sklearn_contract(adapter, shifted_classes):
+    X, y, sd, Xt, yt = shifted_classes
+    clf = DAClassifier(adapter, LogisticRegression())
+    for method in ("predict", "predict_proba", "decision_function"):
+        with pytest.raises(NotFittedError, match="DAClassifier instance is not fitted yet"):
+            getattr(clf, method)(Xt)
+    ref = clone(clf).fit(X, y, sample_domain=sd)
+    assert ref.n_features_in_ == 2
+    # skada's rule: without sample_domain, the y == -1 rows are the target rows
+    auto = clone(clf).fit(X, y)
+    np.testing.assert_allclose(auto.predict_proba(Xt), ref.predict_proba(Xt))
+    with pytest.raises(DataError, match=r"Unknown label type 'continuous' .* this is a classifier"):
+        clone(clf).fit(X, y + 0.5, sample_domain=sd)
+    with pytest.raises(DataError, match=r"y should be a 1d array, got an array of shape \(400, 2\)"):
+        clone(clf).fit(X, np.c_[y, y], sample_domain=sd)
+    with pytest.warns(DataConversionWarning, match="A column-vector y was passed"):
+        col = clone(clf).fit(X, y[:, None], sample_domain=sd)
+    np.testing.assert_allclose(col.predict_proba(Xt), ref.predict_proba(Xt))
+    with pytest.raises(DataError, match="X has 1 features, but DAClassifier is expecting 2 features as input"):
+        ref.predict(Xt[:, :1])
+    with pytest.raises(DataError, match="Reshape your data"):
+        ref.predict(Xt[0])
+
+
 # ---------------------------------------------------------------------------- contract
+#: every registered adapter: a new registry entry gets the contract and error tests below
+ADAPTERS = available("shallow_da")
+
+
 def test_registry_names():
-    assert set(KEYS) <= set(available("shallow_da"))
+    assert set(KEYS) <= set(ADAPTERS)
     for key, cls in KEYS.items():
         assert get("shallow_da", key) is cls
 
 
-@pytest.mark.parametrize("key", sorted(KEYS))
+@pytest.mark.parametrize("key", ADAPTERS)
 def test_sklearn_contract(key, shifted):
     X, sd = shifted
-    cls = KEYS[key]
+    cls = get("shallow_da", key)
     sig = inspect.signature(cls.__init__)
     assert all(p.default is not inspect.Parameter.empty for k, p in sig.parameters.items() if k != "self")
     est = cls()
@@ -324,15 +370,47 @@ def test_sklearn_contract(key, shifted):
     # a clone fitted on the same data gives the same result (deterministic with default seeds)
     c.fit(X, y, sample_domain=sd)
     np.testing.assert_allclose(c.transform(X, sample_domain=sd), out)
+    # skada's rule without sample_domain: y == -1 marks the target rows; the same fit
+    y_src = np.r_[np.arange(int((sd > 0).sum())) % 2, -np.ones(int((sd < 0).sum()), dtype=int)]
+    auto = clone(est).fit(X, y_src)
+    np.testing.assert_allclose(auto.transform(X, sample_domain=sd), out)
+    # ... and fit_transform maps the rows with the domains it found
+    np.testing.assert_allclose(clone(est).fit_transform(X, y_src), out)
+    assert est.__sklearn_tags__().transformer_tags is not None
+    if "max_iter" in est.get_params():
+        assert est.n_iter_ >= 1
+
+
+@pytest.mark.parametrize("key", ADAPTERS)
+def test_no_target_rows_pool_the_rows_with_a_warning(key, shifted):
+    """No sample_domain and no y == -1 (what scikit-learn's own calls give): every row is both
+    source and target, so the adapter learns the no-shift case of its map, and says so."""
+    X, _ = shifted
+    est = get("shallow_da", key)()
+    with pytest.warns(TransferKitWarning, match=r"no target rows identified \(no sample_domain, and no y == -1\)"):
+        est.fit(X, np.zeros(len(X), dtype=int))
+    if isinstance(est, BaseReweighter):
+        np.testing.assert_allclose(est.weights_, 1.0, atol=0.1)  # nothing to reweight
+        assert est.weights_.shape == (len(X),)
+    else:  # source map == target map
+        np.testing.assert_allclose(est.transform(X, sample_domain=np.ones(len(X))), est.transform(X), atol=1e-8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TransferKitWarning)
+        np.testing.assert_allclose(clone(est).fit_transform(X), clone(est).fit(X).transform(X), atol=1e-8)
 
 
 # ---------------------------------------------------------------------------- errors
-@pytest.mark.parametrize("key", sorted(KEYS))
+@pytest.mark.parametrize("key", ADAPTERS)
 def test_clear_errors(key, shifted):
     X, sd = shifted
-    est = KEYS[key]()
-    with pytest.raises(DataError, match="needs sample_domain"):
-        est.fit(X)
+    est = get("shallow_da", key)()
+    with pytest.raises(NotFittedError):
+        est.transform(X)
+    if isinstance(est, BaseReweighter):
+        with pytest.raises(NotFittedError):
+            est.compute_weights(X)
+    with pytest.raises(DataError, match=r"every row has y = -1 \(or NaN: unlabeled target\) .* no source row"):
+        est.fit(X, -np.ones(len(X), dtype=int))
     with pytest.raises(DataError, match=r"both positive \(source\) and negative \(target\).*only source"):
         est.fit(X, sample_domain=np.ones(len(X), dtype=int))
     with pytest.raises(DataError, match="only target"):
@@ -347,9 +425,26 @@ def test_clear_errors(key, shifted):
     Xn[3, 1] = np.nan
     with pytest.raises(DataError, match="NaN or infinite values in 1 rows"):
         est.fit(Xn, sample_domain=sd)
+    with pytest.raises(DataError, match=r"1-D array of shape \(220,\); Reshape your data"):
+        est.fit(X[:, 0], sample_domain=sd)
+    with pytest.raises(DataError, match="Complex data not supported"):
+        est.fit(X + 1j, sample_domain=sd)
+    with pytest.raises(DataError, match=r"X has 0 sample\(s\)"):
+        est.fit(X[:0])
+    with pytest.raises(DataError, match=r"X has 0 feature\(s\)"):
+        est.fit(X[:, :0], sample_domain=sd)
+    with pytest.raises(DataError, match="sparse matrix .* pass X.toarray()"):
+        est.fit(scipy.sparse.csr_matrix(X), sample_domain=sd)
+    Xo = X.astype(object)
+    Xo[0, 0] = {"a": 1}
+    with pytest.raises(TypeError, match="argument must be a string or a real number"):
+        est.fit(Xo, sample_domain=sd)
     est.fit(X, sample_domain=sd)
-    with pytest.raises(DataError, match="X has 3 features but .* fitted on 4"):
+    name = type(est).__name__
+    with pytest.raises(DataError, match=rf"X has 3 features, but {name} is expecting 4 features as input"):
         est.transform(X[:, :3])
+    with pytest.raises(DataError, match="NaN or infinite"):
+        est.transform(Xn)
 
 
 def test_parameter_errors(shifted):
@@ -370,7 +465,7 @@ def test_parameter_errors(shifted):
         DAClassifier(LogisticRegression()).fit(X, np.zeros(len(X)), sample_domain=sd)
     with pytest.raises(ConfigError, match="unknown shallow_da 'corall'.*Did you mean 'coral'"):
         DAClassifier("corall").fit(X, np.zeros(len(X)), sample_domain=sd)
-    with pytest.raises(DataError, match="needs y"):
+    with pytest.raises(DataError, match="requires y to be passed, but the target y is None"):
         DAClassifier("coral").fit(X, None, sample_domain=sd)
 
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.datasets import make_moons
+from sklearn.exceptions import DataConversionWarning, NotFittedError
 
 from transferkit.errors import DataError
 from transferkit.semi import FixMatchLoss, SelfTrainingClassifier, select_pseudo_labels
@@ -46,6 +47,42 @@ def test_self_training_errors():
         SelfTrainingClassifier().fit(np.zeros((4, 2)), np.full(4, -1))
     with pytest.raises(DataError, match="rows"):
         SelfTrainingClassifier().fit(np.zeros((4, 2)), np.zeros(3))
+
+
+def test_self_training_follows_the_sklearn_classifier_contract():
+    X, y_true = make_moons(60, noise=0.1, random_state=0)
+    y = np.where(np.arange(60) < 30, y_true, -1)
+    st = SelfTrainingClassifier(threshold=0.6)
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        st.predict(X)
+    with pytest.raises(NotFittedError):
+        st.predict_proba(X)
+    st.fit(X, y)
+    assert st.n_features_in_ == 2 and st.classes_.tolist() == [0, 1]
+    assert st.n_iter_ == len(st.history_) >= 1 and st.n_pseudo_labeled_ > 0
+    # a continuous target is refused (it was silently truncated to integers before)
+    with pytest.raises(DataError, match=r"Unknown label type 'continuous' for y \(e.g. 0.5\); this is a classifier"):
+        SelfTrainingClassifier().fit(X, y_true + 0.5)
+    # a 2-D y: one column is raveled with scikit-learn's warning, more are refused in one line
+    with pytest.raises(DataError, match=r"y should be a 1d array, got an array of shape \(60, 2\)"):
+        SelfTrainingClassifier().fit(X, np.c_[y, y])
+    with pytest.warns(DataConversionWarning, match="A column-vector y was passed"):
+        col = SelfTrainingClassifier(threshold=0.6).fit(X, y[:, None])
+    np.testing.assert_array_equal(col.predict(X), st.predict(X))
+    with pytest.raises(DataError, match="X has 1 features, but SelfTrainingClassifier is expecting 2 features"):
+        st.predict(X[:, :1])
+    with pytest.raises(DataError, match="NaN or infinite"):
+        SelfTrainingClassifier().fit(np.r_[X[:-1], [[np.nan, 0]]], y)
+
+
+def test_self_training_keeps_string_labels():
+    X, y_true = make_moons(80, noise=0.05, random_state=2)
+    names = np.array(["left", "right"], dtype=object)[y_true]
+    y = np.where(np.arange(80) < 20, names, -1)  # object labels, -1 for unlabeled (scikit-learn's rule)
+    st = SelfTrainingClassifier(threshold=0.6).fit(X, y)
+    assert st.classes_.tolist() == ["left", "right"]
+    assert set(st.predict(X)) <= {"left", "right"} and st.n_pseudo_labeled_ > 0
+    assert set(st.pseudo_labels_[20:]) <= {"left", "right", -1}
 
 
 def test_fixmatch_loss_masks_unconfident_and_backpropagates():

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .._faults import fault_point
@@ -234,6 +235,62 @@ def extract_features(backbone, inputs, batch_size: int = 64, device: str | torch
     return out
 
 
+def _tabular_width(backbone) -> int | None:
+    """The input width a tabular backbone declares (``spec.extra["in_features"]``), else ``None``."""
+    spec = getattr(backbone, "spec", None)
+    if spec is None or spec.modality != "tabular":
+        return None
+    width = (spec.extra or {}).get("in_features")
+    return int(width) if width is not None else None
+
+
+def _check_inputs(X, width: int | None, who: str, backbone_name: str | None = None):
+    """The inputs of ``X`` (a :class:`DomainDataset` or raw inputs), validated; one-line errors.
+
+    Every input: not sparse, not empty, no NaN/inf in a float array. A tabular backbone with a
+    known input ``width`` also needs a real 2-D numeric array with ``width`` columns (the
+    messages carry the phrases scikit-learn's estimator checks look for).
+    """
+    name = getattr(X, "name", "the input")
+    inputs = X.inputs if hasattr(X, "inputs") and hasattr(X, "fingerprint") else X
+    if sparse.issparse(inputs):
+        raise DataError(f"{who}: {name!r} is a scipy sparse matrix; pass a dense array (X.toarray()).")
+    if width is not None and not isinstance(inputs, torch.Tensor):
+        A = np.asarray(inputs)
+        if np.iscomplexobj(A):
+            raise DataError(f"{who}: Complex data not supported ({name!r} has dtype {A.dtype}); pass real features.")
+        if A.dtype == object:
+            try:
+                A = A.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"{who}: {name!r} must be numeric ({exc}); encode non-numeric columns first.") from None
+        elif A.dtype.kind not in "biuf":
+            raise DataError(f"{who}: {name!r} must be numeric, got dtype {A.dtype}; encode non-numeric columns first.")
+        if A.ndim == 1 and len(A):
+            raise DataError(
+                f"{who}: {name!r} must be 2-D (n_samples, n_features), got a 1-D array of shape {A.shape}; "
+                "Reshape your data with X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample."
+            )
+        if A.ndim not in (1, 2):
+            raise DataError(f"{who}: {name!r} must be 2-D (n_samples, n_features), got shape {A.shape}.")
+        if A.ndim == 2 and A.shape[1] == 0:
+            raise DataError(f"{who}: {name!r} has 0 feature(s) (shape=({A.shape[0]}, 0)) while a minimum of 1 is "
+                            "required; pass at least one column.")
+        if A.ndim == 2 and len(A) and A.shape[1] != width:
+            raise DataError(
+                f"X has {A.shape[1]} features, but FeatureExtractor is expecting {width} features as input (the "
+                f"in_features of backbone {backbone_name!r}); pass rows with that many columns or use another backbone."
+            )
+        inputs = A
+    if len(inputs) == 0:
+        raise DataError(f"{who}: {name!r} has no samples; there is nothing to extract features from.")
+    floating = isinstance(inputs, np.ndarray) and np.issubdtype(inputs.dtype, np.floating)
+    if floating and not np.isfinite(inputs).all():
+        raise DataError(f"{who}: {name!r} holds NaN or infinite values; fill or drop them before extracting "
+                        "features.")
+    return inputs
+
+
 class FeatureExtractor(TransformerMixin, BaseEstimator):
     """Frozen backbone as a scikit-learn transformer: ``transform(inputs) -> (n, d)``.
 
@@ -257,6 +314,16 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         The backbone instance.
     cache_
         The :class:`FeatureCache` (``None`` when disabled).
+    n_features_in_ : int
+        Only for a tabular backbone that declares its input width (``tiny_mlp``, ``identity``):
+        the number of columns ``X`` must have. Tabular inputs are validated like any
+        scikit-learn transformer's (2-D, real, finite, that width); images and text are passed
+        to the backbone as they are.
+
+    Notes
+    -----
+    ``fit`` does not copy the backbone: ``backbone_`` is the instance given (moved to
+    ``device``), so that a large model is not held twice.
     """
 
     def __init__(self, backbone="efficientnet_lite0", image_size=None, batch_size=64, cache_dir=None,
@@ -268,14 +335,41 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.progress = progress
         self.device = device
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        tags.target_tags.required = False
+        tags.transformer_tags.preserves_dtype = ["float32"]  # features are float32 whatever the input
+        return tags
+
     def fit(self, X=None, y=None):
+        """Resolve the backbone (and the cache); ``X``, when given, is only validated.
+
+        Parameters
+        ----------
+        X : optional
+            Inputs like those of :meth:`transform`; for a tabular backbone, checked to be a
+            finite 2-D array with the backbone's input width.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
         if isinstance(self.backbone, str):
             from ..backbones import create_backbone
 
-            self.backbone_ = create_backbone(self.backbone, image_size=self.image_size)
+            backbone = create_backbone(self.backbone, image_size=self.image_size)
         else:
-            self.backbone_ = self.backbone
+            backbone = self.backbone
+        width = _tabular_width(backbone)
+        if X is not None:
+            _check_inputs(X, width, "FeatureExtractor.fit", getattr(backbone, "name", None) or backbone.spec.name)
+        self.backbone_ = backbone
         self.backbone_.to(self.device)
+        if width is not None:
+            self.n_features_in_ = width
         self.cache_ = None if self.cache_dir is False else FeatureCache(self.cache_dir)
         self._bkey = backbone_key(self.backbone_) if self.cache_ is not None else None
         return self
@@ -290,14 +384,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
             raise NotFittedError("this FeatureExtractor is not fitted yet; call fit() first "
                                  "(FeatureExtractor(backbone).fit().transform(data)).")
-        inputs = X.inputs if hasattr(X, "inputs") and hasattr(X, "fingerprint") else X
-        if len(inputs) == 0:
-            raise DataError(f"{getattr(X, 'name', 'the input')!r} has no samples; there is nothing to extract "
-                            "features from.")
-        floating = isinstance(inputs, np.ndarray) and np.issubdtype(inputs.dtype, np.floating)
-        if floating and not np.isfinite(inputs).all():
-            raise DataError(f"{getattr(X, 'name', 'the input')!r} holds NaN or infinite values; fill or drop them "
-                            "before extracting features.")
+        inputs = _check_inputs(X, _tabular_width(self.backbone_), "FeatureExtractor.transform",
+                               self.backbone_.spec.name)
         fp = None
         if self.cache_ is not None:
             if hasattr(X, "fingerprint"):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils.validation import check_is_fitted
 
 from .._validation import check_number
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 
 def select_pseudo_labels(probs, threshold: float = 0.9, class_balance: bool = True,
@@ -51,7 +52,7 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     estimator
-        A classifier with ``predict_proba``.
+        A classifier with ``predict_proba``; ``None``: ``LogisticRegression(max_iter=2000)``.
     threshold
         Confidence needed for a pseudo-label.
     max_iter
@@ -65,11 +66,22 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
     ----------
     estimator_
         The final fitted classifier.
+    classes_ : ndarray
+        The class labels (of the labeled rows).
+    n_features_in_ : int
+    pseudo_labels_ : ndarray of shape (n_samples,)
+        ``y`` with the pseudo-labels filled in; rows still unlabeled keep ``-1``.
     n_pseudo_labeled_
         Pseudo-labeled rows used in the final fit.
+    n_iter_ : int
+        Rounds that added pseudo-labels (refits of the estimator after the first fit); 0 when
+        no unlabeled row qualified (as scikit-learn's ``SelfTrainingClassifier``).
     history_
         ``[(round, n_pseudo_labeled)]``.
     """
+
+    # like skada's DA estimators: a metadata-routing pipeline passes sample_domain on by default
+    __metadata_request__fit = {"sample_domain": True}
 
     def __init__(self, estimator=None, threshold=0.9, max_iter=5, class_balance=True, growth=0.5):
         self.estimator = estimator
@@ -78,49 +90,103 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
         self.class_balance = class_balance
         self.growth = growth
 
-    def fit(self, X, y, sample_domain=None):
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        return tags
+
+    def _base(self):
         from sklearn.linear_model import LogisticRegression
 
-        X = np.asarray(X)
-        y = np.asarray(y).astype(np.int64)
-        if len(X) != len(y):
-            raise DataError(f"X has {len(X)} rows but y has {len(y)}.")
-        labeled = y >= 0
+        base = LogisticRegression(max_iter=2000) if self.estimator is None else self.estimator
+        if not hasattr(base, "predict_proba"):
+            raise ConfigError(
+                f"estimator {type(base).__name__} has no predict_proba, which self-training needs to rank "
+                "confidences; choose a probabilistic classifier (LogisticRegression, SVC(probability=True), ...)."
+            )
+        return base
+
+    def fit(self, X, y, sample_domain=None):
+        """Fit on the labeled rows, then pseudo-label and refit for up to ``max_iter`` rounds.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Class labels; ``-1`` for unlabeled rows.
+        sample_domain : array-like of shape (n_samples,), optional
+            When given, only rows with ``sample_domain < 0`` (target) are pseudo-labeled.
+
+        Returns
+        -------
+        self
+        """
+        from ..adapt.shallow._base import _masked_labels, check_X
+        from ..adapt.shallow.pipeline import check_class_labels
+
+        who = "SelfTrainingClassifier.fit"
+        check_number("threshold", self.threshold, low=0, high=1)
+        max_iter = check_number("max_iter", self.max_iter, low=0, integer=True)
+        growth = check_number("growth", self.growth, low=0, high=1, low_inclusive=False)
+        base = self._base()
+        if y is None:
+            check_class_labels(y, 0, who)  # raises: y is required
+        X = check_X(X, who=who, min_rows=1, estimator=self, reset=True)
+        y = check_class_labels(y, X.shape[0], who, mask_unlabeled=True)
+        unlabeled = _masked_labels(y)
+        labeled = ~unlabeled
         if not labeled.any():
-            raise DataError("self-training needs some labeled rows (y >= 0); all rows are -1.")
-        candidates = ~labeled
+            raise DataError(f"{who}: self-training needs some labeled rows (y != -1); all {len(y)} rows are "
+                            "unlabeled (-1 or NaN).")
+        candidates = unlabeled.copy()
         if sample_domain is not None:
-            candidates &= np.asarray(sample_domain) < 0
-        base = self.estimator if self.estimator is not None else LogisticRegression(max_iter=2000)
+            sd = np.asarray(sample_domain)
+            if sd.shape != (len(y),):
+                raise DataError(f"{who}: sample_domain has shape {sd.shape} but X has {len(y)} rows; "
+                                "give one domain label per row.")
+            candidates &= sd < 0
         self.classes_ = np.unique(y[labeled])
-        yy = y.copy()
+        yy = y.copy()  # string labels have no unlabeled rows (-1 is numeric), so no dtype clash
+        have = labeled.copy()  # rows with a label or a pseudo-label
         self.history_ = []
         est = clone(base).fit(X[labeled], y[labeled])
-        for it in range(int(self.max_iter)):
-            pool = np.flatnonzero(candidates & (yy < 0))
+        for it in range(int(max_iter)):
+            pool = np.flatnonzero(candidates & ~have)
             if len(pool) == 0:
                 break
             probs = est.predict_proba(X[pool])
-            full = np.zeros((len(pool), int(self.classes_.max()) + 1))
-            full[:, est.classes_] = probs
+            full = np.zeros((len(pool), len(self.classes_)))
+            full[:, np.searchsorted(self.classes_, est.classes_)] = probs
             idx, lab = select_pseudo_labels(full, self.threshold, self.class_balance)
             if len(idx) == 0:
                 break
-            limit = max(1, int(self.growth * candidates.sum()))
+            limit = max(1, int(growth * candidates.sum()))
             if len(idx) > limit:
                 order = np.argsort(-full[idx].max(1))[:limit]
                 idx, lab = idx[order], lab[order]
-            yy[pool[idx]] = lab
-            use = yy >= 0
-            est = clone(base).fit(X[use], yy[use])
-            self.history_.append((it, int((use & ~labeled).sum())))
+            yy[pool[idx]] = self.classes_[lab]
+            have[pool[idx]] = True
+            est = clone(base).fit(X[have], yy[have])
+            self.history_.append((it, int((have & ~labeled).sum())))
         self.estimator_ = est
         self.pseudo_labels_ = yy
-        self.n_pseudo_labeled_ = int(((yy >= 0) & ~labeled).sum())
+        self.n_pseudo_labeled_ = int((have & ~labeled).sum())
+        self.n_iter_ = len(self.history_)
         return self
 
+    def _rows(self, X, method):
+        from ..adapt.shallow._base import check_X
+
+        check_is_fitted(self)
+        return check_X(X, who=f"SelfTrainingClassifier.{method}", estimator=self, reset=False)
+
     def predict(self, X):
+        """Class labels of the rows of ``X``."""
+        X = self._rows(X, "predict")  # first: raises NotFittedError before estimator_ is read
         return self.estimator_.predict(X)
 
     def predict_proba(self, X):
+        """Class probabilities, columns in the order of ``classes_``."""
+        X = self._rows(X, "predict_proba")
         return self.estimator_.predict_proba(X)

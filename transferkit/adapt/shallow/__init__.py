@@ -14,6 +14,13 @@ negative for target rows, and ``y = -1`` for unlabeled rows. Two kinds:
 
 :class:`DAClassifier` chains either kind with a classifier trained on the adapted, labeled
 source rows. The names in brackets are the ``shallow_da`` registry keys.
+
+All are scikit-learn estimators (transformers, and :class:`DAClassifier` a classifier) that pass
+scikit-learn's own estimator checks (``tests/test_sklearn_checks.py``). Without
+``sample_domain``, ``fit`` takes the rows with ``y == -1`` as the target (skada's rule), or, with
+none, pools the rows with a warning. They also work as steps of ``skada.make_da_pipeline``
+(``sample_domain`` is requested by default); there a reweighter hands its weights to the
+steps that request ``sample_weight``, following skada's reweighting-adapter protocol.
 """
 
 from ._base import BaseMappingAdapter, BaseReweighter

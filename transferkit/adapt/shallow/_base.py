@@ -9,33 +9,120 @@ The data convention is skada's: one matrix ``X`` holds the source and target row
 - ``sample_domain[i] < 0``: row ``i`` is a **target** row (pooled likewise),
 - ``0`` is not allowed.
 
-Unlabeled target rows carry ``y = -1``. None of the estimators here reads ``y``: they are
-unsupervised with respect to the target, and only :class:`~transferkit.adapt.shallow.DAClassifier`
-uses the labels of source rows.
+Unlabeled target rows carry ``y = -1``. None of the adapters here reads the labels in ``y``:
+they are unsupervised with respect to the target, and only
+:class:`~transferkit.adapt.shallow.DAClassifier` uses the labels of source rows.
+
+Without ``sample_domain``, ``fit`` follows skada's ``allow_auto_sample_domain`` rule: rows with
+``y == -1`` (or ``y`` NaN) are target rows, the others source rows. When that finds no target
+row either (``y`` absent, or no ``-1`` in it; what scikit-learn's own calls do), every row is
+used as both source and target and a :class:`~transferkit.errors.TransferKitWarning` says so:
+the adapter then learns the no-shift special case of its map (CORAL and OT the identity,
+SA a PCA projection, TCA kernel PCA, KMM and KLIEP weights close to 1), which keeps them valid
+scikit-learn transformers. ``transform(X)`` without ``sample_domain`` treats every row as a
+target row (skada's rule, and what you have at prediction time).
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted
+from scipy import sparse
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ...errors import DataError
-from ...metrics._base import as_2d
+from ...errors import DataError, TransferKitWarning
 
-__all__ = ["BaseMappingAdapter", "BaseReweighter", "check_domain_input", "split_domains", "sym_power"]
+__all__ = [
+    "BaseMappingAdapter",
+    "BaseReweighter",
+    "NonNumericDataError",
+    "check_X",
+    "check_domain_input",
+    "infer_sample_domain",
+    "split_domains",
+    "sym_power",
+]
 
 
-def _check_sample_domain(sample_domain, n: int, who: str, *, required: bool) -> np.ndarray | None:
-    """``sample_domain`` as an int64 array of length ``n`` with no zeros (``None`` if allowed)."""
-    if sample_domain is None:
-        if required:
+class NonNumericDataError(DataError, TypeError):
+    """``X`` holds an entry that is neither a number nor a string (a :class:`TypeError`, as
+    NumPy and scikit-learn raise for it, and a :class:`~transferkit.errors.DataError`)."""
+
+
+def check_X(X, *, who: str, min_rows: int = 1, estimator=None, reset: bool = True) -> np.ndarray:
+    """``X`` as a finite 2-D float64 array, or a one-line :class:`DataError` saying what to do.
+
+    Accepts array-likes, pandas frames and torch tensors. Rejects sparse matrices, complex
+    values, non-numeric values, 1-D or N-D arrays, no features, fewer than ``min_rows`` rows and
+    NaN/inf (the wording contains the phrases scikit-learn's estimator checks look for).
+
+    With ``estimator``, also does what :func:`sklearn.utils.validation.validate_data` does with
+    the feature count and names: ``reset=True`` (fit) sets ``n_features_in_`` (and
+    ``feature_names_in_`` for a frame with string column names); ``reset=False`` (transform,
+    predict) checks them against the fitted values.
+    """
+    original = X
+    if hasattr(X, "detach") and hasattr(X, "cpu"):  # torch tensor
+        X = X.detach().cpu().numpy()
+    if sparse.issparse(X):
+        raise DataError(
+            f"{who}: X is a scipy sparse matrix ({X.shape}); these estimators need a dense array, "
+            "pass X.toarray()."
+        )
+    try:
+        A = np.asarray(X)
+    except (TypeError, ValueError):
+        raise DataError(f"{who}: X must be a numeric array, got {type(X).__name__}.") from None
+    if np.iscomplexobj(A):
+        raise DataError(f"{who}: Complex data not supported (X has dtype {A.dtype}); pass the real part or features.")
+    try:
+        A = A.astype(np.float64)
+    except TypeError as exc:  # an entry that is not a number or a string (a dict, a list...)
+        raise NonNumericDataError(
+            f"{who}: X must be numeric, but an entry is not ({exc}); encode non-numeric columns first."
+        ) from None
+    except ValueError as exc:
+        raise DataError(
+            f"{who}: X must be numeric, got dtype {A.dtype} ({exc}); encode non-numeric columns first."
+        ) from None
+    if A.ndim == 1:
+        raise DataError(
+            f"{who}: X must be 2-D (n_samples, n_features), got a 1-D array of shape {A.shape}; "
+            "Reshape your data with X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample."
+        )
+    if A.ndim != 2:
+        raise DataError(f"{who}: X must be 2-D (n_samples, n_features), got shape {A.shape}.")
+    n, d = A.shape
+    if n < min_rows:
+        raise DataError(
+            f"{who}: X has {n} sample(s) (shape={A.shape}) while a minimum of {min_rows} is required; "
+            "pass more rows."
+        )
+    if d == 0:
+        raise DataError(
+            f"{who}: X has 0 feature(s) (shape=({n}, 0)) while a minimum of 1 is required; pass at least one column."
+        )
+    if not np.isfinite(A).all():
+        bad = int((~np.isfinite(A)).any(axis=1).sum())
+        raise DataError(f"{who}: X contains NaN or infinite values in {bad} rows; clean or drop them first.")
+    if estimator is not None:
+        name = type(estimator).__name__
+        if not reset and d != estimator.n_features_in_:
             raise DataError(
-                f"{who} needs sample_domain: an array of shape (n_samples,) with a positive value "
-                "for every source row and a negative value for every target row (skada convention, "
-                "e.g. 1 for source and -2 for target)."
+                f"X has {d} features, but {name} is expecting {estimator.n_features_in_} features as input; "
+                "pass rows with the same columns as in fit."
             )
-        return None
+        # feature names (pandas) and n_features_in_, exactly as scikit-learn records and checks them
+        validate_data(estimator, original if hasattr(original, "columns") else A, skip_check_array=True, reset=reset)
+    return A
+
+
+def _check_sample_domain(sample_domain, n: int, who: str) -> np.ndarray:
+    """``sample_domain`` as an int64 array of length ``n`` with no zeros."""
     sd = np.asarray(sample_domain)
     if sd.ndim == 0:
         sd = np.full(n, sd.item())
@@ -60,41 +147,103 @@ def _check_sample_domain(sample_domain, n: int, who: str, *, required: bool) -> 
     return sd
 
 
-def check_domain_input(X, y=None, sample_domain=None, *, who: str = "fit", min_rows_per_domain: int = 2):
-    """Validate a skada-style fit input and return ``(X, y, is_source)``.
+def _masked_labels(y: np.ndarray) -> np.ndarray:
+    """Rows whose label is masked (skada: ``-1`` for class labels, NaN for a continuous target)."""
+    if y.dtype.kind in "iu":
+        return y == -1
+    if y.dtype.kind == "f":
+        if np.isnan(y).any() or y.ndim != 1:
+            return np.isnan(y)
+        # class labels stored as floats mask with -1; a continuous target only with NaN
+        discrete = type_of_target(y) in ("binary", "multiclass")
+        return (y == -1) if discrete else np.zeros(len(y), dtype=bool)
+    if y.dtype.kind == "O":
+        return np.array([isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                         and (v == -1 or v != v) for v in y], dtype=bool)
+    return np.zeros(len(y), dtype=bool)  # strings, booleans: nothing is masked
+
+
+def infer_sample_domain(y, sample_domain, n: int, who: str = "fit") -> np.ndarray | None:
+    """The ``sample_domain`` of a fit: given, or derived from ``y`` by skada's rule.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n,) or None
+    sample_domain : array-like of shape (n,), scalar or None
+    n : int
+        Number of rows.
+
+    Returns
+    -------
+    ndarray of shape (n,), int64, or None
+        The validated ``sample_domain``; without one, ``-2`` on the rows with a masked label
+        (``y == -1``, or NaN) and ``1`` elsewhere (skada's defaults); ``None`` when no row is
+        masked either, i.e. no target row can be identified (the caller then pools the rows).
+    """
+    if sample_domain is not None:
+        return _check_sample_domain(sample_domain, n, who)
+    if y is None:
+        return None
+    masked = _masked_labels(np.asarray(y))
+    if not masked.any():
+        return None
+    if masked.all():
+        raise DataError(
+            f"{who}: every row has y = -1 (or NaN: unlabeled target) and no sample_domain was given, so there "
+            "is no source row; pass sample_domain (positive = source, negative = target)."
+        )
+    return np.where(masked, -2, 1).astype(np.int64)
+
+
+def check_domain_input(X, y=None, sample_domain=None, *, who: str = "fit", min_rows_per_domain: int = 2,
+                       estimator=None):
+    """Validate a skada-style fit input and return ``(X, y, is_source, is_target)``.
 
     Parameters
     ----------
     X : array-like of shape (n_samples, n_features)
         Source and target rows, concatenated in any order. Must be finite.
     y : array-like of shape (n_samples,), optional
-        Labels; ``-1`` for unlabeled rows. Only its length is checked here.
-    sample_domain : array-like of shape (n_samples,)
-        Positive for source rows, negative for target rows. Required.
+        Labels; ``-1`` for unlabeled rows. Used only to find the target rows when
+        ``sample_domain`` is not given (:func:`infer_sample_domain`).
+    sample_domain : array-like of shape (n_samples,), optional
+        Positive for source rows, negative for target rows.
     who : str
         Name used in error messages (``"CORALAdapter.fit"``).
     min_rows_per_domain : int
         Fewest rows each domain must have.
+    estimator : estimator, optional
+        Gets ``n_features_in_`` (and ``feature_names_in_``), see :func:`check_X`.
 
     Returns
     -------
     X : ndarray of shape (n_samples, n_features), float64
     y : ndarray of shape (n_samples,) or None
-    is_source : ndarray of shape (n_samples,), bool
+    is_source, is_target : ndarray of shape (n_samples,), bool
+        Complementary masks; both all ``True`` when no target row can be identified (the
+        rows are pooled, with a :class:`~transferkit.errors.TransferKitWarning`).
 
     Raises
     ------
     DataError
-        Missing or malformed ``sample_domain``, a domain with no (or too few) rows, lengths that
-        disagree, or non-finite values in ``X``.
+        Malformed ``sample_domain``, a domain with no (or too few) rows, lengths that
+        disagree, or a malformed ``X`` (see :func:`check_X`).
     """
-    X = as_2d(X, "X", min_rows=2)
+    X = check_X(X, who=who, min_rows=2, estimator=estimator, reset=True)
     n = X.shape[0]
-    sd = _check_sample_domain(sample_domain, n, who, required=True)
     if y is not None:
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != n:
             raise DataError(f"y has shape {y.shape} but X has {n} rows; give one label per row (-1 when unlabeled).")
+    sd = infer_sample_domain(y, sample_domain, n, who)
+    if sd is None:
+        warnings.warn(
+            f"{who}: no target rows identified (no sample_domain, and no y == -1), so every row is used as both "
+            "source and target and nothing is adapted; pass sample_domain (positive = source, negative = target) "
+            "or label the target rows -1.", TransferKitWarning, stacklevel=4,
+        )
+        every = np.ones(n, dtype=bool)
+        return X, y, every, every.copy()
     is_source = sd > 0
     n_s, n_t = int(is_source.sum()), int((~is_source).sum())
     if n_s == 0 or n_t == 0:
@@ -106,37 +255,77 @@ def check_domain_input(X, y=None, sample_domain=None, *, who: str = "fit", min_r
     for name, k in (("source", n_s), ("target", n_t)):
         if k < min_rows_per_domain:
             raise DataError(f"{who}: the {name} domain has {k} rows; at least {min_rows_per_domain} are needed.")
-    return X, y, is_source
+    return X, y, is_source, ~is_source
 
 
-def split_domains(X: np.ndarray, is_source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(X[is_source], X[~is_source])``: the source block and the target block, rows in order."""
-    return X[is_source], X[~is_source]
+def split_domains(X: np.ndarray, is_source: np.ndarray, is_target: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(X[is_source], X[is_target])`` (``is_target`` defaults to ``~is_source``), rows in order."""
+    return X[is_source], X[~is_source if is_target is None else is_target]
 
 
-class _ShallowDA(BaseEstimator):
-    """Shared validation for fitted shallow DA estimators (no parameters of its own)."""
+def _called_by_skada_selector(frame) -> bool:
+    """Whether ``frame`` (the caller of ``fit_transform``) is a method of a skada pipeline selector.
+
+    skada's selectors (``Shared``, ``PerDomain``, ...; :class:`skada.base.BaseSelector`) call
+    ``fit_transform`` of the step they wrap and read an ``(X, params)`` tuple from it as
+    metadata for the next steps; scikit-learn (and everything else) needs an array. Nothing else
+    in the call tells the two apart, so the caller is looked at; skada is never imported here.
+    """
+    base = sys.modules.get("skada.base")
+    selector = getattr(base, "BaseSelector", None)
+    for _ in range(3):  # skip scikit-learn's set_output wrapper, if any
+        if frame is None or selector is None:
+            return False
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, selector):
+            return True
+        if not frame.f_globals.get("__name__", "").startswith("sklearn.utils._set_output"):
+            return False
+        frame = frame.f_back
+    return False
+
+
+class _ShallowDA(TransformerMixin, BaseEstimator):
+    """Shared validation for shallow DA estimators (no parameters of its own).
+
+    ``sample_domain`` is requested by default for ``fit`` and ``transform`` (as skada's own
+    adapters do), so a metadata-routing pipeline (``skada.make_da_pipeline``, or a scikit-learn
+    :class:`~sklearn.pipeline.Pipeline` with routing on) passes it on without
+    ``set_fit_request``.
+    """
+
+    __metadata_request__fit = {"sample_domain": True}
+    __metadata_request__transform = {"sample_domain": True}
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        tags.target_tags.required = False
+        return tags
 
     def _fit_input(self, X, y, sample_domain, *, min_rows_per_domain: int = 2):
-        X, y, is_source = check_domain_input(
-            X, y, sample_domain, who=f"{type(self).__name__}.fit", min_rows_per_domain=min_rows_per_domain
-        )
-        self.n_features_in_ = X.shape[1]
-        return X, y, is_source
+        return check_domain_input(X, y, sample_domain, who=f"{type(self).__name__}.fit",
+                                  min_rows_per_domain=min_rows_per_domain, estimator=self)
 
-    def _new_input(self, X, sample_domain, *, default_source: bool):
+    def _new_input(self, X, sample_domain, *, default_source: bool, method: str = "transform"):
         """Validate rows for ``transform``/``compute_weights``; ``sample_domain=None`` means all
         rows are source (``default_source``) or all target."""
-        check_is_fitted(self, "n_features_in_")
-        X = as_2d(X, "X", min_rows=1)
-        if X.shape[1] != self.n_features_in_:
-            raise DataError(
-                f"X has {X.shape[1]} features but {type(self).__name__} was fitted on "
-                f"{self.n_features_in_}; transform rows embedded like the training rows."
-            )
-        sd = _check_sample_domain(sample_domain, X.shape[0], type(self).__name__, required=False)
-        is_source = np.full(X.shape[0], default_source) if sd is None else sd > 0
-        return X, is_source
+        check_is_fitted(self)
+        X = check_X(X, who=f"{type(self).__name__}.{method}", min_rows=1, estimator=self, reset=False)
+        if sample_domain is None:
+            return X, np.full(X.shape[0], default_source)
+        return X, _check_sample_domain(sample_domain, X.shape[0], type(self).__name__) > 0
+
+    @staticmethod
+    def _fit_domains(X, y, sample_domain):
+        """The ``sample_domain`` a ``fit`` on these arguments uses (``None``: rows pooled)."""
+        try:
+            n = len(X) if hasattr(X, "__len__") else np.asarray(X).shape[0]
+            return infer_sample_domain(None if y is None else np.asarray(y), sample_domain, n)
+        except (DataError, TypeError, ValueError, IndexError):
+            return None  # fit has raised already, with its own message
 
 
 class BaseMappingAdapter(_ShallowDA):
@@ -148,8 +337,14 @@ class BaseMappingAdapter(_ShallowDA):
     """
 
     def fit_transform(self, X, y=None, *, sample_domain=None) -> np.ndarray:
-        """``fit(X, y, sample_domain=sample_domain).transform(X, sample_domain=sample_domain)``."""
-        return self.fit(X, y, sample_domain=sample_domain).transform(X, sample_domain=sample_domain)
+        """Fit, then map the training rows with the domains the fit used.
+
+        ``sample_domain`` given, or derived from ``y == -1``: source rows are mapped as source
+        rows. Otherwise (pooled rows) every row is transformed as a target row, so the result
+        equals ``fit(X, y).transform(X)``.
+        """
+        self.fit(X, y, sample_domain=sample_domain)
+        return self.transform(X, sample_domain=self._fit_domains(X, y, sample_domain))
 
 
 class BaseReweighter(_ShallowDA):
@@ -159,6 +354,15 @@ class BaseReweighter(_ShallowDA):
     ``X``) are the importance weights :math:`w(x) \\approx p_t(x) / p_s(x)` to pass as
     ``sample_weight`` when training on the source rows. ``transform`` leaves rows unchanged so
     a reweighter can stand where a mapping adapter stands.
+
+    Inside a skada pipeline (``skada.make_da_pipeline(KMMReweighter(), clf)``),
+    ``fit_transform`` follows skada's reweighting-adapter protocol (``BaseReweightAdapter``): it
+    returns ``(X, {"sample_weight": w})``, ``w`` the weight of every row (0 on target rows),
+    and skada's selector routes ``w`` to the ``fit`` of the steps that request it
+    (``clf.set_fit_request(sample_weight=True)``; skada raises ``IncompatibleMetadataError``
+    when no later step does). Called by anything else, ``fit_transform`` returns the rows, as a
+    scikit-learn transformer must; :class:`~transferkit.adapt.shallow.DAClassifier` reads
+    ``weights_`` directly.
     """
 
     def compute_weights(self, X, sample_domain=None) -> np.ndarray:
@@ -175,7 +379,7 @@ class BaseReweighter(_ShallowDA):
         ndarray of shape (n_samples,)
             The weight of each source row; target rows get 0 (they are not training rows).
         """
-        X, is_source = self._new_input(X, sample_domain, default_source=True)
+        X, is_source = self._new_input(X, sample_domain, default_source=True, method="compute_weights")
         w = np.zeros(X.shape[0])
         if is_source.any():
             w[is_source] = self._weights_at(X[is_source])
@@ -186,8 +390,23 @@ class BaseReweighter(_ShallowDA):
         X, _ = self._new_input(X, sample_domain, default_source=False)
         return X
 
-    def fit_transform(self, X, y=None, *, sample_domain=None) -> np.ndarray:
-        return self.fit(X, y, sample_domain=sample_domain).transform(X, sample_domain=sample_domain)
+    def fit_transform(self, X, y=None, *, sample_domain=None):
+        """``fit`` then ``transform``; inside a skada pipeline also the weights (see the class doc).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+            The rows, unchanged.
+        (ndarray, dict)
+            When called by a skada pipeline selector: the rows and ``{"sample_weight": w}``,
+            ``w`` of shape ``(n_samples,)``.
+        """
+        self.fit(X, y, sample_domain=sample_domain)
+        sd = self._fit_domains(X, y, sample_domain)
+        Xt = self.transform(X, sample_domain=sd)
+        if _called_by_skada_selector(sys._getframe(1)):
+            return Xt, {"sample_weight": self.compute_weights(X, sample_domain=sd)}
+        return Xt
 
     def _weights_at(self, Xs: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -77,10 +77,13 @@ class CORALAdapter(BaseMappingAdapter):
         ----------
         X : array-like of shape (n_samples, n_features)
             Source and target rows together.
-        y : ignored
-            Accepted for pipeline compatibility (``-1`` marks unlabeled target rows).
-        sample_domain : array-like of shape (n_samples,)
-            Positive for source rows, negative for target rows.
+        y : array-like of shape (n_samples,), optional
+            Labels are not used; only read to find the target rows (``y == -1``) when
+            ``sample_domain`` is ``None``.
+        sample_domain : array-like of shape (n_samples,), optional
+            Positive for source rows, negative for target rows. ``None``: the rows with
+            ``y == -1`` are the target (skada's rule); with none, the rows are pooled (see
+            :mod:`transferkit.adapt.shallow._base`).
 
         Returns
         -------
@@ -89,8 +92,8 @@ class CORALAdapter(BaseMappingAdapter):
         reg = check_number("reg", self.reg, low=0.0)
         if not isinstance(self.center, (bool, np.bool_)):
             raise ConfigError(f"center must be True or False, got {self.center!r}.")
-        X, _, is_source = self._fit_input(X, y, sample_domain)
-        Xs, Xt = split_domains(X, is_source)
+        X, _, is_source, is_target = self._fit_input(X, y, sample_domain)
+        Xs, Xt = split_domains(X, is_source, is_target)
         d = X.shape[1]
         self.mean_source_ = Xs.mean(axis=0)
         self.mean_target_ = Xt.mean(axis=0)

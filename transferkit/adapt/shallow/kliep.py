@@ -22,7 +22,8 @@ def _gauss(A: np.ndarray, C: np.ndarray, sigma: float) -> np.ndarray:
     return np.exp(-euclidean_distances(A, C, squared=True) / (2.0 * sigma**2))
 
 
-def kliep_solve(Phi_t: np.ndarray, b: np.ndarray, max_iter: int = 100, tol: float = 0.0) -> np.ndarray:
+def kliep_solve(Phi_t: np.ndarray, b: np.ndarray, max_iter: int = 100, tol: float = 0.0, *,
+                return_n_iter: bool = False) -> np.ndarray | tuple[np.ndarray, int]:
     r"""Maximise :math:`\frac1{n_t}\sum_j \log(\Phi_t \alpha)_j` s.t. :math:`b^\top\alpha = 1`, :math:`\alpha \ge 0`.
 
     Sugiyama et al.'s procedure (2008, Fig. 1): gradient ascent
@@ -41,10 +42,14 @@ def kliep_solve(Phi_t: np.ndarray, b: np.ndarray, max_iter: int = 100, tol: floa
     max_iter : int
     tol : float
         A step must improve the objective by more than this.
+    return_n_iter : bool
+        Also return the number of ascent steps tried (accepted or not), over all learning rates.
 
     Returns
     -------
-    ndarray of shape (n_centers,)
+    alpha : ndarray of shape (n_centers,)
+    n_iter : int
+        Only with ``return_n_iter``; at least 1 and at most ``7 * max_iter``.
     """
     bb = float(b @ b)
 
@@ -59,14 +64,16 @@ def kliep_solve(Phi_t: np.ndarray, b: np.ndarray, max_iter: int = 100, tol: floa
 
     alpha = project(np.ones(Phi_t.shape[1]))
     best = score(alpha)
+    tried = 0
     for eta in 10.0 ** np.arange(3, -4, -1):
         for _ in range(max_iter):
             cand = project(alpha + eta * Phi_t.T @ (1.0 / np.maximum(Phi_t @ alpha, _TINY)))
+            tried += 1
             s = score(cand)
             if s <= best + tol:
                 break
             alpha, best = cand, s
-    return alpha
+    return (alpha, tried) if return_n_iter else alpha
 
 
 @register("shallow_da", "kliep")
@@ -124,6 +131,8 @@ class KLIEPReweighter(BaseReweighter):
         The width used.
     cv_scores_ : dict[float, float]
         Mean held-out log-likelihood of each candidate (empty when ``sigma`` is a float).
+    n_iter_ : int
+        Ascent steps tried (accepted or not) in the final fit, over all learning rates.
     n_features_in_ : int
 
     References
@@ -172,9 +181,13 @@ class KLIEPReweighter(BaseReweighter):
         ----------
         X : array-like of shape (n_samples, n_features)
             Source and target rows together.
-        y : ignored
-        sample_domain : array-like of shape (n_samples,)
-            Positive for source rows, negative for target rows.
+        y : array-like of shape (n_samples,), optional
+            Labels are not used; only read to find the target rows (``y == -1``) when
+            ``sample_domain`` is ``None``.
+        sample_domain : array-like of shape (n_samples,), optional
+            Positive for source rows, negative for target rows. ``None``: the rows with
+            ``y == -1`` are the target (skada's rule); with none, the rows are pooled (see
+            :mod:`transferkit.adapt.shallow._base`).
 
         Returns
         -------
@@ -183,8 +196,8 @@ class KLIEPReweighter(BaseReweighter):
         n_centers = check_number("n_centers", self.n_centers, low=1, integer=True)
         max_iter = check_number("max_iter", self.max_iter, low=1, integer=True)
         tol = check_number("tol", self.tol, low=0.0)
-        X, _, is_source = self._fit_input(X, y, sample_domain)
-        Xs, Xt = split_domains(X, is_source)
+        X, _, is_source, is_target = self._fit_input(X, y, sample_domain)
+        Xs, Xt = split_domains(X, is_source, is_target)
         rng = check_random_state(self.random_state)
         sigmas = self._candidates(Xs, Xt, rng)
         nt = len(Xt)
@@ -207,7 +220,7 @@ class KLIEPReweighter(BaseReweighter):
                 self.cv_scores_[float(s)] = float(np.mean(held))
             best = max(self.cv_scores_, key=self.cv_scores_.get)
         b = _gauss(Xs, centers, best).mean(axis=0)
-        self.alpha_ = kliep_solve(_gauss(Xt, centers, best), b, max_iter, tol)
+        self.alpha_, self.n_iter_ = kliep_solve(_gauss(Xt, centers, best), b, max_iter, tol, return_n_iter=True)
         self.centers_ = centers
         self.sigma_ = float(best)
         self.weights_ = _gauss(Xs, centers, best) @ self.alpha_

@@ -129,9 +129,13 @@ class KMMReweighter(BaseReweighter):
         ----------
         X : array-like of shape (n_samples, n_features)
             Source and target rows together.
-        y : ignored
-        sample_domain : array-like of shape (n_samples,)
-            Positive for source rows, negative for target rows.
+        y : array-like of shape (n_samples,), optional
+            Labels are not used; only read to find the target rows (``y == -1``) when
+            ``sample_domain`` is ``None``.
+        sample_domain : array-like of shape (n_samples,), optional
+            Positive for source rows, negative for target rows. ``None``: the rows with
+            ``y == -1`` are the target (skada's rule); with none, the rows are pooled (see
+            :mod:`transferkit.adapt.shallow._base`).
 
         Returns
         -------
@@ -144,8 +148,8 @@ class KMMReweighter(BaseReweighter):
         upper = check_number("B", self.B, low=0.0, low_inclusive=False)
         max_iter = check_number("max_iter", self.max_iter, low=1, integer=True)
         tol = check_number("tol", self.tol, low=0.0)
-        X, _, is_source = self._fit_input(X, y, sample_domain, min_rows_per_domain=1)
-        Xs, Xt = split_domains(X, is_source)
+        X, _, is_source, is_target = self._fit_input(X, y, sample_domain, min_rows_per_domain=1)
+        Xs, Xt = split_domains(X, is_source, is_target)
         ns, nt = len(Xs), len(Xt)
         eps = (np.sqrt(ns) - 1) / np.sqrt(ns) if self.eps is None else check_number("eps", self.eps, low=0.0)
         lo, hi = max(ns * (1 - eps), 0.0), ns * (1 + eps)

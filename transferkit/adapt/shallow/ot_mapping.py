@@ -67,6 +67,11 @@ class OTMappingAdapter(BaseMappingAdapter):
         underflow), which therefore stays where it is.
     cost_scale_ : float
         The factor the cost was divided by (1.0 without ``norm``).
+    n_iter_ : int
+        Sinkhorn iterations run (``method="sinkhorn"``, the last solver when it fell back to
+        the log domain). For ``"emd"`` POT does not report the network-simplex iteration
+        count: 1 for one exact solve, ``max_iter`` when it stopped at the cap (with a
+        :class:`~sklearn.exceptions.ConvergenceWarning`).
     n_features_in_ : int
 
     Notes
@@ -100,9 +105,13 @@ class OTMappingAdapter(BaseMappingAdapter):
         ----------
         X : array-like of shape (n_samples, n_features)
             Source and target rows together.
-        y : ignored
-        sample_domain : array-like of shape (n_samples,)
-            Positive for source rows, negative for target rows.
+        y : array-like of shape (n_samples,), optional
+            Labels are not used; only read to find the target rows (``y == -1``) when
+            ``sample_domain`` is ``None``.
+        sample_domain : array-like of shape (n_samples,), optional
+            Positive for source rows, negative for target rows. ``None``: the rows with
+            ``y == -1`` are the target (skada's rule); with none, the rows are pooled (see
+            :mod:`transferkit.adapt.shallow._base`).
 
         Returns
         -------
@@ -118,8 +127,8 @@ class OTMappingAdapter(BaseMappingAdapter):
         if self.max_iter is not None:
             max_iter = check_number("max_iter", self.max_iter, low=1, integer=True)
         ot = require("ot", "ot", "OTMappingAdapter")
-        X, _, is_source = self._fit_input(X, y, sample_domain, min_rows_per_domain=1)
-        Xs, Xt = split_domains(X, is_source)
+        X, _, is_source, is_target = self._fit_input(X, y, sample_domain, min_rows_per_domain=1)
+        Xs, Xt = split_domains(X, is_source, is_target)
         a = np.full(len(Xs), 1.0 / len(Xs))
         b = np.full(len(Xt), 1.0 / len(Xt))
         C = ot.dist(Xs, Xt, metric=self.metric)
@@ -133,9 +142,19 @@ class OTMappingAdapter(BaseMappingAdapter):
         else:
             scale = 1.0
         if self.method == "emd":
-            G = ot.emd(a, b, C, numItermax=max_iter)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # POT's own warning; ours below names the parameter
+                G, log = ot.emd(a, b, C, numItermax=max_iter, log=True)
+            # POT does not report the network-simplex iteration count, only whether it hit the cap
+            capped = log.get("result_code") == 3 or "numItermax" in str(log.get("warning") or "")
+            if capped:
+                warnings.warn(
+                    f"OTMappingAdapter: the exact solver stopped at max_iter={max_iter} iterations before "
+                    "optimality; increase max_iter or use method='sinkhorn'.", ConvergenceWarning, stacklevel=2,
+                )
+            n_iter = max_iter if capped else 1
         else:
-            G = self._sinkhorn(ot, a, b, C, reg_e, max_iter, tol)
+            G, n_iter = self._sinkhorn(ot, a, b, C, reg_e, max_iter, tol)
         mass = G.sum(axis=1)
         moved = mass > 0
         bary = Xs.copy()
@@ -144,6 +163,7 @@ class OTMappingAdapter(BaseMappingAdapter):
         self.X_source_ = Xs
         self.displacement_ = bary - Xs
         self.cost_scale_ = scale
+        self.n_iter_ = int(n_iter)
         return self
 
     @staticmethod
@@ -158,13 +178,14 @@ class OTMappingAdapter(BaseMappingAdapter):
                 G, log = ot.sinkhorn(a, b, C, reg_e, method="sinkhorn_log", numItermax=max_iter, stopThr=tol,
                                      log=True)
         err = log.get("err") or [0.0]
+        n_iter = int(log.get("niter", 0)) + 1  # POT logs the 0-based index of the last iteration
         if not np.isfinite(err[-1]) or err[-1] > tol:
             warnings.warn(
                 f"OTMappingAdapter: Sinkhorn did not reach tol={tol:g} in max_iter={max_iter} iterations "
                 f"(marginal error {err[-1]:.2g}); increase max_iter or reg_e, or set norm='median'.",
                 ConvergenceWarning, stacklevel=3,
             )
-        return np.nan_to_num(G, nan=0.0, posinf=0.0, neginf=0.0)
+        return np.nan_to_num(G, nan=0.0, posinf=0.0, neginf=0.0), n_iter
 
     def transform(self, X, sample_domain=None) -> np.ndarray:
         """Move source rows by the displacement of their nearest fitted source row; keep target rows.

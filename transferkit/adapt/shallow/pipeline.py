@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn import get_config
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.exceptions import DataConversionWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, has_fit_parameter
 
 from ..._registry import get
 from ...errors import ConfigError, DataError
-from ._base import check_domain_input
+from ._base import _masked_labels, check_domain_input, check_X, infer_sample_domain
 
 
 def fit_with_weights(estimator, X, y, sample_weight=None):
@@ -43,6 +47,42 @@ def fit_with_weights(estimator, X, y, sample_weight=None):
 
 def _estimator_has(attr):
     return lambda self: hasattr(self.estimator_ if hasattr(self, "estimator_") else self._estimator(), attr)
+
+
+def check_class_labels(y, n: int, who: str, *, mask_unlabeled: bool = False) -> np.ndarray:
+    """``y`` as a 1-D array of class labels for ``n`` rows, or a one-line :class:`DataError`.
+
+    A column vector ``(n, 1)`` is raveled with a :class:`~sklearn.exceptions.DataConversionWarning`
+    (scikit-learn's convention); any other 2-D ``y`` is refused (one label per row), and so is a
+    continuous ``y`` (these are classifiers). With ``mask_unlabeled``, rows labeled ``-1`` are
+    left out of the label-type check (unlabeled rows).
+    """
+    if y is None:
+        raise DataError(f"{who} requires y to be passed, but the target y is None; give one class label per row "
+                        "(-1 for unlabeled rows).")
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn(f"A column-vector y was passed when a 1d array was expected; {who} ravels it to shape "
+                      f"({y.shape[0]},) (pass y.ravel() to silence this).", DataConversionWarning, stacklevel=3)
+        y = y.ravel()
+    if y.ndim != 1:
+        raise DataError(f"{who}: y should be a 1d array, got an array of shape {y.shape} instead; "
+                        "give one class label per row (multi-output targets are not supported).")
+    if len(y) != n:
+        raise DataError(f"{who}: y has {len(y)} labels but X has {n} rows; give one label per row (-1 when unlabeled).")
+    if y.dtype.kind == "f" and np.isinf(y).any():
+        raise DataError(f"{who}: y contains infinity in {int(np.isinf(y).sum())} rows; give class labels "
+                        "(-1 for unlabeled rows).")
+    labeled = y[~_masked_labels(y)] if mask_unlabeled else y
+    kind = type_of_target(labeled) if len(labeled) else "binary"
+    if kind not in ("binary", "multiclass"):
+        example = labeled[np.flatnonzero(labeled != np.round(labeled))[0]] if kind == "continuous" else labeled[0]
+        example = example.item() if isinstance(example, np.generic) else example
+        raise DataError(
+            f"{who}: Unknown label type {kind!r} for y (e.g. {example!r}); this is a classifier, so pass class "
+            "labels (integers or strings, -1 for unlabeled rows), not a continuous or multi-output target."
+        )
+    return y
 
 
 class DAClassifier(ClassifierMixin, BaseEstimator):
@@ -84,9 +124,22 @@ class DAClassifier(ClassifierMixin, BaseEstimator):
     >>> clf.fit(X, y, sample_domain=sd).score(X_target, y_target)  # doctest: +SKIP
     """
 
+    # like skada's DA estimators: a metadata-routing pipeline passes sample_domain on by default
+    __metadata_request__fit = {"sample_domain": True}
+    __metadata_request__predict = {"sample_domain": True}
+    __metadata_request__predict_proba = {"sample_domain": True}
+    __metadata_request__decision_function = {"sample_domain": True}
+    __metadata_request__score = {"sample_domain": True}
+
     def __init__(self, adapter, estimator=None):
         self.adapter = adapter
         self.estimator = estimator
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        return tags
 
     def _adapter(self):
         if isinstance(self.adapter, str):
@@ -109,55 +162,69 @@ class DAClassifier(ClassifierMixin, BaseEstimator):
             Source and target rows together.
         y : array-like of shape (n_samples,)
             Source labels; ``-1`` for unlabeled rows. Target labels are ignored.
-        sample_domain : array-like of shape (n_samples,)
-            Positive for source rows, negative for target rows.
+        sample_domain : array-like of shape (n_samples,), optional
+            Positive for source rows, negative for target rows. ``None``: skada's rule, the
+            rows with ``y == -1`` are the target; with no such row, every row is used as both
+            source and target (nothing to adapt to: the adapter warns, and the result is the
+            estimator trained on all rows).
 
         Returns
         -------
         self
         """
+        who = "DAClassifier.fit"
         adapter = self._adapter()
         if y is None:
-            raise DataError("DAClassifier.fit needs y: the labels of the source rows (-1 for unlabeled rows).")
-        X, y, is_source = check_domain_input(X, y, sample_domain, who="DAClassifier.fit")
-        unlabeled = (y == -1) if np.issubdtype(y.dtype, np.number) else np.zeros(len(y), dtype=bool)
+            check_class_labels(y, 0, who)  # raises: y is required
+        X = check_X(X, who=who, min_rows=2, estimator=self, reset=True)
+        n = X.shape[0]
+        y = check_class_labels(y, n, who, mask_unlabeled=True)
+        unlabeled = _masked_labels(y)
+        # given, or skada's rule: y == -1 marks the target rows; None: no target row (pooled rows)
+        sd = infer_sample_domain(y, sample_domain, n, who)
+        if sd is None:
+            is_source = is_target = np.ones(n, dtype=bool)  # the adapter warns about it
+        else:
+            _, _, is_source, is_target = check_domain_input(X, None, sd, who=who)
         train = is_source & ~unlabeled
         if not train.any():
-            raise DataError("DAClassifier.fit: no labeled source row (every source label is -1).")
-        y_masked = y.copy()
-        if np.issubdtype(y.dtype, np.number):
-            y_masked[~is_source] = -1
-        adapter.fit(X, y_masked, sample_domain=sample_domain)
+            raise DataError(f"{who}: no labeled source row (every source label is -1); label some source rows.")
+        # the adapter gets the domains, and never a target label (masked to -1 when y is numeric)
+        y_adapter = np.where(is_source, y, -1) if sd is not None and y.dtype.kind in "iuf" else None
+        adapter.fit(X, y_adapter, sample_domain=sd)
         weights = None
         if hasattr(adapter, "weights_") and hasattr(adapter, "compute_weights"):
             Z = X
-            w = np.zeros(len(X))
+            w = np.zeros(n)
             w[is_source] = adapter.weights_
             weights = w[train]
         else:
-            Z = np.asarray(adapter.transform(X, sample_domain=sample_domain))
+            Z = np.asarray(adapter.transform(X, sample_domain=sd))
         self.estimator_ = fit_with_weights(clone(self._estimator()), Z[train], y[train], weights)
         self.adapter_ = adapter
         self.classes_ = self.estimator_.classes_
-        self.n_features_in_ = X.shape[1]
         return self
 
-    def _adapt(self, X, sample_domain):
-        check_is_fitted(self, "estimator_")
+    def _adapt(self, X, sample_domain, method):
+        check_is_fitted(self)
+        X = check_X(X, who=f"DAClassifier.{method}", estimator=self, reset=False)
         return self.adapter_.transform(X, sample_domain=sample_domain)
 
     def predict(self, X, sample_domain=None) -> np.ndarray:
         """Labels of adapted rows (``sample_domain=None``: all rows are target rows)."""
-        return self.estimator_.predict(self._adapt(X, sample_domain))
+        Z = self._adapt(X, sample_domain, "predict")
+        return self.estimator_.predict(Z)
 
     @available_if(_estimator_has("predict_proba"))
     def predict_proba(self, X, sample_domain=None) -> np.ndarray:
         """Class probabilities of adapted rows (``sample_domain=None``: all target rows)."""
-        return self.estimator_.predict_proba(self._adapt(X, sample_domain))
+        Z = self._adapt(X, sample_domain, "predict_proba")
+        return self.estimator_.predict_proba(Z)
 
     @available_if(_estimator_has("decision_function"))
     def decision_function(self, X, sample_domain=None) -> np.ndarray:
-        return self.estimator_.decision_function(self._adapt(X, sample_domain))
+        Z = self._adapt(X, sample_domain, "decision_function")
+        return self.estimator_.decision_function(Z)
 
     def score(self, X, y, sample_weight=None, sample_domain=None) -> float:
         """Accuracy on adapted rows (``sample_domain=None``: all rows are target rows)."""

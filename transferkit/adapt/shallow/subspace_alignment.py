@@ -89,9 +89,13 @@ class SubspaceAlignmentAdapter(BaseMappingAdapter):
         ----------
         X : array-like of shape (n_samples, n_features)
             Source and target rows together.
-        y : ignored
-        sample_domain : array-like of shape (n_samples,)
-            Positive for source rows, negative for target rows.
+        y : array-like of shape (n_samples,), optional
+            Labels are not used; only read to find the target rows (``y == -1``) when
+            ``sample_domain`` is ``None``.
+        sample_domain : array-like of shape (n_samples,), optional
+            Positive for source rows, negative for target rows. ``None``: the rows with
+            ``y == -1`` are the target (skada's rule); with none, the rows are pooled (see
+            :mod:`transferkit.adapt.shallow._base`).
 
         Returns
         -------
@@ -99,8 +103,8 @@ class SubspaceAlignmentAdapter(BaseMappingAdapter):
         """
         if self.n_components is not None:
             check_number("n_components", self.n_components, low=1, integer=True)
-        X, _, is_source = self._fit_input(X, y, sample_domain)
-        Xs, Xt = split_domains(X, is_source)
+        X, _, is_source, is_target = self._fit_input(X, y, sample_domain)
+        Xs, Xt = split_domains(X, is_source, is_target)
         cap = min(len(Xs) - 1, len(Xt) - 1, X.shape[1])
         k = cap if self.n_components is None else min(int(self.n_components), cap)
         self.mean_source_, self.components_source_ = pca_basis(Xs, k)

@@ -20,10 +20,14 @@ def kernel_matrix(A: np.ndarray, B: np.ndarray, kernel: str, gamma: float) -> np
     return rbf_kernel(A, B, gamma=gamma)
 
 
-def _landmarks(is_source: np.ndarray, max_samples: int, rng) -> np.ndarray:
+def _landmarks(is_source: np.ndarray, max_samples: int, rng, is_target: np.ndarray | None = None) -> np.ndarray:
     """Sorted row indices of a seeded subsample of ``max_samples`` rows, split between the domains
-    in proportion to their sizes (at least 2 rows each)."""
-    src, tgt = np.flatnonzero(is_source), np.flatnonzero(~is_source)
+    in proportion to their sizes (at least 2 rows each); pooled rows (every row in both domains)
+    are subsampled as one set."""
+    is_target = ~is_source if is_target is None else is_target
+    if (is_source & is_target).any():
+        return np.sort(rng.choice(len(is_source), max_samples, replace=False))
+    src, tgt = np.flatnonzero(is_source), np.flatnonzero(is_target)
     k_s = int(round(max_samples * len(src) / (len(src) + len(tgt))))
     k_s = min(max(k_s, 2), len(src), max_samples - 2)
     k_t = min(max_samples - k_s, len(tgt))
@@ -119,9 +123,13 @@ class TCAAdapter(BaseMappingAdapter):
         ----------
         X : array-like of shape (n_samples, n_features)
             Source and target rows together.
-        y : ignored
-        sample_domain : array-like of shape (n_samples,)
-            Positive for source rows, negative for target rows.
+        y : array-like of shape (n_samples,), optional
+            Labels are not used; only read to find the target rows (``y == -1``) when
+            ``sample_domain`` is ``None``.
+        sample_domain : array-like of shape (n_samples,), optional
+            Positive for source rows, negative for target rows. ``None``: the rows with
+            ``y == -1`` are the target (skada's rule); with none, the rows are pooled (see
+            :mod:`transferkit.adapt.shallow._base`).
 
         Returns
         -------
@@ -133,23 +141,24 @@ class TCAAdapter(BaseMappingAdapter):
             check_number("gamma", self.gamma, low=0.0, low_inclusive=False)
         mu = check_number("mu", self.mu, low=0.0, low_inclusive=False)
         max_samples = check_number("max_samples", self.max_samples, low=4, integer=True)
-        X, _, is_source = self._fit_input(X, y, sample_domain)
+        X, _, is_source, is_target = self._fit_input(X, y, sample_domain)
         rng = check_random_state(self.random_state)
         if X.shape[0] > max_samples:
-            idx = _landmarks(is_source, max_samples, rng)
-            X, is_source = X[idx], is_source[idx]
+            idx = _landmarks(is_source, max_samples, rng, is_target)
+            X, is_source, is_target = X[idx], is_source[idx], is_target[idx]
         n = X.shape[0]
-        ns, nt = int(is_source.sum()), int((~is_source).sum())
+        ns, nt = int(is_source.sum()), int(is_target.sum())
         if self.kernel == "rbf":
             gamma = self.gamma
             if gamma is None:
-                sigma = median_heuristic(X[is_source], X[~is_source], seed=int(rng.randint(2**31 - 1)))
+                sigma = median_heuristic(X[is_source], X[is_target], seed=int(rng.randint(2**31 - 1)))
                 gamma = 1.0 / (2.0 * sigma**2)
             self.gamma_ = float(gamma)
         else:
             self.gamma_ = None
         K = kernel_matrix(X, X, self.kernel, self.gamma_)
-        e = np.where(is_source, 1.0 / ns, -1.0 / nt)
+        # pooled rows (no target identified) are in both domains: e = 0, TCA is kernel PCA
+        e = is_source / ns - is_target / nt
         v = K @ e
         A = mu * np.eye(n) + np.outer(v, v)  # K L K + mu I
         Kc = K - K.mean(axis=0)  # H K
