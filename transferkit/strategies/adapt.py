@@ -189,12 +189,7 @@ class Adapt(Strategy):
         level = check_option(p("level"), self.level, ("features", "backbone"))
         grid = self._check_weights()
         check_option(p("selection"), self.selection, [*available("scorer"), "source_val", "target_val", "last"])
-        self._num("bottleneck", low=1, high=MAX_WIDTH, integer=True, example=256)
-        self._num("dropout", low=0, high=1, high_inclusive=False, example=0.5)
-        self._num("epochs", low=1, high=MAX_EPOCHS, integer=True, example=30)
-        self._num("lr", low=0, high=MAX_LR, low_inclusive=False, example=0.001)
-        self._num("weight_decay", low=0, high=10, example=0.0005)
-        self._num("source_val_fraction", low=0, high=1, low_inclusive=False, high_inclusive=False, example=0.2)
+        self._check_network()
         check_flag(p("domain_bn"), self.domain_bn)
         if check_flag(p("target_labels"), self.target_labels) and level == "backbone":
             raise ConfigError(f"{p('target_labels')}=true needs {p('level')}: features (the backbone-level adapter "
@@ -203,6 +198,15 @@ class Adapt(Strategy):
         nb = n_backbone_groups(backbone if backbone is not None else self.backbone)
         check_unfreeze(p("unfreeze"), self.unfreeze, nb if level == "backbone" else None)
         self._check_method(level, grid[0])
+
+    def _check_network(self) -> None:
+        """The bottleneck + head and its training budget (shared by every strategy built on it)."""
+        self._num("bottleneck", low=1, high=MAX_WIDTH, integer=True, example=256)
+        self._num("dropout", low=0, high=1, high_inclusive=False, example=0.5)
+        self._num("epochs", low=1, high=MAX_EPOCHS, integer=True, example=30)
+        self._num("lr", low=0, high=MAX_LR, low_inclusive=False, example=0.001)
+        self._num("weight_decay", low=0, high=10, example=0.0005)
+        self._num("source_val_fraction", low=0, high=1, low_inclusive=False, high_inclusive=False, example=0.2)
 
     def _check_weights(self) -> list:
         where, w = self._p("weight"), self.weight
@@ -581,12 +585,7 @@ class SourceOnly(Adapt):
         self._check_common(backbone)
         level = check_option(p("level"), self.level, ("features", "backbone"))
         check_option(p("selection"), self.selection, SOURCE_ONLY_SELECTIONS)
-        self._num("bottleneck", low=1, high=MAX_WIDTH, integer=True, example=256)
-        self._num("dropout", low=0, high=1, high_inclusive=False, example=0.5)
-        self._num("epochs", low=1, high=MAX_EPOCHS, integer=True, example=30)
-        self._num("lr", low=0, high=MAX_LR, low_inclusive=False, example=0.001)
-        self._num("weight_decay", low=0, high=10, example=0.0005)
-        self._num("source_val_fraction", low=0, high=1, low_inclusive=False, high_inclusive=False, example=0.2)
+        self._check_network()
         self._num("backbone_lr_mult", low=0, high=10, example=0.1)
         nb = n_backbone_groups(backbone if backbone is not None else self.backbone)
         check_unfreeze(p("unfreeze"), self.unfreeze, nb if level == "backbone" else None)

@@ -81,9 +81,8 @@ class CORALAdapter(BaseMappingAdapter):
             Labels are not used; only read to find the target rows (``y == -1``) when
             ``sample_domain`` is ``None``.
         sample_domain : array-like of shape (n_samples,), optional
-            Positive for source rows, negative for target rows. ``None``: the rows with
-            ``y == -1`` are the target (skada's rule); with none, the rows are pooled (see
-            :mod:`transferkit.adapt.shallow._base`).
+            Positive for source rows, negative for target rows; ``None``: inferred from ``y``
+            (:func:`~transferkit.adapt.shallow._base.infer_sample_domain`).
 
         Returns
         -------
