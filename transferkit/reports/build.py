@@ -496,10 +496,19 @@ def assess_sections(d: Path, res: dict) -> list[Section]:
     if trans:
         s = Section("Transferability (no training)")
         names = sorted({k for v in trans.values() for k in v})
-        s.add(Table(["backbone"] + names, [[b] + [_fmt(sc[n]["value"], 4) if n in sc else "-" for n in names]
-                                           for b, sc in trans.items()],
+        def cell(sc, n):
+            if n not in sc:
+                return "-"
+            sat = isinstance(sc[n].get("details"), dict) and sc[n]["details"].get("saturated") is True
+            return _fmt(sc[n]["value"], 4) + ("*" if sat else "")
+
+        rows = [[b] + [cell(sc, n) for n in names] for b, sc in trans.items()]
+        saturated = any(c.endswith("*") for r in rows for c in r[1:])
+        s.add(Table(["backbone"] + names, rows,
                     caption=("scores on the target's training labels" if isinstance(sp, dict) else
-                             "scores on the labeled target samples") + "; higher is better for every score"))
+                             "scores on the labeled target samples") + "; higher is better for every score"
+                    + ("; * saturated: no more labeled samples than feature dimensions, the score is "
+                       "n_classes - 1 whatever the features (read hscore_shrinkage)" if saturated else "")))
         secs.append(s)
     b = res.get("bound") or {}
     extra = []
