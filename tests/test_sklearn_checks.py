@@ -220,6 +220,10 @@ def test_strategy_survives_clone_and_params_round_trip(name):
     s = cls()
     params = s.get_params(deep=True)
     assert set(params) == set(inspect.signature(cls.__init__).parameters) - {"self"}  # every parameter, only those
+    # nothing settable hides outside get_params (scikit-learn's check_no_attributes_set_in_init): a
+    # subclass's fixed settings (source_only's method=None, ...) are class attributes
+    public = {k for k in vars(s) if not k.startswith("_") and not k.endswith("_")}
+    assert public == set(params), sorted(public ^ set(params))
     c = clone(s)
     assert type(c) is cls and c is not s
     assert c.get_params(deep=True) == params

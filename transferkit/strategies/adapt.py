@@ -178,6 +178,23 @@ class Adapt(Strategy):
         self.backbone_lr_mult = backbone_lr_mult
         self.unfreeze = unfreeze
         self.target_labels = target_labels
+        self._fix_class_parameters()
+
+    def _fix_class_parameters(self) -> None:
+        """The ``adapt`` parameters a subclass fixes (``source_only``'s ``method=None``, ...) are
+        class attributes, not instance ones: ``get_params()`` is then the whole configuration,
+        nothing settable hides outside it (scikit-learn's ``check_no_attributes_set_in_init``)."""
+        own = set(type(self)._param_names())
+        for k in Adapt._param_names():
+            if k in own:
+                continue
+            value = self.__dict__.pop(k)
+            if k not in vars(type(self)) and not any(k in vars(c) for c in type(self).__mro__[1:-1] if c is not Adapt):
+                raise TypeError(f"{type(self).__name__} fixes adapt's parameter {k!r}; declare it as a class "
+                                f"attribute ({k} = {value!r}).")
+            if getattr(type(self), k) != value:
+                raise TypeError(f"{type(self).__name__}.{k} is {getattr(type(self), k)!r} but its constructor "
+                                f"passes {value!r}; make them agree.")
 
     # ------------------------------------------------------------------ validation
     def _method_choices(self) -> list[str]:
@@ -477,6 +494,11 @@ class TwoStage(Adapt):
     """
 
     name = "two_stage"
+    # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)
+    level = 'features'
+    backbone_lr_mult = 0.1
+    unfreeze = 'all'
+    target_labels = False
 
     def _validate(self, backbone) -> None:
         super()._validate(backbone)
@@ -565,6 +587,12 @@ class SourceOnly(Adapt):
     """
 
     name = "source_only"
+    # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)
+    method = None
+    weight = 1.0
+    loss_options = None
+    domain_bn = False
+    target_labels = False
     needs_source = True
     #: Whether the target's training inputs set the bottleneck's BatchNorm statistics (AdaBN).
     uses_target_inputs = False
@@ -660,6 +688,11 @@ class SourceOnlyAdaBN(SourceOnly):
     """
 
     name = "source_only_adabn"
+    # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)
+    domain_bn = True
+    level = 'features'
+    backbone_lr_mult = 0.1
+    unfreeze = 'all'
     uses_target_inputs = True
 
     def __init__(self, backbone="efficientnet_lite0", selection="source_val", pretrained=True, image_size=None,
@@ -684,6 +717,17 @@ class TargetOnly(Adapt):
     """
 
     name = "target_only"
+    # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)
+    method = None
+    weight = 1.0
+    selection = 'last'
+    loss_options = None
+    source_val_fraction = 0.2
+    domain_bn = False
+    level = 'features'
+    backbone_lr_mult = 0.1
+    unfreeze = 'all'
+    target_labels = False
     needs_source = False
 
     def __init__(self, backbone="efficientnet_lite0", pretrained=True, image_size=None, bottleneck=256, dropout=0.5,
@@ -782,6 +826,21 @@ class SourceOnlyLR(_MethodStrategy):
     """
 
     name = "source_only_lr"
+    # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)
+    method = 'source_only_lr'
+    weight = 1.0
+    selection = 'dev'
+    bottleneck = 256
+    dropout = 0.5
+    epochs = 30
+    lr = 0.001
+    weight_decay = 0.0005
+    loss_options = None
+    domain_bn = True
+    level = 'features'
+    backbone_lr_mult = 0.1
+    unfreeze = 'all'
+    target_labels = False
     needs_target_features = False
 
     def __init__(self, backbone="efficientnet_lite0", pretrained=True, image_size=None, batch_size=64,
@@ -818,6 +877,21 @@ class SelfTraining(_MethodStrategy):
     """
 
     name = "self_training"
+    # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)
+    method = 'self_training'
+    weight = 1.0
+    selection = 'dev'
+    bottleneck = 256
+    dropout = 0.5
+    epochs = 30
+    lr = 0.001
+    weight_decay = 0.0005
+    loss_options = None
+    domain_bn = True
+    level = 'features'
+    backbone_lr_mult = 0.1
+    unfreeze = 'all'
+    target_labels = False
 
     def __init__(self, backbone="efficientnet_lite0", threshold=0.9, pretrained=True, image_size=None, batch_size=64,
                  source_val_fraction=0.2, cache_dir=None, seed=0, device=None, progress=False):
@@ -858,6 +932,14 @@ class FixMatch(_MethodStrategy):
     """
 
     name = "fixmatch"
+    # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)
+    method = 'fixmatch'
+    bottleneck = 256
+    dropout = 0.5
+    weight_decay = 0.0005
+    domain_bn = True
+    level = 'backbone'
+    target_labels = False
     closed_form = False
     method_level = "backbone"
     level_reason = "augments images through the backbone"
