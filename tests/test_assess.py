@@ -23,7 +23,9 @@ def test_assess_reports_every_part(shifted):
     assert set(r["transferability"]) == {"none", "tiny_cnn"}
     assert "logme" in r["transferability"]["none"]
     assert r["bound"]["kind"] == "estimate" and r["bound"]["estimate"] > 0
-    assert 0 <= r["source_only_accuracy"] <= 1
+    # a 60-degree rotation breaks a source-only linear model on raw pixels (0.11 here; 0.96 on
+    # an unrotated target, see test_no_shift_between_two_halves_of_the_same_domain)
+    assert r["source_only_accuracy"] < 0.3
 
 
 def test_a_60_degree_rotation_is_a_significant_shift(shifted):
@@ -38,6 +40,7 @@ def test_no_shift_between_two_halves_of_the_same_domain():
     assert r["divergences"]["mmd"]["p_value"] > 0.05
     assert not r["verdict"]["shift_significant"]
     assert r["divergences"]["a_distance"]["value"] < 0.5
+    assert r["source_only_accuracy"] > 0.9  # no shift: the source-only model works on the target
 
 
 def test_verdict_rules():

@@ -10,7 +10,9 @@ def test_benchmark_rows_and_protocol():
     assert [r["method"] for r in res["rows"]] == ["source_only", "coral", "target_only"]
     for r in res["rows"]:
         assert set(r) == {"task", "method", "accuracy_mean", "accuracy_std", "n_seeds", "selection"}
-        assert r["n_seeds"] == 2 and 0 <= r["accuracy_mean"] <= 1
+        accs = [c["accuracy"] for c in res["runs"] if c["method"] == r["method"]]
+        assert r["n_seeds"] == 2 and r["accuracy_mean"] == pytest.approx(sum(accs) / 2)
+        assert r["accuracy_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
     # source_only uses no target input, not even to select its checkpoint
     assert res["rows"][0]["selection"] == "source_val (labeled source validation loss; no target input)"
     assert res["rows"][1]["selection"].startswith("none")  # coral: closed form

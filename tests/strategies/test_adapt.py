@@ -14,7 +14,10 @@ def test_adapt_runs_and_is_deterministic(domains, method):
     src, tgt, unl = domains
     s = Adapt(backbone="tiny_cnn", pretrained=False, image_size=16, method=method, epochs=3, seed=0).fit(unl, source=src)
     acc = s.score(tgt)
-    assert 0 <= acc <= 1 and s.train_time_ > 0
+    # the score is what the predictions say (a random tiny CNN on inverted digits sits near
+    # chance, so accuracy itself is not the point here: determinism is)
+    assert acc == pytest.approx(float(np.mean(s.predict_logits(tgt).argmax(1) == tgt.labels)))
+    assert s.train_time_ > 0
     assert s.selection_ in ("dev",) or s.selection_.startswith("none")
     s2 = Adapt(backbone="tiny_cnn", pretrained=False, image_size=16, method=method, epochs=3, seed=0).fit(unl, source=src)
     np.testing.assert_allclose(s.predict_logits(tgt), s2.predict_logits(tgt), rtol=1e-5, atol=1e-5)
