@@ -32,3 +32,8 @@ class TransferKitWarning(UserWarning):
     """A result that is valid but may not mean what the user expects (one class, duplicate
     seeds, a degenerate split). The experiment runner records every such warning in
     ``results.json`` (``"warnings"``) and the report shows them."""
+
+
+class NonNumericDataError(DataError, TypeError):
+    """``X`` holds an entry that is neither a number nor a string (a :class:`TypeError`, as
+    NumPy and scikit-learn raise for it, and a :class:`~transferkit.errors.DataError`)."""

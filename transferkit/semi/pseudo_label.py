@@ -122,8 +122,7 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        from ..adapt.shallow._base import _masked_labels, check_X
-        from ..adapt.shallow.pipeline import check_class_labels
+        from .._sklearn import check_class_labels, check_X, masked_labels
 
         who = "SelfTrainingClassifier.fit"
         check_number("threshold", self.threshold, low=0, high=1)
@@ -134,7 +133,7 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
             check_class_labels(y, 0, who)  # raises: y is required
         X = check_X(X, who=who, min_rows=1, estimator=self, reset=True)
         y = check_class_labels(y, X.shape[0], who, mask_unlabeled=True)
-        unlabeled = _masked_labels(y)
+        unlabeled = masked_labels(y)
         labeled = ~unlabeled
         if not labeled.any():
             raise DataError(f"{who}: self-training needs some labeled rows (y != -1); all {len(y)} rows are "
@@ -176,7 +175,7 @@ class SelfTrainingClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _rows(self, X, method):
-        from ..adapt.shallow._base import check_X
+        from .._sklearn import check_X
 
         check_is_fitted(self)
         return check_X(X, who=f"SelfTrainingClassifier.{method}", estimator=self, reset=False)

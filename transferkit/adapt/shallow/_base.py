@@ -29,96 +29,21 @@ import sys
 import warnings
 
 import numpy as np
-from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
-from ...errors import DataError, TransferKitWarning
+from ..._sklearn import check_X
+from ..._sklearn import masked_labels as _masked_labels
+from ...errors import DataError, NonNumericDataError, TransferKitWarning
 
 __all__ = [
     "BaseMappingAdapter",
     "BaseReweighter",
-    "NonNumericDataError",
-    "check_X",
     "check_domain_input",
     "infer_sample_domain",
     "split_domains",
     "sym_power",
 ]
-
-
-class NonNumericDataError(DataError, TypeError):
-    """``X`` holds an entry that is neither a number nor a string (a :class:`TypeError`, as
-    NumPy and scikit-learn raise for it, and a :class:`~transferkit.errors.DataError`)."""
-
-
-def check_X(X, *, who: str, min_rows: int = 1, estimator=None, reset: bool = True) -> np.ndarray:
-    """``X`` as a finite 2-D float64 array, or a one-line :class:`DataError` saying what to do.
-
-    Accepts array-likes, pandas frames and torch tensors. Rejects sparse matrices, complex
-    values, non-numeric values, 1-D or N-D arrays, no features, fewer than ``min_rows`` rows and
-    NaN/inf (the wording contains the phrases scikit-learn's estimator checks look for).
-
-    With ``estimator``, also does what :func:`sklearn.utils.validation.validate_data` does with
-    the feature count and names: ``reset=True`` (fit) sets ``n_features_in_`` (and
-    ``feature_names_in_`` for a frame with string column names); ``reset=False`` (transform,
-    predict) checks them against the fitted values.
-    """
-    original = X
-    if hasattr(X, "detach") and hasattr(X, "cpu"):  # torch tensor
-        X = X.detach().cpu().numpy()
-    if sparse.issparse(X):
-        raise DataError(
-            f"{who}: X is a scipy sparse matrix ({X.shape}); these estimators need a dense array, "
-            "pass X.toarray()."
-        )
-    try:
-        A = np.asarray(X)
-    except (TypeError, ValueError):
-        raise DataError(f"{who}: X must be a numeric array, got {type(X).__name__}.") from None
-    if np.iscomplexobj(A):
-        raise DataError(f"{who}: Complex data not supported (X has dtype {A.dtype}); pass the real part or features.")
-    try:
-        A = A.astype(np.float64)
-    except TypeError as exc:  # an entry that is not a number or a string (a dict, a list...)
-        raise NonNumericDataError(
-            f"{who}: X must be numeric, but an entry is not ({exc}); encode non-numeric columns first."
-        ) from None
-    except ValueError as exc:
-        raise DataError(
-            f"{who}: X must be numeric, got dtype {A.dtype} ({exc}); encode non-numeric columns first."
-        ) from None
-    if A.ndim == 1:
-        raise DataError(
-            f"{who}: X must be 2-D (n_samples, n_features), got a 1-D array of shape {A.shape}; "
-            "Reshape your data with X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample."
-        )
-    if A.ndim != 2:
-        raise DataError(f"{who}: X must be 2-D (n_samples, n_features), got shape {A.shape}.")
-    n, d = A.shape
-    if n < min_rows:
-        raise DataError(
-            f"{who}: X has {n} sample(s) (shape={A.shape}) while a minimum of {min_rows} is required; "
-            "pass more rows."
-        )
-    if d == 0:
-        raise DataError(
-            f"{who}: X has 0 feature(s) (shape=({n}, 0)) while a minimum of 1 is required; pass at least one column."
-        )
-    if not np.isfinite(A).all():
-        bad = int((~np.isfinite(A)).any(axis=1).sum())
-        raise DataError(f"{who}: X contains NaN or infinite values in {bad} rows; clean or drop them first.")
-    if estimator is not None:
-        name = type(estimator).__name__
-        if not reset and d != estimator.n_features_in_:
-            raise DataError(
-                f"X has {d} features, but {name} is expecting {estimator.n_features_in_} features as input; "
-                "pass rows with the same columns as in fit."
-            )
-        # feature names (pandas) and n_features_in_, exactly as scikit-learn records and checks them
-        validate_data(estimator, original if hasattr(original, "columns") else A, skip_check_array=True, reset=reset)
-    return A
 
 
 def _check_sample_domain(sample_domain, n: int, who: str) -> np.ndarray:
@@ -145,22 +70,6 @@ def _check_sample_domain(sample_domain, n: int, who: str) -> np.ndarray:
             "values for target rows."
         )
     return sd
-
-
-def _masked_labels(y: np.ndarray) -> np.ndarray:
-    """Rows whose label is masked (skada: ``-1`` for class labels, NaN for a continuous target)."""
-    if y.dtype.kind in "iu":
-        return y == -1
-    if y.dtype.kind == "f":
-        if np.isnan(y).any() or y.ndim != 1:
-            return np.isnan(y)
-        # class labels stored as floats mask with -1; a continuous target only with NaN
-        discrete = type_of_target(y) in ("binary", "multiclass")
-        return (y == -1) if discrete else np.zeros(len(y), dtype=bool)
-    if y.dtype.kind == "O":
-        return np.array([isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-                         and (v == -1 or v != v) for v in y], dtype=bool)
-    return np.zeros(len(y), dtype=bool)  # strings, booleans: nothing is masked
 
 
 def infer_sample_domain(y, sample_domain, n: int, who: str = "fit") -> np.ndarray | None:

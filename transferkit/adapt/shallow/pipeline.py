@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 from sklearn import get_config
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.exceptions import DataConversionWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, has_fit_parameter
 
 from ..._registry import get
 from ...errors import ConfigError, DataError
-from ._base import _masked_labels, check_domain_input, check_X, infer_sample_domain
+from ..._sklearn import check_class_labels, check_X
+from ..._sklearn import masked_labels as _masked_labels
+from ._base import check_domain_input, infer_sample_domain
 
 
 def fit_with_weights(estimator, X, y, sample_weight=None):
@@ -47,42 +46,6 @@ def fit_with_weights(estimator, X, y, sample_weight=None):
 
 def _estimator_has(attr):
     return lambda self: hasattr(self.estimator_ if hasattr(self, "estimator_") else self._estimator(), attr)
-
-
-def check_class_labels(y, n: int, who: str, *, mask_unlabeled: bool = False) -> np.ndarray:
-    """``y`` as a 1-D array of class labels for ``n`` rows, or a one-line :class:`DataError`.
-
-    A column vector ``(n, 1)`` is raveled with a :class:`~sklearn.exceptions.DataConversionWarning`
-    (scikit-learn's convention); any other 2-D ``y`` is refused (one label per row), and so is a
-    continuous ``y`` (these are classifiers). With ``mask_unlabeled``, rows labeled ``-1`` are
-    left out of the label-type check (unlabeled rows).
-    """
-    if y is None:
-        raise DataError(f"{who} requires y to be passed, but the target y is None; give one class label per row "
-                        "(-1 for unlabeled rows).")
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        warnings.warn(f"A column-vector y was passed when a 1d array was expected; {who} ravels it to shape "
-                      f"({y.shape[0]},) (pass y.ravel() to silence this).", DataConversionWarning, stacklevel=3)
-        y = y.ravel()
-    if y.ndim != 1:
-        raise DataError(f"{who}: y should be a 1d array, got an array of shape {y.shape} instead; "
-                        "give one class label per row (multi-output targets are not supported).")
-    if len(y) != n:
-        raise DataError(f"{who}: y has {len(y)} labels but X has {n} rows; give one label per row (-1 when unlabeled).")
-    if y.dtype.kind == "f" and np.isinf(y).any():
-        raise DataError(f"{who}: y contains infinity in {int(np.isinf(y).sum())} rows; give class labels "
-                        "(-1 for unlabeled rows).")
-    labeled = y[~_masked_labels(y)] if mask_unlabeled else y
-    kind = type_of_target(labeled) if len(labeled) else "binary"
-    if kind not in ("binary", "multiclass"):
-        example = labeled[np.flatnonzero(labeled != np.round(labeled))[0]] if kind == "continuous" else labeled[0]
-        example = example.item() if isinstance(example, np.generic) else example
-        raise DataError(
-            f"{who}: Unknown label type {kind!r} for y (e.g. {example!r}); this is a classifier, so pass class "
-            "labels (integers or strings, -1 for unlabeled rows), not a continuous or multi-output target."
-        )
-    return y
 
 
 class DAClassifier(ClassifierMixin, BaseEstimator):
