@@ -241,21 +241,18 @@ def test_markdown_escapes_html_and_control_characters():
     assert "<img" not in md and "\x1b" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
 
 
-def test_a_saturated_hscore_is_marked(tmp_path):
+def test_a_saturated_hscore_is_marked(assess_dir):
     """An H-score computed with no more samples than feature dimensions is K - 1 whatever the
     features; the report marks it instead of ranking backbones by it silently."""
-    import copy
     import json
 
-    from conftest import ASSESS
     from transferkit.reports import write_report
 
+    base = json.loads((assess_dir / "assess.json").read_text())
     for saturated in (True, False):
-        d = tmp_path / str(saturated)
-        d.mkdir()
-        res = copy.deepcopy(ASSESS)
+        res = json.loads(json.dumps(base))
         res["transferability"]["tiny_cnn"]["hscore"]["details"] = {"rank": 99, "saturated": saturated}
-        (d / "assess.json").write_text(json.dumps(res))
-        write_report(d, formats=("md",))
-        md = (d / "report.md").read_text()
+        (assess_dir / "assess.json").write_text(json.dumps(res))
+        write_report(assess_dir, formats=("md",))
+        md = (assess_dir / "report.md").read_text()
         assert ("9.0000*" in md and "* saturated" in md) is saturated, md
