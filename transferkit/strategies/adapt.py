@@ -814,20 +814,10 @@ def _logistic(X, y):
         return LogisticRegression(max_iter=3000).fit(X, y)
 
 
-@_method_strategy("source_only_lr")
-class SourceOnlyLR(_MethodStrategy):
-    """Logistic regression on labeled source features: the shallow methods' source-only baseline.
+class _ClosedFormStrategy(_MethodStrategy):
+    """A closed-form method on cached features: none of adapt's network or training parameters
+    apply (they are fixed here, see :meth:`Adapt._fix_class_parameters`)."""
 
-    The classifier every shallow estimator of ``adapt`` ends with (``LogisticRegression``,
-    ``max_iter=3000``), trained on the same labeled source rows (all but the
-    ``source_val_fraction`` held out, as for them) with no adaptation. No target label and no
-    target input is used: ``fit`` does not touch the target training split. Also
-    ``Adapt(method="source_only_lr")``.
-    """
-
-    name = "source_only_lr"
-    # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)
-    method = 'source_only_lr'
     weight = 1.0
     selection = 'dev'
     bottleneck = 256
@@ -841,6 +831,22 @@ class SourceOnlyLR(_MethodStrategy):
     backbone_lr_mult = 0.1
     unfreeze = 'all'
     target_labels = False
+
+
+@_method_strategy("source_only_lr")
+class SourceOnlyLR(_ClosedFormStrategy):
+    """Logistic regression on labeled source features: the shallow methods' source-only baseline.
+
+    The classifier every shallow estimator of ``adapt`` ends with (``LogisticRegression``,
+    ``max_iter=3000``), trained on the same labeled source rows (all but the
+    ``source_val_fraction`` held out, as for them) with no adaptation. No target label and no
+    target input is used: ``fit`` does not touch the target training split. Also
+    ``Adapt(method="source_only_lr")``.
+    """
+
+    name = "source_only_lr"
+    # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)
+    method = 'source_only_lr'
     needs_target_features = False
 
     def __init__(self, backbone="efficientnet_lite0", pretrained=True, image_size=None, batch_size=64,
@@ -862,7 +868,7 @@ class SourceOnlyLR(_MethodStrategy):
 
 
 @_method_strategy("self_training")
-class SelfTraining(_MethodStrategy):
+class SelfTraining(_ClosedFormStrategy):
     """Self-training on features: logistic regression refit with confident target pseudo-labels.
 
     Logistic regression on the labeled source features (as ``source_only_lr``), then rounds of
@@ -879,19 +885,6 @@ class SelfTraining(_MethodStrategy):
     name = "self_training"
     # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)
     method = 'self_training'
-    weight = 1.0
-    selection = 'dev'
-    bottleneck = 256
-    dropout = 0.5
-    epochs = 30
-    lr = 0.001
-    weight_decay = 0.0005
-    loss_options = None
-    domain_bn = True
-    level = 'features'
-    backbone_lr_mult = 0.1
-    unfreeze = 'all'
-    target_labels = False
 
     def __init__(self, backbone="efficientnet_lite0", threshold=0.9, pretrained=True, image_size=None, batch_size=64,
                  source_val_fraction=0.2, cache_dir=None, seed=0, device=None, progress=False):
