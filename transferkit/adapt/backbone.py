@@ -35,9 +35,7 @@ from ..errors import ConfigError, DataError
 
 __all__ = ["DALossTerm", "SelectionCallback", "train_backbone_adapter"]
 
-SELECTIONS = ("dev", "iwcv", "snd", "entropy", "source_val", "target_val", "last")
-#: Selections that read target predictions (the registered unsupervised scorers).
-TARGET_SELECTIONS = ("dev", "iwcv", "snd", "entropy")
+from .features import SELECTIONS, TARGET_SELECTIONS  # one list of checkpoint selections for both levels
 FIXMATCH_OPTIONS = ("threshold", "weak", "strong")
 
 

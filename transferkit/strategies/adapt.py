@@ -94,6 +94,13 @@ def _class_count(source, train, use_target_labels: bool = False) -> int:
     return n
 
 
+def _stack_domains(Fs, ys, Ft, yt):
+    """Source and target rows in one matrix, skada's way: ``(X, y, sample_domain)`` with
+    ``sample_domain`` 1 for source rows and -1 for target rows."""
+    return (np.vstack([Fs, Ft]), np.r_[ys, yt],
+            np.r_[np.ones(len(Fs), dtype=int), -np.ones(len(Ft), dtype=int)])
+
+
 def _check_source(strategy, source) -> None:
     if source is None:
         raise ConfigError(f"strategy {strategy.name!r} needs a labeled source dataset (set 'source' in the config).")
@@ -185,11 +192,13 @@ class Adapt(Strategy):
         class attributes, not instance ones: ``get_params()`` is then the whole configuration,
         nothing settable hides outside it (scikit-learn's ``check_no_attributes_set_in_init``)."""
         own = set(type(self)._param_names())
+        mro = type(self).__mro__
+        below_adapt = mro[:mro.index(Adapt)]  # the subclass and its bases up to Adapt
         for k in Adapt._param_names():
             if k in own:
                 continue
             value = self.__dict__.pop(k)
-            if k not in vars(type(self)) and not any(k in vars(c) for c in type(self).__mro__[1:-1] if c is not Adapt):
+            if not any(k in vars(c) for c in below_adapt):
                 raise TypeError(f"{type(self).__name__} fixes adapt's parameter {k!r}; declare it as a class "
                                 f"attribute ({k} = {value!r}).")
             if getattr(type(self), k) != value:
@@ -301,9 +310,12 @@ class Adapt(Strategy):
         tr, va = stratified_split(ys_all, [1 - self.source_val_fraction, self.source_val_fraction], seed=self.seed)
         return Fs_all[tr], ys_all[tr], Fs_all[va], ys_all[va]
 
-    def _target_features(self, train, d: int) -> np.ndarray:
+    def _require_target(self, train) -> None:
         if train is None:
             raise DataError(f"{self.name} needs the target training split (its inputs); got None.")
+
+    def _target_features(self, train, d: int) -> np.ndarray:
+        self._require_target(train)
         Ft = self._features(train)
         if Ft.shape[1] != d:
             raise DataError(f"source and target features differ in dimension ({d} vs {Ft.shape[1]}).")
@@ -400,8 +412,7 @@ class Adapt(Strategy):
         if _is_shallow(self.method):
             raise ConfigError(f"method {self.method!r} works on fixed features; use level='features' for it, or a "
                               "deep loss / 'fixmatch' with level='backbone'.")
-        if train is None:
-            raise DataError(f"{self.name} needs the target training split (its inputs); got None.")
+        self._require_target(train)
         n_classes = _class_count(source, train)
         self.n_target_labels_ = 0  # the backbone-level adapter hides the target labels itself
 
@@ -435,9 +446,7 @@ class Adapt(Strategy):
             return
         from .._registry import get
 
-        X = np.vstack([Fs, Ft])
-        y = np.r_[ys, yt]
-        dom = np.r_[np.ones(len(Fs), dtype=int), -np.ones(len(Ft), dtype=int)]
+        X, y, dom = _stack_domains(Fs, ys, Ft, yt)
         import inspect
 
         cls = get("shallow_da", method)
@@ -740,11 +749,7 @@ class TargetOnly(Adapt):
 
     def _validate(self, backbone) -> None:
         self._check_common(backbone)
-        self._num("bottleneck", low=1, high=MAX_WIDTH, integer=True, example=256)
-        self._num("dropout", low=0, high=1, high_inclusive=False, example=0.5)
-        self._num("epochs", low=1, high=MAX_EPOCHS, integer=True, example=30)
-        self._num("lr", low=0, high=MAX_LR, low_inclusive=False, example=0.001)
-        self._num("weight_decay", low=0, high=10, example=0.0005)
+        self._check_network()
 
     def fit(self, train, val=None, *, source=None, run_dir=None):
         """Train on the labeled rows of ``train``; ``val`` (labeled) picks the epoch; ``source``
@@ -903,9 +908,7 @@ class SelfTraining(_ClosedFormStrategy):
 
         from ..semi import SelfTrainingClassifier
 
-        X = np.vstack([Fs, Ft])
-        y = np.r_[ys, yt]
-        dom = np.r_[np.ones(len(Fs), dtype=int), -np.ones(len(Ft), dtype=int)]
+        X, y, dom = _stack_domains(Fs, ys, Ft, yt)
         threshold = getattr(strategy, "threshold", 0.9)
         clf = SelfTrainingClassifier(LogisticRegression(max_iter=3000), threshold=threshold).fit(X, y, sample_domain=dom)
         return clf, int(clf.estimator_.coef_.size + clf.estimator_.intercept_.size)
