@@ -34,7 +34,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..._sklearn import check_X
 from ..._sklearn import masked_labels as _masked_labels
-from ...errors import DataError, NonNumericDataError, TransferKitWarning
+from ...errors import DataError, TransferKitWarning
 
 __all__ = [
     "BaseMappingAdapter",
@@ -229,12 +229,10 @@ class _ShallowDA(TransformerMixin, BaseEstimator):
 
     @staticmethod
     def _fit_domains(X, y, sample_domain):
-        """The ``sample_domain`` a ``fit`` on these arguments uses (``None``: rows pooled)."""
-        try:
-            n = len(X) if hasattr(X, "__len__") else np.asarray(X).shape[0]
-            return infer_sample_domain(None if y is None else np.asarray(y), sample_domain, n)
-        except (DataError, TypeError, ValueError, IndexError):
-            return None  # fit has raised already, with its own message
+        """The ``sample_domain`` a ``fit`` on these arguments uses (``None``: rows pooled); called
+        after that ``fit`` succeeded, so the arguments are already validated."""
+        n = len(X) if hasattr(X, "__len__") else np.asarray(X).shape[0]
+        return infer_sample_domain(None if y is None else np.asarray(y), sample_domain, n)
 
 
 class BaseMappingAdapter(_ShallowDA):
