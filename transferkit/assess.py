@@ -218,9 +218,7 @@ def _build_backbones(names, image_size, seed) -> dict:
         if isinstance(b, str) or b.name == "none":
             out[_name(b)] = "none" if _name(b) == "none" else create_backbone(b, image_size=image_size, seed=seed)
         else:
-            size = image_size if image_size is not None else b.image_size
-            out[b.name] = create_backbone(b.name, pretrained=b.pretrained, weights=b.weights, image_size=size,
-                                          arch=b.arch, seed=seed, **b.options)
+            out[b.name] = b.build(image_size=image_size, seed=seed)
     return out
 
 

@@ -51,6 +51,17 @@ class BackboneConfig:
     arch: str | None = None
     options: dict = field(default_factory=dict)  # passed to the backbone factory (e.g. pooling, in_features)
 
+    def build(self, *, pretrained: bool = True, image_size: int | None = None, seed: int | None = None):
+        """The backbone this section describes (the one place a config becomes a backbone):
+        ``pretrained=False`` drops the weights (a random initialization of the same
+        architecture); ``image_size`` replaces the section's own; ``seed`` seeds a random one."""
+        from .backbones import create_backbone
+
+        return create_backbone(self.name, pretrained=pretrained and self.pretrained,
+                               weights=self.weights if pretrained else None,
+                               image_size=self.image_size if image_size is None else image_size, arch=self.arch,
+                               seed=seed, **self.options)
+
 
 @dataclass
 class SplitConfig:

@@ -92,13 +92,10 @@ def _selection_note(runs: list[dict]) -> str:
 
 
 def _backbone_factory(cfg: ExperimentConfig):
-    from .backbones import create_backbone
-
     b = cfg.backbone
 
     def factory(pretrained: bool = True):
-        return create_backbone(b.name, pretrained=pretrained and b.pretrained, weights=b.weights if pretrained else None,
-                               image_size=b.image_size, arch=b.arch, **b.options)
+        return b.build(pretrained=pretrained)
 
     factory.name = b.name
     return factory
