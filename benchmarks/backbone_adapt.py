@@ -19,7 +19,7 @@ import numpy as np
 
 
 def main(argv=None):
-    from transferkit.adapt.benchmark import SOURCE, TASKS
+    from transferkit.benchmark import SOURCE, TASKS
     from transferkit.data import stratified_split
     from transferkit.data.spec import load_dataset
     from transferkit.strategies import Adapt, SourceOnly

@@ -35,3 +35,8 @@ def fault_point(name: str) -> None:
         want, _, n = target.partition("@")
         if want == name and _COUNTS[name] == int(n or 1):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def active() -> bool:
+    """Whether a test is tracing or injecting faults in this process."""
+    return bool(os.environ.get("TRANSFERKIT_FAULT_TRACE") or os.environ.get("TRANSFERKIT_FAULT"))

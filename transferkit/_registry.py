@@ -34,7 +34,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "strategy": ("transferkit.strategies",),
     "divergence": ("transferkit.metrics",),
     "transferability": ("transferkit.metrics",),
-    "scorer": ("transferkit.metrics.scorers",),
+    "scorer": ("transferkit.train.selection",),
     "da_loss": ("transferkit.adapt.deep",),
     "shallow_da": ("transferkit.adapt.shallow",),
     "penalty": ("transferkit.finetune.penalties",),

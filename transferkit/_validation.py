@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import ConfigError, MissingDependencyError
+from .errors import ConfigError, DataError, MissingDependencyError
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:
@@ -120,3 +120,48 @@ def require(module: str, extra: str, what: str | None = None):
             f"{what or module} needs the optional package '{module.split('.')[0]}' "
             f"({exc}). Install it with: pip install 'transferkit[{extra}]'"
         ) from exc
+
+
+# Array checks shared by every layer (metrics, the shallow adapters, nn.bandwidth, training's
+# selection scorers): they live here, at the bottom, so no layer has to import one above it.
+# NumPy is imported inside them so that importing this module stays light (the CLI's --help).
+
+
+def as_2d(X, name: str, *, min_rows: int = 2, dtype=None):
+    """``X`` (array-like or torch tensor) as a finite 2-D float array (``dtype``, default
+    float64); a 1-D input is one feature."""
+    import numpy as np
+
+    if hasattr(X, "detach"):
+        X = X.detach().cpu().numpy()
+    try:
+        A = np.asarray(X, dtype=np.float64 if dtype is None else dtype)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} must be a numeric array, got {type(X).__name__}.") from None
+    if A.ndim == 1:
+        A = A[:, None]
+    if A.ndim != 2:
+        raise DataError(f"{name} must have shape (n_samples, n_features), got {A.shape}.")
+    if A.shape[0] < min_rows:
+        raise DataError(f"{name} has {A.shape[0]} samples; at least {min_rows} are needed.")
+    if not np.isfinite(A).all():
+        bad = int((~np.isfinite(A)).any(axis=1).sum())
+        raise DataError(f"{name} contains NaN or infinite values in {bad} rows; clean or drop them first.")
+    return A
+
+
+def check_labels(y, n: int, name: str = "labels"):
+    """Integer class labels ``0..K-1`` of length ``n`` (no unlabeled ``-1`` allowed)."""
+    import numpy as np
+
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"{name} must have shape ({n},), got {y.shape}.")
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise DataError(f"{name} must be integer class indices, got dtype {y.dtype}.")
+    if (y < 0).any():
+        raise DataError(f"{name} contains negative values (unlabeled samples?); pass labeled samples only.")
+    return y.astype(np.int64)

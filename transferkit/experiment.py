@@ -7,11 +7,13 @@ is scored once, after ``fit``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 import numpy as np
 
+from . import _dist
 from ._faults import fault_point
 from ._registry import get
 from .config import ExperimentConfig, check_seeds
@@ -410,7 +412,7 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
     import yaml
 
     from .data.spec import load_dataset
-    from .reports.artifacts import save_run_artifacts
+    from .artifacts import save_run_artifacts
     from .train.rundir import (atomic_path, environment_info, is_inside, mark_complete, mark_incomplete,
                                open_run_dir, resuming, write_json, write_text)
     from .train.tracking import make_tracker
@@ -421,20 +423,33 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
     final = Path(out_dir or cfg.output_dir or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     _check_cache_dirs(cfg, final)
     read = {k: v for k, v in cfg.to_dict().items() if k != "output_dir"}  # the paths this run reads
-    with open_run_dir(final, overwrite=overwrite, resume=resume, inputs=(read, *inputs)) as out:
-        if resume:
-            _check_tree(out)
-            echo(f"resuming {out}")
-        else:
-            mark_incomplete(out)
-            write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            write_json(out / "environment.json", environment_info(cfg.seeds))
-            fault_point("experiment.start")
+    # several processes (torchrun, --num-processes): every process trains, the main one alone
+    # owns the run directory (lock, staging, every write) and the others follow its decisions
+    main = _dist.is_main_process()
+    if not main:
+        import warnings
+
+        echo = _quiet
+        warnings.simplefilter("ignore")  # the main process warns for the run (a dedicated child process)
+    opened = (open_run_dir(final, overwrite=overwrite, resume=resume, inputs=(read, *inputs)) if main
+              else contextlib.nullcontext(None))
+    with opened as out:
+        out = Path(_dist.broadcast_object(str(out) if main else None))
+        if main:
+            if resume:
+                _check_tree(out)
+                echo(f"resuming {out}")
+            else:
+                mark_incomplete(out)
+                write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+                write_json(out / "environment.json", environment_info(cfg.seeds))
+                fault_point("experiment.start")
         echo(f"target: {target!r}")
         if source is not None:
             echo(f"source: {source!r}")
         runs: list[dict] = []
-        tracker = make_tracker(getattr(cfg, "tracking", None), out, cfg.name)  # MLflow / TensorBoard, off by default
+        # MLflow / TensorBoard, off by default; the main process logs
+        tracker = make_tracker(getattr(cfg, "tracking", None) if main else None, out, cfg.name)
         for seed in cfg.seeds:
             train, val, test = make_splits(target, cfg.split, seed, load=load_dataset)
             for scfg, cls in strategies:
@@ -443,19 +458,23 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                 if not is_inside(run_dir, out):  # labels are checked names; this is the last line of defence
                     raise ConfigError(f"strategy label {scfg.key!r} would put a run outside {str(final)!r}; "
                                       "use a plain name (letters, digits, _ . + -).")
-                done = _kept_result(run_dir / "result.json", scfg.key, seed) if resume else None
+                done = _kept_result(run_dir / "result.json", scfg.key, seed) if resume and main else None
+                done = _dist.broadcast_object(done)
                 if done is not None:
                     done["run_dir"] = shown  # where it is, whatever the file says
-                    mark_complete(run_dir)  # killed between its result.json and the marker's removal
+                    if main:
+                        mark_complete(run_dir)  # killed between its result.json and the marker's removal
                     runs.append(done)
                     echo(f"  seed {seed}  {scfg.key:<20} test acc {done['accuracy']:.3f}  (complete, kept)")
                     continue
-                if resume and run_dir.is_dir() and not (run_dir / CHECKPOINT).exists():
-                    shutil.rmtree(run_dir)  # interrupted before its first checkpoint: start this run over
-                elif resume and (run_dir / "result.json").exists():
-                    (run_dir / "result.json").unlink()  # an invalid one (warned above); rewritten below
-                mark_incomplete(run_dir)
-                fault_point("experiment.run_start")
+                if main:
+                    if resume and run_dir.is_dir() and not (run_dir / CHECKPOINT).exists():
+                        shutil.rmtree(run_dir)  # interrupted before its first checkpoint: start this run over
+                    elif resume and (run_dir / "result.json").exists():
+                        (run_dir / "result.json").unlink()  # an invalid one (warned above); rewritten below
+                    mark_incomplete(run_dir)
+                    fault_point("experiment.run_start")
+                _dist.barrier()  # the run directory is ready before any process reads a checkpoint from it
                 strat = _make_strategy(cls, scfg, cfg, seed, factory)
                 extra = {}
                 # asked of the instance: finetune needs source data only with some penalties (ewc, replay)
@@ -484,18 +503,24 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                     "selection": getattr(strat, "selection_", "labeled target validation split"),
                     "run_dir": shown,
                 }
-                with atomic_path(run_dir / "model.safetensors") as tmp:
-                    strat.save(tmp, metadata={"transferkit.backbone": factory.name, "transferkit.strategy": scfg.name})
-                fault_point("experiment.model")
-                # what `transferkit report` needs without retraining: test predictions; features of the first seed
-                save_run_artifacts(strat, run_dir, test, source=source,
-                                   features=report_features and seed == cfg.seeds[0], seed=seed, y_pred=y_test)
-                fault_point("experiment.artifacts")
-                row.update(tracker.log_experiment_run(cfg, scfg, seed, strat, row))
-                write_json(run_dir / "result.json", row)
-                fault_point("experiment.result")
-                mark_complete(run_dir)
-                fault_point("experiment.run_complete")
+                if main:
+                    with _dist.local_only():  # alone: the others do not join what this computes
+                        with atomic_path(run_dir / "model.safetensors") as tmp:
+                            strat.save(tmp, metadata={"transferkit.backbone": factory.name,
+                                                      "transferkit.strategy": scfg.name})
+                        fault_point("experiment.model")
+                        # what `transferkit report` needs without retraining: test predictions; features of the
+                        # first seed
+                        save_run_artifacts(strat, run_dir, test, source=source,
+                                           features=report_features and seed == cfg.seeds[0], seed=seed,
+                                           y_pred=y_test)
+                        fault_point("experiment.artifacts")
+                        row.update(tracker.log_experiment_run(cfg, scfg, seed, strat, row))
+                        write_json(run_dir / "result.json", row)
+                        fault_point("experiment.result")
+                        mark_complete(run_dir)
+                        fault_point("experiment.run_complete")
+                _dist.barrier()
                 runs.append(row)
                 if on_run is not None:
                     on_run(strat, row, (train, val, test))
@@ -524,13 +549,18 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
             "warnings": recorded,
             "wall_time": time.perf_counter() - t_start,
         }
-        write_json(out / "results.json", results)
-        fault_point("experiment.results_json")
-        write_text(out / "results.md", format_table(summary, markdown=True) + "\n")
-        fault_point("experiment.results_md")
-        mark_complete(out)
-        fault_point("experiment.complete")
+        if main:
+            write_json(out / "results.json", results)
+            fault_point("experiment.results_json")
+            write_text(out / "results.md", format_table(summary, markdown=True) + "\n")
+            fault_point("experiment.results_md")
+            mark_complete(out)
+            fault_point("experiment.complete")
     return results
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The echo of a process other than the main one: the main process speaks for the run."""
 
 
 def summarize(runs: list[dict]) -> dict:

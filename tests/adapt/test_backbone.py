@@ -76,7 +76,7 @@ def test_feature_layer_backbone(domains):
 
 def test_selected_epoch_comes_from_scorer_and_is_restored(domains, monkeypatch):
     """A scorer preferring the first epoch: the returned weights are epoch 0's, not the last."""
-    import transferkit.adapt.backbone as bk
+    import transferkit._registry as bk  # the selection callback looks its scorer up in the registry
 
     seen = []
 

@@ -194,8 +194,10 @@ def test_the_selected_epoch_is_restored_with_its_batchnorm_statistics(domains, m
         seen_sv.append(ctx.logits_sv.copy())
         return -float(len(seen_t))
 
-    real_get = feats.get
-    monkeypatch.setattr(feats, "get", lambda kind, name: first_is_best if kind == "scorer" else real_get(kind, name))
+    import transferkit._registry as reg  # the selection callback looks its scorer up in the registry
+
+    real_get = reg.get
+    monkeypatch.setattr(reg, "get", lambda kind, name: first_is_best if kind == "scorer" else real_get(kind, name))
     Xs, ys, Xt = _blobs()
     res = feats.train_feature_adapter(Xs[:120], ys[:120], Xt, Xs_val=Xs[120:], ys_val=ys[120:],
                                       weights_val=np.ones(40), num_classes=3, method="mcc", bottleneck=16,

@@ -140,7 +140,7 @@ def test_overwrite_never_deletes_a_folder_transferkit_did_not_create(tmp_path, c
 def test_overwrite_swaps_only_on_success(tmp_path, capsys, monkeypatch):
     """A new run that fails after the checks (a full disk while training) leaves the old run
     byte-identical and no half-built sibling; a new run that succeeds replaces it whole."""
-    import transferkit.train.trainer as trainer
+    import transferkit.train.checkpoint as trainer  # where checkpoints are written
 
     monkeypatch.chdir(tmp_path)
     old = _finished(tmp_path)

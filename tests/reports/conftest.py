@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from transferkit.reports.artifacts import _save_npz
+from transferkit.artifacts import _save_npz
 
 STRATEGIES = {"scratch": (0.512, 0.037), "feature_extraction": (0.8105, 0.0231), "finetune": (0.9049, 0.0042)}
 CLASSES = [str(i) for i in range(4)]

@@ -13,7 +13,7 @@ from conftest import make_experiment_dir
 
 from transferkit.errors import ConfigError, DataError
 from transferkit.reports import build_report, write_report
-from transferkit.reports.artifacts import load_npz
+from transferkit.artifacts import load_npz
 
 
 class Evil:

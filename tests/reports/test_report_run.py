@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from transferkit.reports.artifacts import load_npz, strategy_features
+from transferkit.artifacts import load_npz, strategy_features
 
 HAS_TB = importlib.util.find_spec("tensorboard") is not None
 HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None

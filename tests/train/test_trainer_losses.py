@@ -150,12 +150,14 @@ def test_resuming_from_a_mismatched_checkpoint_is_one_config_error(tmp_path, tam
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux) for a real ENOSPC")
-def test_a_full_disk_during_a_checkpoint_write_leaves_no_temp_file(tmp_path, monkeypatch, one_thread):
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_full_disk_during_a_checkpoint_write_leaves_no_temp_file(tmp_path, monkeypatch, one_thread, asynchronous):
     """The second checkpoint write goes to /dev/full (a real ENOSPC from the kernel): OSError
-    propagates, the temporary file is gone and the previous checkpoint is intact."""
+    propagates (from the background writer too, at the next wait), the temporary file is gone
+    and the previous checkpoint is intact."""
     import builtins
 
-    import transferkit.train.trainer as trainer_mod
+    import transferkit.train.checkpoint as trainer_mod
 
     calls = []
 
@@ -170,13 +172,14 @@ def test_a_full_disk_during_a_checkpoint_write_leaves_no_temp_file(tmp_path, mon
     class Snapshot:  # the epoch-0 checkpoint, as it was before the failing write
         def on_epoch_start(self, trainer, epoch):
             if epoch == 1:
+                trainer._checkpointer.wait()  # the epoch-0 write may still be in flight
                 self.before = (tmp_path / CHECKPOINT).read_bytes()
 
     snap = Snapshot()
     monkeypatch.setattr(trainer_mod, "open", full_after_first, raising=False)
     m = _model()
     tr = Trainer(m, [{"params": list(m.parameters()), "lr": 1e-2}], epochs=3, batch_size=16, progress=False,
-                 device="cpu", run_dir=tmp_path, callbacks=[snap])
+                 device="cpu", run_dir=tmp_path, callbacks=[snap], async_checkpoint=asynchronous)
     with pytest.raises(OSError) as info:
         tr.fit(_data(), resume=False)
     assert info.value.errno == errno.ENOSPC

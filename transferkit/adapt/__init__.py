@@ -5,8 +5,8 @@ top of a frozen, cached backbone."""
 # Lazy exports, so importing ``transferkit.adapt`` stays light (no torch until used).
 _API = {
     "train_backbone_adapter": "transferkit.adapt.backbone",
-    "DALossTerm": "transferkit.adapt.backbone",
-    "SelectionCallback": "transferkit.adapt.backbone",
+    "DALossTerm": "transferkit.adapt.features",
+    "SelectionCallback": "transferkit.train.selection",
 }
 
 

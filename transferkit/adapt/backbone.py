@@ -29,44 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._registry import available, get
+from .._registry import available
 from .._validation import check_choice, check_number, suggest
 from ..errors import ConfigError, DataError
 
 __all__ = ["DALossTerm", "SelectionCallback", "train_backbone_adapter"]
 
-from .features import SELECTIONS, TARGET_SELECTIONS  # one list of checkpoint selections for both levels
+from ..train.selection import SELECTIONS, TARGET_SELECTIONS, SelectionCallback  # one selection for both levels
+from .features import DALossTerm
 FIXMATCH_OPTIONS = ("threshold", "weak", "strong")
-
-
-class DALossTerm(nn.Module):
-    """A deep DA loss as a :class:`~transferkit.train.Trainer` loss term.
-
-    Calls ``da(ctx.features, ctx.target_features, logits_s=ctx.logits, logits_t=ctx.target_logits,
-    y_s=ctx.labels)`` after ``da.set_progress(ctx.progress)`` (the adversarial losses' warm
-    start), and returns its dict (``"loss"`` plus logged scalars). Being a module, the loss
-    (and a discriminator inside it) moves with the term; its parameters must still be put in
-    the optimizer's parameter groups (:func:`train_backbone_adapter` does).
-
-    Parameters
-    ----------
-    da_loss
-        A :class:`~transferkit.adapt.deep.DALoss` (anything with the same call signature).
-    """
-
-    def __init__(self, da_loss: nn.Module):
-        super().__init__()
-        self.da = da_loss
-
-    def forward(self, ctx) -> dict:
-        if ctx.target_features is None:
-            raise DataError("a domain-adaptation loss term needs target batches: call "
-                            "trainer.fit(train, val, target=unlabeled_target) with a model that has "
-                            "features() and head().")
-        if hasattr(self.da, "set_progress"):
-            self.da.set_progress(min(max(float(ctx.progress), 0.0), 1.0))
-        return self.da(ctx.features, ctx.target_features, logits_s=ctx.logits, logits_t=ctx.target_logits,
-                       y_s=ctx.labels)
 
 
 class _AdaptModel(nn.Module):
@@ -111,88 +82,6 @@ class _AdaptModel(nn.Module):
 
     def forward(self, x) -> torch.Tensor:
         return self.model(x)
-
-
-class SelectionCallback:
-    """Trainer callback: score each epoch without target labels, keep the best weights.
-
-    At the end of every epoch the model's logits on the unlabeled target (and, for ``dev`` /
-    ``iwcv``, on held-out labeled *source* data) are scored by the registered ``scorer``
-    (higher is better); the score is added to the epoch's history row as ``"score"`` and the
-    best epoch's ``state_dict`` of ``model`` is kept on the CPU. ``source_val`` scores the
-    negative mean cross-entropy on the labeled source validation split (no target input, no
-    importance weights); ``target_val`` scores accuracy on a labeled target *validation* split
-    (when the user has one); ``last`` keeps the last epoch. Call :meth:`restore` after ``fit``.
-
-    Parameters
-    ----------
-    model
-        The module whose weights are snapshotted (the wrapped TransferModel).
-    selection
-        One of ``dev``, ``iwcv``, ``snd``, ``entropy``, ``source_val``, ``target_val``, ``last``.
-    target
-        Unlabeled target dataset (its labels are never read; unused by ``source_val``,
-        ``target_val`` and ``last``).
-    source_val, weights_val
-        Labeled source validation dataset (``dev``, ``iwcv``, ``source_val``) and its importance
-        weights ``p_T/p_S`` (``dev``, ``iwcv``).
-    target_val
-        Labeled target validation dataset (``target_val`` only).
-    """
-
-    def __init__(self, model: nn.Module, selection: str, target=None, source_val=None, weights_val=None,
-                 target_val=None):
-        self.model, self.selection = model, selection
-        self.target, self.source_val, self.weights_val, self.target_val = target, source_val, weights_val, target_val
-        self.scorer = get("scorer", selection) if selection in TARGET_SELECTIONS else None
-        self.best: float | None = None
-        self.best_epoch: int | None = None
-        self.best_state: dict | None = None
-        self.scores: list[float] = []
-
-    def score(self, trainer, epoch: int) -> float:
-        from ..metrics.scorers import SelectionContext
-
-        if self.selection == "last":
-            return float(epoch)
-        if self.selection == "target_val":
-            z = trainer.predict_logits(self.target_val)
-            y = self.target_val.labels
-            m = y >= 0
-            return float((z[m].argmax(1) == y[m]).mean())
-        if self.selection == "source_val":
-            z = torch.as_tensor(trainer.predict_logits(self.source_val), dtype=torch.float32)
-            y = torch.as_tensor(self.source_val.labels, dtype=torch.long)
-            return -float(nn.functional.cross_entropy(z, y))
-        need_sv = self.selection in ("dev", "iwcv")
-        ctx = SelectionContext(
-            logits_t=trainer.predict_logits(self.target),
-            logits_sv=trainer.predict_logits(self.source_val) if need_sv else None,
-            y_sv=self.source_val.labels if need_sv else None,
-            weights_sv=self.weights_val if need_sv else None,
-        )
-        return float(self.scorer(ctx))
-
-    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
-        s = self.score(trainer, epoch)
-        logs["score"] = s  # the row is the one in trainer.history
-        self.scores.append(s)
-        if self.best is None or s > self.best:
-            self.best, self.best_epoch = s, epoch
-            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-
-    def state_dict(self) -> dict:
-        """What a resumed run needs (tensors and plain types only: loads with ``weights_only``)."""
-        return {"best": self.best, "best_epoch": self.best_epoch, "scores": list(self.scores),
-                "best_state": self.best_state}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best, self.best_epoch = state["best"], state["best_epoch"]
-        self.scores, self.best_state = list(state["scores"]), state["best_state"]
-
-    def restore(self) -> None:
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
 
 
 def train_backbone_adapter(
@@ -299,7 +188,7 @@ def train_backbone_adapter(
     """
     from ..data import stratified_split
     from ..finetune import apply_freeze, build_param_groups, frozen_bn_modules, parse_unfreeze
-    from ..metrics.scorers import importance_weights
+    from ..train.selection import importance_weights
     from ..nn import TransferModel
     from ..train import Trainer
 
@@ -388,17 +277,16 @@ def train_backbone_adapter(
 
         Fs, Fv, Ft = (extract_features(bb, d_.inputs, device=dev) for d_ in (source, source_val, target))
         weights_val = importance_weights(Fv, Fs, Ft, seed=seed)
-    cb = SelectionCallback(model, selection, target=target, source_val=source_val, weights_val=weights_val,
+    cb = SelectionCallback(selection, model=model, target=target, source_val=source_val, weights_val=weights_val,
                            target_val=target_val_ds)
     trainer = Trainer(
         view, groups, epochs=epochs, batch_size=batch_size, optimizer=optimizer, schedule=schedule,
         warmup_epochs=warmup_epochs, grad_clip=grad_clip, augment=augment if source.modality == "image" else "none",
-        callbacks=[cb], bn_frozen=lambda: frozen_bn_modules(model, freeze_bn), seed=seed, device=device,
+        selection=cb, bn_frozen=lambda: frozen_bn_modules(model, freeze_bn), seed=seed, device=device,
         run_dir=run_dir, progress=progress, tag=f"adapt_backbone:{method}", losses=[term] if term is not None else [],
     )
-    # val=None: the Trainer's own best-epoch logic would need labels; the callback selects instead
+    # val=None: the selection callback scores without target labels, and the Trainer restores its pick
     trainer.fit(source, None, target=target if term is not None else None)
-    cb.restore()
     model.eval()
     return {"model": model, "trainer": trainer, "history": trainer.history, "best_epoch": cb.best_epoch,
             "score": cb.best, "selection": selection, "term": term, "train_time": time.perf_counter() - t0}

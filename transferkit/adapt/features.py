@@ -3,25 +3,28 @@
 The default way to adapt on a CPU: the backbone runs once per domain (features cached on
 disk), and a bottleneck ``Linear -> BatchNorm -> ReLU -> Dropout`` plus a linear head train on
 top with the source classification loss plus a registered deep DA loss on unlabeled target
-batches. Checkpoints are selected by an unsupervised scorer (never target test labels), or by
-the labeled source validation loss (``selection="source_val"``: no target input at all, the
-selection of the ``source_only`` baseline).
+batches. The model on features is trained by the one :class:`~transferkit.train.Trainer`, with
+the same loss term (:class:`DALossTerm`) and the same checkpoint selection
+(:class:`~transferkit.train.selection.SelectionCallback`) as adaptation through the whole
+backbone: an unsupervised scorer (never target test labels), or the labeled source validation
+loss (``selection="source_val"``: no target input at all, the selection of the ``source_only``
+baseline).
 """
 
 from __future__ import annotations
 
 import inspect
-import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._faults import fault_point
 from .._registry import get
 from .._validation import check_number
 from ..errors import ConfigError, DataError
+from ..train.selection import SELECTIONS, TARGET_SELECTIONS, SelectionCallback
 
 
 class BottleneckClassifier(nn.Module):
@@ -33,8 +36,21 @@ class BottleneckClassifier(nn.Module):
                                         nn.Dropout(dropout))
         self.head = nn.Linear(bottleneck, num_classes)
 
+    #: What the Trainer's data path needs to know: inputs are rows of features.
+    spec = SimpleNamespace(modality="tabular", input_size=None)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.bottleneck(x)
+
+    def preprocess(self, X) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(X), dtype=torch.float32)
+
+    def move_inputs(self, batch, device):
+        return batch.to(device)
+
+    def layer_groups(self) -> list[tuple[str, list[str]]]:
+        return [("bottleneck", ["bottleneck." + n for n, _ in self.bottleneck.named_parameters()]),
+                ("head", ["head." + n for n, _ in self.head.named_parameters()])]
 
     @torch.no_grad()
     def set_bn_statistics(self, X: torch.Tensor) -> None:
@@ -109,13 +125,54 @@ def build_method_loss(method: str, in_features: int, num_classes: int, weight: f
     return CombinedDALoss({n: build_da_loss(n, in_features, num_classes, weight, **opts.get(n, {})) for n in names})
 
 
-#: Checkpoint selections of :func:`train_feature_adapter`: the registered unsupervised scorers
-#: (target inputs), ``source_val`` (labeled source validation loss: no target input),
-#: ``target_val`` (labeled target validation accuracy) and ``last``.
-SELECTIONS = ("dev", "iwcv", "snd", "entropy", "source_val", "target_val", "last")
+class DALossTerm(nn.Module):
+    """A deep DA loss as a :class:`~transferkit.train.Trainer` loss term.
 
-#: Selections that need target training inputs (the scorers look at target predictions).
-TARGET_SELECTIONS = ("dev", "iwcv", "snd", "entropy")
+    Calls ``da(ctx.features, ctx.target_features, logits_s=ctx.logits, logits_t=ctx.target_logits,
+    y_s=ctx.labels)`` after ``da.set_progress(ctx.progress)`` (the adversarial losses' warm
+    start), and returns its dict (``"loss"`` plus logged scalars). Being a module, the loss
+    (and a discriminator inside it) moves with the term; its parameters must still be put in
+    the optimizer's parameter groups (both adapters do).
+
+    Parameters
+    ----------
+    da_loss
+        A :class:`~transferkit.adapt.deep.DALoss` (anything with the same call signature).
+    """
+
+    def __init__(self, da_loss: nn.Module):
+        super().__init__()
+        self.da = da_loss
+
+    def forward(self, ctx) -> dict:
+        if ctx.target_features is None:
+            raise DataError("a domain-adaptation loss term needs target batches: call "
+                            "trainer.fit(train, val, target=unlabeled_target) with a model that has "
+                            "features() and head().")
+        if hasattr(self.da, "set_progress"):
+            self.da.set_progress(min(max(float(ctx.progress), 0.0), 1.0))
+        return self.da(ctx.features, ctx.target_features, logits_s=ctx.logits, logits_t=ctx.target_logits,
+                       y_s=ctx.labels)
+
+
+class TargetLabelTerm(nn.Module):
+    """Cross-entropy on the labeled rows of each target batch (semi-supervised adaptation:
+    the few target labels a user has join the loss; rows labeled -1 are left out)."""
+
+    def forward(self, ctx) -> dict:
+        lab = ctx.target_labels >= 0
+        if not bool(lab.any()):
+            return {"loss": ctx.target_logits.sum() * 0.0}
+        lt = F.cross_entropy(ctx.target_logits[lab], ctx.target_labels[lab])
+        return {"loss": lt, "target_cls": lt.detach()}
+
+
+def _rows(X, y, name: str):
+    from ..data import DomainDataset
+
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    labels = None if y is None else np.asarray(y, dtype=np.int64)
+    return DomainDataset(X, labels, name, "tabular")
 
 
 def train_feature_adapter(
@@ -128,6 +185,11 @@ def train_feature_adapter(
     device: str = "cpu", init_state: dict | None = None, domain_bn: bool = True,
 ) -> dict:
     """Train a :class:`BottleneckClassifier` on source features with a DA loss on target features.
+
+    The model trains through the one :class:`~transferkit.train.Trainer`: AdamW, the
+    ``inverse`` learning-rate annealing of Ganin et al., ``steps_per_epoch`` full batches of
+    source rows per epoch (consecutive shuffled passes) with a target batch drawn at every
+    step, and the epoch chosen by :class:`~transferkit.train.selection.SelectionCallback`.
 
     Parameters
     ----------
@@ -153,6 +215,8 @@ def train_feature_adapter(
         forwarded through the network at all; with ``domain_bn=True`` it is AdaBN: source
         training plus the target's BatchNorm statistics, and ``Xt`` also feeds the unsupervised
         scorers of ``selection``).
+    steps_per_epoch
+        Batches per epoch (default: enough to cover the larger domain once).
     selection
         ``"dev"``, ``"iwcv"``, ``"snd"``, ``"entropy"`` (unsupervised scorers: they read target
         predictions), ``"source_val"`` (the negative mean cross-entropy on ``Xs_val``: labeled
@@ -169,11 +233,12 @@ def train_feature_adapter(
     -------
     dict
         ``model`` (the best epoch's weights; with ``domain_bn`` its BatchNorm statistics are
-        then set from ``Xt`` through those weights), ``history`` (per-epoch losses and scores;
-        ``source_val`` also logs ``source_val_loss`` and ``source_val_accuracy``),
-        ``best_epoch``, ``selection``.
+        then set from ``Xt`` through those weights), ``history`` (per-epoch rows of the
+        Trainer: ``train_loss``, the DA loss's terms, ``score``; ``source_val`` also logs
+        ``source_val_loss`` and ``source_val_accuracy``), ``best_epoch``, ``score``,
+        ``selection``, ``trainer``.
     """
-    from ..metrics.scorers import SelectionContext
+    from ..train import Trainer
 
     check_number("epochs", epochs, low=1, integer=True)
     if selection not in SELECTIONS:
@@ -187,7 +252,6 @@ def train_feature_adapter(
         if Xt_val is None or yt_val is None or not (np.asarray(yt_val) >= 0).any():
             raise DataError("selection='target_val' needs labeled target validation data (Xt_val, yt_val with "
                             "labels >= 0).")
-        yt_val = np.asarray(yt_val)
     if Xt is None:
         for what, uses_target in ((f"method={method!r}", method is not None),
                                   (f"domain_bn={domain_bn!r}", bool(domain_bn)),
@@ -198,117 +262,56 @@ def train_feature_adapter(
                                   "pass Xt, or use method=None, domain_bn=False and selection='source_val', "
                                   "'target_val' or 'last'.")
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    d = Xs.shape[1]
-    model = BottleneckClassifier(d, num_classes, bottleneck, dropout).to(device)
+    model = BottleneckClassifier(Xs.shape[1], num_classes, bottleneck, dropout)
     if init_state is not None:
         model.load_state_dict(init_state)
-    da = build_method_loss(method, bottleneck, num_classes, weight, loss_options).to(device) if method else None
-    params = [{"params": model.bottleneck.parameters(), "lr": lr}, {"params": model.head.parameters(), "lr": lr}]
-    if da is not None and any(True for _ in da.parameters()):
-        params.append({"params": da.parameters(), "lr": lr})
-    opt = torch.optim.AdamW(params, weight_decay=weight_decay)
-    S = torch.as_tensor(Xs, dtype=torch.float32)
-    T = None if Xt is None else torch.as_tensor(Xt, dtype=torch.float32)
-    ys_t = torch.as_tensor(ys, dtype=torch.long)
-    yt_t = None if T is None else torch.as_tensor(yt if yt is not None else np.full(len(T), -1), dtype=torch.long)
-    n_t = 0 if T is None else len(T)
-    steps = steps_per_epoch or max(1, int(np.ceil(max(len(S), n_t) / batch_size)))
-    total = epochs * steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 + 10 * s / total) ** -0.75)  # Ganin et al.'s decay
-    scorer = get("scorer", selection) if selection in TARGET_SELECTIONS else None
-    history, best, best_state, best_epoch = [], None, None, None
+    model.to(device)
+    source = _rows(Xs, ys, "source")
+    target = None if Xt is None else _rows(Xt, yt if yt is not None else np.full(len(Xt), -1), "target")
+    source_val = None if Xs_val is None else _rows(Xs_val, ys_val, "source_val")
+    target_val = None if Xt_val is None else _rows(Xt_val, yt_val, "target_val")
+    labeled_target = yt is not None and bool((np.asarray(yt) >= 0).any())
+    terms: list[nn.Module] = []
+    if method:
+        terms.append(DALossTerm(build_method_loss(method, bottleneck, num_classes, weight, loss_options)))
+    if labeled_target:
+        terms.append(TargetLabelTerm())
+    groups = [{"params": list(model.bottleneck.parameters()), "lr": lr, "weight_decay": weight_decay,
+               "name": "bottleneck"},
+              {"params": list(model.head.parameters()), "lr": lr, "weight_decay": weight_decay, "name": "head"}]
+    extra = [p for t in terms for p in t.parameters()]
+    if extra:
+        groups.append({"params": extra, "lr": lr, "weight_decay": weight_decay, "name": "da_loss"})
+    n_t = 0 if target is None else len(target)
+    steps = steps_per_epoch or max(1, int(np.ceil(max(len(source), n_t) / batch_size)))
 
+    S = torch.as_tensor(source.inputs)
+    T = None if target is None else torch.as_tensor(target.inputs)
     bn = model.bottleneck[1]
 
     @torch.no_grad()
-    def logits(X, stats=None):
+    def domain_logits(trainer, dataset, role: str) -> np.ndarray:
+        """Logits with the BatchNorm statistics of the dataset's own domain (AdaBN)."""
+        stats = S if role == "source_val" else T
+        was = model.training
         model.eval()
         saved = (bn.running_mean.clone(), bn.running_var.clone())
-        if domain_bn and stats is not None:
+        try:
             model.set_bn_statistics(stats.to(device))
-        out = model(torch.as_tensor(X, dtype=torch.float32, device=device)).cpu().numpy()
-        bn.running_mean.copy_(saved[0])
-        bn.running_var.copy_(saved[1])
-        model.train()
-        return out
+            return model(torch.as_tensor(dataset.inputs, device=device)).float().cpu().numpy()
+        finally:
+            bn.running_mean.copy_(saved[0])
+            bn.running_var.copy_(saved[1])
+            model.train(was)
 
-    step = 0
-    for epoch in range(epochs):
-        t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        for _ in range(steps):
-            i_s = torch.randint(len(S), (batch_size,), generator=gen)
-            xs = S[i_s].to(device)
-            if T is not None:  # (a target index is drawn even when unused, so runs with and without labels align)
-                i_t = torch.randint(len(T), (batch_size,), generator=gen)
-                xt = T[i_t].to(device)
-                lab = yt_t[i_t] >= 0
-            else:
-                lab = torch.zeros(0, dtype=torch.bool)
-            fs = model.features(xs)
-            zs = model.head(fs)
-            if da is not None or lab.any():
-                ft = model.features(xt)
-                zt = model.head(ft)
-            # else: the target inputs are not forwarded (not even through BatchNorm in training mode)
-            loss = F.cross_entropy(zs, ys_t[i_s].to(device))
-            terms = {"cls": loss.item()}
-            if lab.any():
-                lt = F.cross_entropy(zt[lab.to(device)], yt_t[i_t][lab].to(device))
-                loss = loss + lt
-                terms["target_cls"] = lt.item()
-            if da is not None:
-                if hasattr(da, "set_progress"):
-                    da.set_progress(step / total)
-                out = da(fs, ft, logits_s=zs, logits_t=zt, y_s=ys_t[i_s].to(device))
-                loss = loss + out["loss"]
-                terms.update({k: float(v) for k, v in out.items() if k != "loss" and torch.as_tensor(v).numel() == 1})
-            if not torch.isfinite(loss):
-                from ..train.trainer import TrainingDivergedError
-
-                raise TrainingDivergedError(
-                    f"adaptation diverged: the loss became {loss.item()} at epoch {epoch}, step {step + 1} of {total} "
-                    f"(lr {lr:g}, weight {weight:g}); lower lr or weight, and check the inputs for huge values.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v / steps
-        bad = next((n for n, t in [*model.named_parameters(), *model.named_buffers()]
-                    if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
-        if bad is not None:  # the last step's update, before it is scored or kept
-            from ..train.trainer import TrainingDivergedError
-
-            raise TrainingDivergedError(
-                f"adaptation diverged: weight {bad!r} became NaN or infinite at epoch {epoch} (lr {lr:g}); lower lr "
-                "or weight, and check the inputs for huge values.")
-        row = {"epoch": epoch, **sums, "epoch_time": time.perf_counter() - t0}
-        if selection == "target_val":
-            m = yt_val >= 0  # unlabeled (-1) validation rows are no evidence either way
-            score = float((logits(Xt_val, T).argmax(1)[m] == yt_val[m]).mean())
-        elif selection == "source_val":
-            z = torch.as_tensor(logits(Xs_val, S))
-            y_sv = torch.as_tensor(np.asarray(ys_val), dtype=torch.long)
-            row["source_val_loss"] = float(F.cross_entropy(z, y_sv))
-            row["source_val_accuracy"] = float((z.argmax(1) == y_sv).float().mean())
-            score = -row["source_val_loss"]
-        elif selection == "last":
-            score = float(epoch)
-        else:
-            ctx = SelectionContext(logits_t=logits(Xt, T), logits_sv=None if Xs_val is None else logits(Xs_val, S),
-                                   y_sv=ys_val, weights_sv=weights_val)
-            score = float(scorer(ctx))
-        row["score"] = score
-        history.append(row)
-        fault_point("adapt.epoch")
-        if best is None or score > best:
-            best, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
+    cb = SelectionCallback(selection, model=model, target=target, source_val=source_val, weights_val=weights_val,
+                           target_val=target_val, predict=domain_logits if domain_bn and T is not None else None)
+    trainer = Trainer(model, groups, epochs=epochs, batch_size=batch_size, steps_per_epoch=steps, optimizer="adamw",
+                      schedule="inverse", warmup_epochs=0.0, grad_clip=None, augment="none", selection=cb, seed=seed,
+                      device=device, progress=False, tag=f"adapt:{method}", losses=terms, fault_prefix="adapt")
+    trainer.fit(source, None, target=target if terms else None)
     if domain_bn and T is not None:  # after the weights: the statistics are those of the restored layers
         model.set_bn_statistics(T.to(device))
     model.eval()
-    return {"model": model, "history": history, "best_epoch": best_epoch, "selection": selection}
+    return {"model": model, "history": trainer.history, "best_epoch": cb.best_epoch, "score": cb.best,
+            "selection": selection, "trainer": trainer}

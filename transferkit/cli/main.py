@@ -68,6 +68,16 @@ def _one_line_warnings() -> None:
     warnings.showwarning = show
 
 
+_THREADS_HELP = ("torch threads for this command (default: this machine's free cores shared among its processes, "
+                 "or OMP_NUM_THREADS when set; with --num-processes, the total shared among them)")
+_PROCS_HELP = ("train in N processes on this machine (data parallel through torch's launcher; default 1: this "
+               "process)")
+
+
+def _add_threads(parser) -> None:
+    parser.add_argument("--threads", type=_int_arg(1, 4096), default=None, metavar="N", help=_THREADS_HELP)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="transferkit", description="Transfer learning toolkit.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -86,6 +96,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set split.labels_per_class=5 (repeatable)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     r.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
+    _add_threads(r)
+    r.add_argument("--num-processes", type=_int_arg(1, 1024), default=1, metavar="N", help=_PROCS_HELP)
 
     d = sub.add_parser("demo", help="scratch vs feature extraction vs fine-tuning on shifted digits")
     d.add_argument("--out", help="output directory (default: runs/demo-TIMESTAMP)")
@@ -93,6 +105,8 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seeds", type=_int_arg(1, 10_000), default=None, help="number of seeds (default 3)")
     d.add_argument("--no-progress", action="store_true")
     d.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
+    _add_threads(d)
+    d.add_argument("--num-processes", type=_int_arg(1, 1024), default=1, metavar="N", help=_PROCS_HELP)
 
     a = sub.add_parser("assess", help="measure domain shift and rank backbones before training",
                        description="Measure the shift, score backbones and estimate the bound before training. The "
@@ -121,6 +135,7 @@ def _build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", help="output directory for assess.json (default: runs/assess-TIMESTAMP)")
     a.add_argument("--overwrite", action="store_true")
     a.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
+    _add_threads(a)
 
     bm = sub.add_parser("benchmark", help="benchmark domain adaptation methods (digits-shift)")
     bm.add_argument("suite", nargs="?", choices=["digits-shift"], help="the suite (not with --resume)")
@@ -136,6 +151,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--out", help="output directory (default: runs/benchmark-TIMESTAMP)")
     bm.add_argument("--overwrite", action="store_true")
     bm.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
+    _add_threads(bm)
 
     dg = sub.add_parser("diagnose", help="negative transfer, sample efficiency, convergence and sharpness "
                                          "(the config's optional 'diagnose:' section)")
@@ -150,6 +166,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="override a config value, e.g. --set diagnose.labels_per_class=[1,10] (repeatable)")
     dg.add_argument("--no-progress", action="store_true", help="hide progress bars")
     dg.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
+    _add_threads(dg)
 
     rp = sub.add_parser("report", help="(re)write report.html and report.md of a run, assess, benchmark or diagnose "
                                        "directory")
@@ -178,6 +195,10 @@ def _run(cfg, args) -> int:
     else:
         config_file = getattr(args, "config", None)
         res = run_experiment(cfg, args.out, overwrite=args.overwrite, inputs=[config_file] if config_file else [])
+    from .. import _dist
+
+    if not _dist.is_main_process():  # the other ranks of a multi-process run: rank 0 prints and reports
+        return 0
     print()
     print(format_table(res["summary"]))
     gains = gains_over_baseline(res["summary"])
@@ -213,7 +234,9 @@ def _new_out_dir(args, kind: str, inputs=()) -> str:
 
 def _report(run_dir, args) -> None:
     """Write the report after a command; a failure here warns (the results are on disk already)."""
-    if getattr(args, "no_report", False):
+    from .. import _dist
+
+    if getattr(args, "no_report", False) or not _dist.is_main_process():
         return
     from ..reports import write_report
 
@@ -256,11 +279,33 @@ def _cmd_run(args) -> int:
         _resume_alone(args, "run", "the config", (("a config file", args.config), ("--out", args.out),
                                                     ("--overwrite", args.overwrite), ("--seeds", args.seeds),
                                                     ("--set", args.set)))
-        return _run(None, args)
+        return _relaunch(args) if args.num_processes > 1 else _run(None, args)
     if not args.config:
         raise ConfigError("'transferkit run' needs an experiment file (transferkit run exp.yaml) "
                           "or --resume DIR to continue an interrupted run.")
-    return _run(load_config(args.config, overrides=args.set), args)
+    cfg = load_config(args.config, overrides=args.set)  # in the parent too: a bad config fails once, here
+    if args.num_processes > 1:
+        out = args.out or cfg.output_dir or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return _relaunch(args, out, inputs=[args.config])
+    return _run(cfg, args)
+
+
+def _relaunch(args, out: str | None = None, inputs=()) -> int:
+    """``--num-processes N`` (N > 1): the same command in N processes (:func:`transferkit.train.launch.relaunch`).
+
+    The output directory is chosen and checked here, once: the children all get the same
+    ``--out`` (a default name with a timestamp could differ between them by a second)."""
+    from ..train.launch import child_threads, relaunch, strip_parent_options
+
+    argv = list(args.argv)
+    if out is not None:
+        from ..train.rundir import check_output_dir
+
+        check_output_dir(out, overwrite=args.overwrite, inputs=inputs)
+        argv = [*strip_parent_options(argv, ("--out",)), "--out", str(out)]
+    n = args.num_processes
+    print(f"transferkit: {n} processes, {child_threads(n, args.threads)} torch thread(s) each", flush=True)
+    return relaunch(argv, n, args.threads)
 
 
 def _cmd_demo(args) -> int:
@@ -270,6 +315,8 @@ def _cmd_demo(args) -> int:
     cfg = config_from_dict(safe_load_yaml(text, "demo.yaml"))
     if args.out is None:
         args.out = f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.num_processes > 1:
+        return _relaunch(args, args.out)
     print("transferkit demo: does a pretrained EfficientNet-Lite0 help on 10 labels per class of shifted digits?")
     return _run(cfg, args)
 
@@ -335,7 +382,7 @@ def _cmd_assess(args) -> int:
 
 
 def _cmd_benchmark(args) -> int:
-    from ..adapt.benchmark import check_benchmark_args, markdown_table, run_benchmark_dir
+    from ..benchmark import check_benchmark_args, markdown_table, run_benchmark_dir
     from ..errors import ConfigError
     from ..train.rundir import check_output_dir
 
@@ -435,6 +482,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --num-processes starts again
+    # torch already imported: main() was called from a program (a notebook, a test) that may have
+    # chosen its own thread count; without --threads, that choice stays (from a shell it never is)
+    args.torch_preloaded = "torch" in sys.modules
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import warnings
 
@@ -449,6 +500,10 @@ def _dispatch(args) -> int:
               "(or leave --out out for the default).", file=sys.stderr)
         return 2
     try:
+        if hasattr(args, "threads") and (args.threads is not None or not getattr(args, "torch_preloaded", False)):
+            from .._threads import configure_threads  # the commands that run models, before any torch work
+
+            configure_threads(args.threads)
         return {"run": _cmd_run, "demo": _cmd_demo, "assess": _cmd_assess, "benchmark": _cmd_benchmark,
                 "list": _cmd_list, "report": _cmd_report, "diagnose": _cmd_diagnose,
                 "groups": _cmd_groups}[args.command](args)

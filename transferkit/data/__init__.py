@@ -4,6 +4,7 @@ from .arrays import load_npz
 from .digits import load_digits_domain
 from .domain import UNLABELED, DomainDataset
 from .folder import ImageFolderInputs, load_image_folder
+from .idx import IdxImages, load_idx
 from .spec import list_datasets, load_dataset, parse_spec
 from .splits import sample_per_class, stratified_split
 from .tables import load_table
@@ -11,12 +12,14 @@ from .transforms import Shift
 
 __all__ = [
     "DomainDataset",
+    "IdxImages",
     "ImageFolderInputs",
     "Shift",
     "UNLABELED",
     "list_datasets",
     "load_dataset",
     "load_digits_domain",
+    "load_idx",
     "load_image_folder",
     "load_npz",
     "load_table",

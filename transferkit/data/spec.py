@@ -3,6 +3,10 @@
 ``NAME`` is a registered dataset (``digits:rotate=45,seed=1``) or a path: a folder (one
 subfolder of images per class), a ``.csv``/``.tsv``/``.parquet`` table
 (``reviews.csv:text=review,label=stars``) or an ``.npz`` archive (``arrays.npz:x=images``).
+IDX files (MNIST, Fashion-MNIST; raw or ``.gz``) come in pairs and are named by options:
+``idx:images=train-images-idx3-ubyte.gz,labels=train-labels-idx1-ubyte.gz`` (see
+:mod:`transferkit.data.idx`; a path holding ``,`` or ``=`` needs the dict form
+``{"name": "idx", "images": ..., "labels": ...}``).
 
 Values are parsed as ``int``, ``float``, ``true``/``false``, ``none``, or kept as strings, so a
 range ``22..45`` and a part ``0/2`` stay strings. A list is written in brackets:
@@ -241,10 +245,12 @@ def _resolve(name: str) -> tuple[Callable[..., DomainDataset], str, bool]:
             from .arrays import load_npz
 
             return load_npz, f"array file {name!r}", True
+        idx_hint = (f" For IDX (MNIST-format) files write idx:images={name},labels=LABELS_FILE."
+                    if "ubyte" in p.name.lower() or ".idx" in p.name.lower() else "")
         raise ConfigError(
             f"dataset {name!r}: unsupported file type {suffix or '(no extension)'!r} (it is a file, not a "
             "folder); transferkit reads a folder of class subfolders (give the folder's path), .csv, .tsv, .parquet "
-            "and .npz files."
+            "and .npz files." + idx_hint
         )
     names = _registered()
     if _looks_like_path(name):

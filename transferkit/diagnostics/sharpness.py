@@ -152,7 +152,7 @@ def model_sharpness(model, dataset, *, max_samples: int = 256, batch_size: int =
     """
     import torch.nn.functional as F
 
-    from ..train.trainer import _Prepared
+    from ..train.data import make_source
 
     if dataset.labels is None or not (dataset.labels >= 0).any():
         raise DataError(f"sharpness needs labeled samples; dataset {dataset.name!r} has none.")
@@ -160,7 +160,7 @@ def model_sharpness(model, dataset, *, max_samples: int = 256, batch_size: int =
     if len(lab) > max_samples:
         lab = np.sort(np.random.default_rng(seed).choice(lab, size=int(max_samples), replace=False))
     data = dataset.subset(lab)
-    prepared = _Prepared(model, data)
+    prepared = make_source(model, data)  # preprocessed once when small, per batch otherwise
     y = torch.as_tensor(data.labels)
     params = [p for p in model.parameters() if p.requires_grad]
     device = params[0].device if params else torch.device("cpu")

@@ -8,6 +8,9 @@ import torch
 
 from .._validation import check_choice, check_number
 
+#: The learning-rate schedules of :func:`make_schedule`.
+SCHEDULES = ("cosine", "step", "constant", "inverse")
+
 
 def make_schedule(optimizer: torch.optim.Optimizer, total_steps: int, *, schedule: str = "cosine",
                   warmup_steps: int = 0, step_size: int | None = None, gamma: float = 0.1,
@@ -18,9 +21,11 @@ def make_schedule(optimizer: torch.optim.Optimizer, total_steps: int, *, schedul
     - ``cosine``: ``r + (1 - r) (1 + cos(pi t)) / 2`` with ``t`` the post-warm-up progress and
       ``r = min_lr_ratio`` (SGDR without restarts);
     - ``step``: ``gamma ** (s // step_size)``;
-    - ``constant``: 1.
+    - ``constant``: 1;
+    - ``inverse``: ``(1 + 10 t)^{-0.75}`` with ``t`` the post-warm-up progress (the annealing
+      of Ganin & Lempitsky 2015 and Long et al. 2015, used by domain adaptation).
     """
-    check_choice("schedule", schedule, ("cosine", "step", "constant"))
+    check_choice("schedule", schedule, SCHEDULES)
     total_steps = check_number("total_steps", total_steps, low=1, integer=True)
     warmup_steps = check_number("warmup_steps", warmup_steps, low=0, integer=True)
     step_size = step_size or max(1, total_steps // 3)
@@ -33,6 +38,8 @@ def make_schedule(optimizer: torch.optim.Optimizer, total_steps: int, *, schedul
         if schedule == "step":
             return gamma ** ((s - warmup_steps) // step_size)
         t = min(1.0, (s - warmup_steps) / max(1, total_steps - warmup_steps))
+        if schedule == "inverse":
+            return (1 + 10 * t) ** -0.75
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -8,7 +8,7 @@ PosixPath('runs/demo/report.html')
 
 The report is rebuilt from the files in the directory alone (``results.json``,
 ``assess.json``, ``diagnose.json``, each run's ``metrics.jsonl``, ``predictions.npz`` and
-``features.npz``: see :mod:`transferkit.reports.artifacts`), so ``transferkit report RUN_DIR``
+``features.npz``: see :mod:`transferkit.artifacts`), so ``transferkit report RUN_DIR``
 regenerates it without retraining. matplotlib is imported only when a report is drawn.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._faults import fault_point
-from .artifacts import save_run_artifacts
+from ..artifacts import save_run_artifacts
 
 __all__ = ["build_report", "save_run_artifacts", "write_report"]
 

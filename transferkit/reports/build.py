@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from .._faults import fault_point
+from ..artifacts import FEATURES, PREDICTIONS, load_npz
 from ..errors import ConfigError, DataError
 from . import plots
-from .artifacts import FEATURES, PREDICTIONS, load_npz
 from .document import Code, Image, KeyValues, Report, Section, Table, Text
 
 

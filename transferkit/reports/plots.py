@@ -124,7 +124,7 @@ def tsne_embed(X: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.nda
     """2-D t-SNE (van der Maaten & Hinton 2008) of ``X``, seeded, PCA-initialized.
 
     Run on at most a few hundred rows of 50 principal components (see
-    :mod:`transferkit.reports.artifacts`). All thread pools (BLAS and OpenMP) are limited to one
+    :mod:`transferkit.artifacts`). All thread pools (BLAS and OpenMP) are limited to one
     thread: on small inputs the threads only contend (measured here: 1.0 s on one thread
     against 7-11 s with the default pools on a busy 2-core machine, 600 x 50).
     """

@@ -335,7 +335,7 @@ class Adapt(Strategy):
         only by ``selection="target_val"``. Methods that need no target input
         (``source_only_lr``) do not touch ``train`` at all.
         """
-        from ..metrics.scorers import importance_weights
+        from ..train.selection import importance_weights
 
         self.validate()
         self._reset_fitted()  # a refit never reuses an earlier fit's state

@@ -1,6 +1,10 @@
-"""The one Trainer, augmentation and run directories."""
+"""The one Trainer, its callbacks, checkpoint selection, data loaders and run directories."""
 
 from .augment import RandomAffine, make_augment
+from .callbacks import EarlyStopping, MetricsLogger, ProgressLogger
+from .checkpoint import Checkpointer
+from .selection import SelectionCallback
 from .trainer import StepContext, Trainer, seed_everything
 
-__all__ = ["RandomAffine", "StepContext", "Trainer", "make_augment", "seed_everything"]
+__all__ = ["Checkpointer", "EarlyStopping", "MetricsLogger", "ProgressLogger", "RandomAffine", "SelectionCallback",
+           "StepContext", "Trainer", "make_augment", "seed_everything"]

@@ -11,7 +11,7 @@ from sklearn.utils import check_random_state
 from ..._registry import register
 from ..._validation import check_number
 from ...errors import ConfigError
-from ...metrics.divergence import median_heuristic
+from ...nn.bandwidth import median_heuristic
 from ._base import BaseReweighter, split_domains
 
 _TINY = np.finfo(float).tiny

@@ -13,7 +13,7 @@ from sklearn.metrics import pairwise_distances_argmin
 from ..._registry import register
 from ..._validation import check_choice, check_number
 from ...errors import ConfigError
-from ...metrics.divergence import median_heuristic
+from ...nn.bandwidth import median_heuristic
 from ._base import BaseReweighter, split_domains
 from .tca import kernel_matrix
 

@@ -9,7 +9,7 @@ from sklearn.utils import check_random_state
 
 from ..._registry import register
 from ..._validation import check_choice, check_number
-from ...metrics.divergence import median_heuristic
+from ...nn.bandwidth import median_heuristic
 from ._base import BaseMappingAdapter
 
 

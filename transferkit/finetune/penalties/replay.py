@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from ..._registry import register
 from ..._validation import check_number
+from ...nn.layout import to_channels_last
 from ._base import FrozenHead, Penalty, check_strength, unwrap
 
 
@@ -99,8 +100,6 @@ class ReplayPenalty(Penalty):
             self._gen.set_state(state["generator"])
 
     def compute(self, ctx):
-        from ...train.trainer import to_channels_last
-
         b = len(ctx.labels) if ctx.labels is not None else len(ctx.inputs)
         m = max(2, int(round(b * self.fraction / (1 - self.fraction))))
         idx = torch.randint(len(self.memory_y), (m,), generator=self._gen)

@@ -12,6 +12,9 @@ BatchNorm statistics; ``source_only_lr`` is the shallow methods' classifier on s
 alone; ``adabn`` is the ``source_only`` network with the target pool's BatchNorm statistics and
 its checkpoint chosen by the benchmark's scorer (both use target inputs, so it is an
 adaptation method).
+
+It runs strategies and experiments, so it sits with the other runners (``diagnostics``,
+``assess``), above ``experiment``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 SOURCE = "digits:subset=0/2"
 TASKS = {
@@ -48,8 +51,8 @@ def check_benchmark_args(tasks=None, methods=None, seeds: int = 3, *, selection:
                          backbone: str = "efficientnet_lite0", image_size: int = 64) -> dict:
     """Validate a benchmark's arguments in one pass, before any training or disk write; return
     them normalized (``tasks``/``methods`` as lists, defaults filled in)."""
-    from .._registry import available
-    from .._validation import check_number, suggest
+    from ._registry import available
+    from ._validation import check_number, suggest
 
     tasks = list(TASKS) if tasks is None else list(tasks)
     methods = list(DEFAULT_METHODS) if methods is None else list(methods)
@@ -79,7 +82,7 @@ def check_benchmark_args(tasks=None, methods=None, seeds: int = 3, *, selection:
                           "unlabeled, so no scorer may use target labels)." + suggest(str(selection), SELECTIONS))
     if not isinstance(backbone, str) or not backbone:
         raise ConfigError(f"backbone={backbone!r} must be a backbone name (see 'transferkit list backbones').")
-    from .._registry import get
+    from ._registry import get
 
     get("backbone", backbone)  # an unknown name fails here, with the nearest names, before any folder is made
     _check_backbone(backbone, int(image_size))
@@ -91,9 +94,9 @@ def _check_backbone(backbone: str, image_size: int) -> None:
     """The suite's images through the backbone once (two samples): a text or tabular backbone,
     or one that cannot take ``image_size`` images, fails here with one line, before any folder
     is made."""
-    from ..backbones import create_backbone
-    from ..data.spec import load_dataset
-    from ..experiment import _check_inputs
+    from .backbones import create_backbone
+    from .data.spec import load_dataset
+    from .experiment import _check_inputs
 
     def factory(pretrained=True):
         return create_backbone(backbone, pretrained=pretrained, image_size=image_size)
@@ -134,11 +137,11 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
     (:func:`cell_path`), and a cell already stored there is kept instead of being run again, so
     an interrupted benchmark continues where it stopped (see :func:`run_benchmark_dir`).
     """
-    from .._faults import fault_point
-    from ..data import stratified_split
-    from ..data.spec import load_dataset
-    from ..metrics._base import mean_std
-    from ..strategies import Adapt, SourceOnly
+    from ._faults import fault_point
+    from .data import stratified_split
+    from .data.spec import load_dataset
+    from .metrics._base import mean_std
+    from .strategies import Adapt, SourceOnly
 
     a = check_benchmark_args(tasks, methods, seeds, selection=selection, epochs=epochs, backbone=backbone,
                              image_size=image_size)
@@ -181,7 +184,7 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
                 row = {"task": task, "method": m, "seed": seed, "accuracy": acc, "selection": sel,
                        "seconds": time.perf_counter() - t0}
                 if stored is not None:
-                    from ..train.rundir import write_json
+                    from .train.rundir import write_json
 
                     write_json(stored, row)
                     fault_point("benchmark.cell")
@@ -215,8 +218,8 @@ def run_benchmark_dir(out_dir, tasks=None, methods=None, seeds: int = 3, *, back
     arguments (the ones given here are ignored; see :func:`resume_benchmark`): stored cells are
     kept, the missing ones are run. Returns the results dict (``output_dir`` added).
     """
-    from ..train.rundir import (completed, locate_resume, mark_complete, mark_incomplete, open_run_dir, write_json,
-                                write_text)
+    from .train.rundir import (completed, locate_resume, mark_complete, mark_incomplete, open_run_dir, write_json,
+                               write_text)
 
     final = Path(out_dir)
     if resume:

@@ -1,6 +1,6 @@
 import pytest
 
-from transferkit.adapt.benchmark import markdown_table, run_benchmark
+from transferkit.benchmark import markdown_table, run_benchmark
 from transferkit.errors import ConfigError
 
 
@@ -29,7 +29,7 @@ def test_unknown_task_suggests():
 def test_the_same_run_from_yaml_gives_the_same_accuracy(tmp_path):
     """``split: {labels_per_class: 0, unlabeled_fraction: 0.5, val_fraction: 0}`` is the
     benchmark's protocol: a YAML experiment reproduces a benchmark cell exactly."""
-    from transferkit.adapt.benchmark import SOURCE, TASKS
+    from transferkit.benchmark import SOURCE, TASKS
     from transferkit.config import load_config
     from transferkit.experiment import run_experiment
 
