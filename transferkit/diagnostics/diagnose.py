@@ -85,6 +85,12 @@ def run_diagnose(cfg, out_dir: str | Path | None = None, *, overwrite: bool = Fa
     # bad data, a backbone typo or a bad strategy parameter fails here, before anything is trained or written
     sub, t_cfg, b_cfg, _ = negative_transfer_config(cfg, transfer=dc.transfer, baseline=dc.baseline,
                                                     source_only=dc.source_only)
+    for scfg in (t_cfg, b_cfg):  # convergence speed and the rising-loss check read every epoch's validation
+        from .._registry import get as _get
+        import inspect
+
+        if "val_every" in inspect.signature(_get("strategy", scfg.name).__init__).parameters:
+            scfg.params.setdefault("val_every", 1)
     target, *_ = validate_run(sub, load_dataset)
     final = Path(out_dir or cfg.output_dir or f"runs/diagnose-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     read = {k: v for k, v in cfg.to_dict().items() if k != "output_dir"}  # the paths this diagnose reads

@@ -89,6 +89,14 @@ class FineTune(Strategy):
     penalty_options
         Keyword arguments of the penalties: ``{"ewc": {"lam": 500}, "lwf": {"temperature": 2}}``;
         with a single penalty a flat dict (``{"lam": 500}``) is accepted too.
+    val_every, val_max_samples
+        Score the validation split every ``val_every`` epochs (and after the last) on at most
+        ``val_max_samples`` of its rows (a stratified sample drawn once per fit; ``None``: every
+        row). Only scored epochs can be kept; early stopping counts epochs since the best
+        scored one. ``"auto"`` (default): as rarely as keeps validation at about a tenth of
+        the training work (:func:`transferkit.train.trainer.auto_val_every`: every 14th epoch
+        on the demo's 100 training and 398 validation images; every epoch once the training
+        split is 4x the validation split). ``val_every=1`` scores every epoch.
 
     Fitted attributes (besides :class:`Strategy`'s)
     ------------------------------------------------
@@ -109,7 +117,8 @@ class FineTune(Strategy):
                  freeze_bn="all", epochs=30, batch_size=32, optimizer="adamw", schedule="cosine",
                  warmup_epochs=1.0, weight_decay=0.01, dropout=0.0, head="linear", grad_clip=1.0,
                  label_smoothing=0.0, augment="light", early_stopping=None, monitor="val_accuracy",
-                 cache_dir=None, seed=0, device=None, progress=False, penalty=None, penalty_options=None):
+                 cache_dir=None, seed=0, device=None, progress=False, penalty=None, penalty_options=None,
+                 val_every="auto", val_max_samples=None):
         self.backbone = backbone
         self.pretrained = pretrained
         self.image_size = image_size
@@ -139,6 +148,8 @@ class FineTune(Strategy):
         self.progress = progress
         self.penalty = penalty
         self.penalty_options = penalty_options
+        self.val_every = val_every
+        self.val_max_samples = val_max_samples
 
     @property
     def needs_source(self) -> bool:
@@ -228,6 +239,9 @@ class FineTune(Strategy):
         check_flag(p("lp_init"), self.lp_init)
         check_option(p("freeze_bn"), self.freeze_bn, FREEZE_BN)
         epochs = self._num("epochs", low=1, high=MAX_EPOCHS, integer=True, example=10)
+        if self.val_every != "auto":
+            self._num("val_every", low=1, high=MAX_EPOCHS, integer=True, example=5)
+        self._num("val_max_samples", low=2, high=10**9, integer=True, none_ok=True, example=256)
         check_option(p("optimizer"), self.optimizer, OPTIMIZERS)
         check_option(p("schedule"), self.schedule, SCHEDULES)
         warm = self._num("warmup_epochs", low=0, high=MAX_EPOCHS, example=1)
@@ -376,6 +390,7 @@ class FineTune(Strategy):
             early_stopping=self.early_stopping, monitor=self.monitor, callbacks=callbacks,
             bn_frozen=lambda: frozen_bn_modules(model, self.freeze_bn), seed=self.seed, device=self.device,
             run_dir=run_dir, progress=self.progress, tag=self.name, losses=penalties,
+            val_every=self.val_every, val_max_samples=self.val_max_samples,
         )
         trainer.fit(train, val)
         self.model_, self.trainer_, self.history_ = model, trainer, trainer.history
@@ -427,9 +442,10 @@ class Scratch(FineTune):
                  freeze_bn="none", epochs=30, batch_size=32, optimizer="adamw", schedule="cosine",
                  warmup_epochs=1.0, weight_decay=0.01, dropout=0.0, head="linear", grad_clip=1.0,
                  label_smoothing=0.0, augment="light", early_stopping=None, monitor="val_accuracy",
-                 cache_dir=None, seed=0, device=None, progress=False, penalty=None, penalty_options=None):
+                 cache_dir=None, seed=0, device=None, progress=False, penalty=None, penalty_options=None,
+                 val_every="auto", val_max_samples=None):
         super().__init__(backbone, pretrained, image_size, unfreeze, lr, backbone_lr_mult, layer_decay,
                          progressive_unfreeze, lp_init, freeze_bn, epochs, batch_size, optimizer, schedule,
                          warmup_epochs, weight_decay, dropout, head, grad_clip, label_smoothing, augment,
                          early_stopping, monitor, cache_dir, seed, device, progress, penalty=penalty,
-                         penalty_options=penalty_options)
+                         penalty_options=penalty_options, val_every=val_every, val_max_samples=val_max_samples)
