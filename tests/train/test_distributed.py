@@ -146,6 +146,28 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     assert len(rows) == 3
 
 
+def test_accelerate_launcher_starts_the_same_two_process_training(tmp_path):
+    """`python -m accelerate.commands.launch --multi_gpu --num_processes 2 -m ...` (what works on a
+    CPU-only install: the `accelerate launch` script imports torchvision first, and its `--cpu`
+    starts one process) gives the same weights as the Trainer's own launcher."""
+    from transferkit.train.launch import free_port
+
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "tk_ddp_child.py").write_text(CHILD)
+    env = _clean_env(tmp_path)
+    rc, out, err = _call([sys.executable, "-m", "tk_ddp_child", str(tmp_path), "one"], env, timeout=120)
+    assert rc == 0, err[-3000:]
+    rc, out, err = _call([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--main_process_port", str(free_port()), "-m", "tk_ddp_child", str(tmp_path), "acc"], env,
+                         timeout=240)
+    assert rc == 0, err[-3000:]
+    one = json.loads((tmp_path / "one-rank0.json").read_text())
+    r0, r1 = (json.loads((tmp_path / f"acc-rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    np.testing.assert_array_equal(np.array(r0["params"]), np.array(r1["params"]))
+    np.testing.assert_allclose(np.array(r0["params"]), np.array(one["params"]), rtol=0, atol=1e-5)
+
+
 def _config(tmp_path) -> Path:
     exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump({

@@ -97,6 +97,9 @@ class FineTune(Strategy):
         the training work (:func:`transferkit.train.trainer.auto_val_every`: every 14th epoch
         on the demo's 100 training and 398 validation images; every epoch once the training
         split is 4x the validation split). ``val_every=1`` scores every epoch.
+    mixed_precision
+        ``"no"``, ``"bf16"`` or ``"fp16"`` (CUDA): autocast through accelerate; on a device
+        without native bfloat16 it stays float32, with a warning.
 
     Fitted attributes (besides :class:`Strategy`'s)
     ------------------------------------------------
@@ -118,7 +121,7 @@ class FineTune(Strategy):
                  warmup_epochs=1.0, weight_decay=0.01, dropout=0.0, head="linear", grad_clip=1.0,
                  label_smoothing=0.0, augment="light", early_stopping=None, monitor="val_accuracy",
                  cache_dir=None, seed=0, device=None, progress=False, penalty=None, penalty_options=None,
-                 val_every="auto", val_max_samples=None):
+                 val_every="auto", val_max_samples=None, mixed_precision="no"):
         self.backbone = backbone
         self.pretrained = pretrained
         self.image_size = image_size
@@ -150,6 +153,7 @@ class FineTune(Strategy):
         self.penalty_options = penalty_options
         self.val_every = val_every
         self.val_max_samples = val_max_samples
+        self.mixed_precision = mixed_precision
 
     @property
     def needs_source(self) -> bool:
@@ -242,6 +246,9 @@ class FineTune(Strategy):
         if self.val_every != "auto":
             self._num("val_every", low=1, high=MAX_EPOCHS, integer=True, example=5)
         self._num("val_max_samples", low=2, high=10**9, integer=True, none_ok=True, example=256)
+        check_option(p("mixed_precision"), self.mixed_precision, ("no", "bf16", "fp16"))
+        if self.mixed_precision == "fp16" and (self.device == "cpu" or not torch.cuda.is_available()):
+            raise ConfigError(f"{p('mixed_precision')}='fp16' needs a CUDA GPU; use 'bf16' or 'no' on the CPU.")
         check_option(p("optimizer"), self.optimizer, OPTIMIZERS)
         check_option(p("schedule"), self.schedule, SCHEDULES)
         warm = self._num("warmup_epochs", low=0, high=MAX_EPOCHS, example=1)
@@ -390,7 +397,7 @@ class FineTune(Strategy):
             early_stopping=self.early_stopping, monitor=self.monitor, callbacks=callbacks,
             bn_frozen=lambda: frozen_bn_modules(model, self.freeze_bn), seed=self.seed, device=self.device,
             run_dir=run_dir, progress=self.progress, tag=self.name, losses=penalties,
-            val_every=self.val_every, val_max_samples=self.val_max_samples,
+            val_every=self.val_every, val_max_samples=self.val_max_samples, mixed_precision=self.mixed_precision,
         )
         trainer.fit(train, val)
         self.model_, self.trainer_, self.history_ = model, trainer, trainer.history
@@ -443,9 +450,10 @@ class Scratch(FineTune):
                  warmup_epochs=1.0, weight_decay=0.01, dropout=0.0, head="linear", grad_clip=1.0,
                  label_smoothing=0.0, augment="light", early_stopping=None, monitor="val_accuracy",
                  cache_dir=None, seed=0, device=None, progress=False, penalty=None, penalty_options=None,
-                 val_every="auto", val_max_samples=None):
+                 val_every="auto", val_max_samples=None, mixed_precision="no"):
         super().__init__(backbone, pretrained, image_size, unfreeze, lr, backbone_lr_mult, layer_decay,
                          progressive_unfreeze, lp_init, freeze_bn, epochs, batch_size, optimizer, schedule,
                          warmup_epochs, weight_decay, dropout, head, grad_clip, label_smoothing, augment,
                          early_stopping, monitor, cache_dir, seed, device, progress, penalty=penalty,
-                         penalty_options=penalty_options, val_every=val_every, val_max_samples=val_max_samples)
+                         penalty_options=penalty_options, val_every=val_every, val_max_samples=val_max_samples,
+                         mixed_precision=mixed_precision)

@@ -100,8 +100,15 @@ def _finite(v) -> bool:
 def _first_nonfinite(model: nn.Module) -> str | None:
     """Name of the first parameter or floating-point buffer holding NaN or infinity, else ``None``."""
     with torch.no_grad():
-        for name, t in [*model.named_parameters(), *model.named_buffers()]:
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        named = [(n, t) for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_floating_point()]
+        by_dtype: dict = {}
+        for _, t in named:
+            by_dtype.setdefault((t.dtype, t.device), []).append(t.reshape(-1))
+        # one check per dtype over every tensor at once (thousands of small checks cost ~10 ms an epoch)
+        if all(bool(torch.isfinite(torch.cat(ts)).all()) for ts in by_dtype.values()):
+            return None
+        for name, t in named:
+            if not bool(torch.isfinite(t).all()):
                 return name
     return None
 
@@ -182,6 +189,11 @@ class _Step(nn.Module):
         if scale != 1.0:  # this process's share of the global batch mean, or of an accumulated step
             loss = loss * scale
         return loss, logits, logs
+
+
+#: Multi-tensor optimizer updates (torch picks them only on CUDA by default; on the CPU they
+#: cut EfficientNet-Lite0's AdamW step from ~19 to ~8 ms here).
+_FOREACH = True
 
 
 def _bf16_capable(device: torch.device) -> bool:
@@ -736,9 +748,9 @@ class Trainer:
     # ------------------------------------------------------------------ helpers
     def _make_optimizer(self) -> torch.optim.Optimizer:
         if self.optimizer_name == "adamw":
-            return torch.optim.AdamW(self.param_groups)
+            return torch.optim.AdamW(self.param_groups, foreach=_FOREACH)
         if self.optimizer_name == "sgd":
-            return torch.optim.SGD(self.param_groups, momentum=0.9, nesterov=True)
+            return torch.optim.SGD(self.param_groups, momentum=0.9, nesterov=True, foreach=_FOREACH)
         raise ConfigError(f"optimizer={self.optimizer_name!r} must be 'adamw' or 'sgd'.")
 
     @staticmethod
