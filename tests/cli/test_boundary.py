@@ -151,6 +151,7 @@ def test_overwrite_swaps_only_on_success(tmp_path, capsys, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(trainer, "save_checkpoint", full)
+    monkeypatch.setattr(trainer, "AUTO_CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every epoch
     cfg = _exp(tmp_path, "new.yaml", strategies=[{"name": "scratch", "epochs": 2, "lr": 0.01}])
     assert main(["run", str(cfg), "--out", str(old), "--overwrite", "--no-report"]) == 2
     _one_line_error(capsys, "No space left on device", "free disk space")

@@ -119,8 +119,13 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     env = _clean_env(tmp_path)
     rc, out, err = _call([sys.executable, "-m", "tk_ddp_child", str(tmp_path), "one"], env, timeout=120)
     assert rc == 0, err[-3000:]
-    rc, out, err = _relaunch(tmp_path, "tk_ddp_child", [str(tmp_path), "two"], 2, env)
+    scratch = tmp_path / "tmpdir"  # the system's temporary directory, as the launcher sees it
+    scratch.mkdir()
+    rc, out, err = _relaunch(tmp_path, "tk_ddp_child", [str(tmp_path), "two"], 2, {**env, "TMPDIR": str(scratch)})
     assert rc == 0, err[-3000:]
+    # (torch's own compile cache, torchinductor_USER, is torch's: it lives there for every torch user)
+    left = [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_")]
+    assert left == [], f"the launcher left {left} in the temporary directory"
     one = json.loads((tmp_path / "one-rank0.json").read_text())
     r0, r1 = (json.loads((tmp_path / f"two-rank{r}.json").read_text()) for r in (0, 1))
     assert one["world"] == 1 and r0["world"] == r1["world"] == 2

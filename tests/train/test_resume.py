@@ -70,6 +70,7 @@ class Noisy(torch.nn.Module):
 
 def _trainer(run_dir, term, **kw):
     m = _model()
+    kw.setdefault("checkpoint_every", 1)  # these tests kill at chosen epochs: a checkpoint after each
     return m, Trainer(m, [{"params": list(m.parameters()), "lr": 1e-2}], epochs=4, batch_size=16,
                       progress=False, losses=[term], device="cpu", run_dir=run_dir, augment="none",
                       early_stopping=10, **kw)

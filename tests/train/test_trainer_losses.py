@@ -120,7 +120,7 @@ def _killed_after_one_epoch(run_dir):
     m = _model()
     with pytest.raises(_Stop):
         Trainer(m, [{"params": list(m.parameters()), "lr": 1e-2}], epochs=3, batch_size=16, progress=False,
-                device="cpu", run_dir=run_dir, callbacks=[Kill()]).fit(_data(), resume=False)
+                device="cpu", run_dir=run_dir, callbacks=[Kill()], checkpoint_every=1).fit(_data(), resume=False)
     assert (run_dir / CHECKPOINT).is_file()
 
 
@@ -179,7 +179,7 @@ def test_a_full_disk_during_a_checkpoint_write_leaves_no_temp_file(tmp_path, mon
     monkeypatch.setattr(trainer_mod, "open", full_after_first, raising=False)
     m = _model()
     tr = Trainer(m, [{"params": list(m.parameters()), "lr": 1e-2}], epochs=3, batch_size=16, progress=False,
-                 device="cpu", run_dir=tmp_path, callbacks=[snap], async_checkpoint=asynchronous)
+                 device="cpu", run_dir=tmp_path, callbacks=[snap], async_checkpoint=asynchronous, checkpoint_every=1)
     with pytest.raises(OSError) as info:
         tr.fit(_data(), resume=False)
     assert info.value.errno == errno.ENOSPC

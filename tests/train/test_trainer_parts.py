@@ -4,6 +4,7 @@ gradient accumulation, asynchronous checkpoints, mixed precision on a CPU."""
 from __future__ import annotations
 
 import json
+import math
 import warnings
 
 import numpy as np
@@ -14,6 +15,7 @@ from torch import nn
 from transferkit.data import DomainDataset
 from transferkit.train import SelectionCallback, Trainer
 from transferkit.train.data import EpochSampler, LoaderSource, TensorSource, make_source, shard
+from transferkit.train.checkpoint import load_checkpoint
 from transferkit.train.trainer import auto_val_every
 
 
@@ -109,11 +111,26 @@ def test_streaming_through_data_loaders_trains_exactly_like_the_in_memory_path(w
 
 # ------------------------------------------------------------------------------ evaluation
 def test_auto_val_every_closed_form():
-    assert auto_val_every(398, 100, 30) == 14  # the demo: ceil(398 / 30)
+    assert auto_val_every(401, 100, 30) == 15  # the demo: k = floor(0.1 * 30 / (401 / 300)) = 2 -> epochs 14, 29
     assert auto_val_every(100, 100, 30) == 4
     assert auto_val_every(100, 400, 30) == 1
     assert auto_val_every(10_000, 10, 30) == 30  # never beyond the budget: the last epoch is scored
     assert auto_val_every(5, 0, 3) == 3
+
+
+def test_auto_val_every_keeps_validation_within_its_budget():
+    # the scored epochs (every N-th and the last) never cost more than the budget allows, and the
+    # next shorter interval would exceed it: N is the most frequent schedule within the budget
+    def scored(n, epochs):
+        return len({e for e in range(epochs) if (e + 1) % n == 0} | {epochs - 1})
+
+    for epochs in (1, 3, 7, 30, 100):
+        for n_val, n_train in ((401, 100), (100, 100), (50, 1000), (5000, 64), (1, 1), (333, 100)):
+            n = auto_val_every(n_val, n_train, epochs)
+            allowed = max(1, math.floor(0.1 * epochs / (n_val / (3 * n_train))))
+            assert scored(n, epochs) <= allowed, (epochs, n_val, n_train, n)
+            if n > 1:
+                assert scored(n - 1, epochs) > allowed, (epochs, n_val, n_train, n)
 
 
 def test_val_every_scores_every_nth_epoch_and_the_last(one_thread):
@@ -199,7 +216,6 @@ def test_gradient_accumulation_equals_the_larger_batch(one_thread):
 
 
 def test_asynchronous_and_synchronous_checkpoints_hold_the_same_state(tmp_path, one_thread):
-    from transferkit.train.checkpoint import load_checkpoint
 
     class Keep:
         def on_epoch_end(self, trainer, epoch, row):
@@ -213,7 +229,7 @@ def test_asynchronous_and_synchronous_checkpoints_hold_the_same_state(tmp_path, 
         torch.manual_seed(0)
         m = MLP()
         t = Trainer(m, [{"params": list(m.parameters()), "lr": 0.05}], device="cpu", progress=False, epochs=3,
-                    batch_size=16, run_dir=d, async_checkpoint=asynchronous, callbacks=[Keep()])
+                    batch_size=16, run_dir=d, async_checkpoint=asynchronous, callbacks=[Keep()], checkpoint_every=1)
         with pytest.raises(KeyboardInterrupt):
             t.fit(_data(), _data(20, seed=1))
         out[asynchronous] = load_checkpoint(d / "checkpoint.pt")
@@ -238,6 +254,47 @@ def test_checkpoint_every_n_epochs(tmp_path, one_thread):
     finally:
         ck.save_checkpoint = real
     assert saved == [1, 3, 4]
+
+
+def test_auto_checkpoints_follow_the_clock_and_a_resume_from_any_of_them_is_exact(tmp_path, monkeypatch, one_thread):
+    """checkpoint_every='auto' (the default): a checkpoint after an epoch ending 30 s or more after
+    the previous one, none extra after the last. The clock is faked: each epoch 'takes' 12 s."""
+    from transferkit.train import checkpoint as ck
+
+    clock = [0.0]
+    monkeypatch.setattr(ck.time, "monotonic", lambda: clock[0])
+    saved = []
+    real = ck.save_checkpoint
+    monkeypatch.setattr(ck, "save_checkpoint", lambda state, path: (saved.append(state["epoch"]), real(state, path)))
+
+    class Tick:
+        def on_epoch_start(self, trainer, epoch):
+            clock[0] += 12.0
+
+    class Die(Tick):
+        def on_epoch_start(self, trainer, epoch):
+            super().on_epoch_start(trainer, epoch)
+            if epoch == 6:
+                raise KeyboardInterrupt
+
+    def fit(run_dir, cb, resume=False):
+        torch.manual_seed(0)
+        m = MLP()
+        t = Trainer(m, [{"params": list(m.parameters()), "lr": 0.05}], device="cpu", progress=False, epochs=8,
+                    batch_size=16, run_dir=run_dir, async_checkpoint=False, callbacks=[cb], seed=3)
+        t.fit(_data(), _data(20, seed=1), resume=resume)
+        return torch.cat([p.detach().reshape(-1) for p in m.parameters()]), t
+
+    ref, t_ref = fit(tmp_path / "ref", Tick())
+    assert saved == [2, 5]  # epochs end at 12, 24, 36 (saved), 48, 60, 72 (saved), 84, 96 s
+    saved.clear()
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "run", Die())
+    assert saved == [2, 5] and load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 5
+    got, t = fit(tmp_path / "run", Tick(), resume=True)
+    assert t.start_epoch == 6
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    assert [r["train_loss"] for r in t.history] == [r["train_loss"] for r in t_ref.history]
 
 
 def test_bf16_on_a_cpu_without_it_is_off_with_a_warning():
@@ -284,7 +341,7 @@ class Die:
 torch.manual_seed(0)
 m = MLP()
 t = Trainer(m, [{"params": list(m.parameters()), "lr": 0.05}], device="cpu", progress=False, epochs=4, batch_size=16,
-            run_dir=run_dir, callbacks=[Die()], seed=1)
+            run_dir=run_dir, callbacks=[Die()], seed=1, checkpoint_every=1)
 t.fit(_data(), _data(20, seed=1), resume=(mode == "resume"))
 np.save(os.path.join(run_dir, f"params-{mode}.npy"), torch.cat([p.detach().reshape(-1) for p in m.parameters()]).numpy())
 '''
@@ -300,7 +357,6 @@ def test_a_kill_while_an_asynchronous_checkpoint_is_written_resumes_exactly(tmp_
     import sys
     from pathlib import Path
 
-    from transferkit.train.checkpoint import load_checkpoint
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSFERKIT_FAULT")}
     env["OMP_NUM_THREADS"] = "1"

@@ -94,8 +94,8 @@ class FineTune(Strategy):
         ``val_max_samples`` of its rows (a stratified sample drawn once per fit; ``None``: every
         row). Only scored epochs can be kept; early stopping counts epochs since the best
         scored one. ``"auto"`` (default): as rarely as keeps validation at about a tenth of
-        the training work (:func:`transferkit.train.trainer.auto_val_every`: every 14th epoch
-        on the demo's 100 training and 398 validation images; every epoch once the training
+        the training work (:func:`transferkit.train.trainer.auto_val_every`: every 15th epoch
+        on the demo's 100 training and 401 validation images; every epoch once the training
         split is 4x the validation split). ``val_every=1`` scores every epoch.
     mixed_precision
         ``"no"``, ``"bf16"`` or ``"fp16"`` (CUDA): autocast through accelerate; on a device

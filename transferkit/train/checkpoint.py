@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,11 @@ CHECKPOINT = "checkpoint.pt"
 
 #: The checkpoint format this Trainer writes and reads.
 FORMAT = "transferkit.trainer/2"
+
+#: ``checkpoint_every="auto"``: a checkpoint after the first epoch that ends at least this many
+#: seconds after the fit started or after the previous checkpoint (a kill loses at most about
+#: this much training, plus the epoch in progress).
+AUTO_CHECKPOINT_SECONDS = 30.0
 
 
 def _rng_state() -> dict:
@@ -129,6 +135,13 @@ class Checkpointer:
     """Trainer callback: write ``run_dir/checkpoint.pt`` every ``every`` epochs (and after the
     last one), atomically, from the main process only.
 
+    ``every="auto"``: after an epoch that ends at least :data:`AUTO_CHECKPOINT_SECONDS` after
+    the start (or the previous checkpoint), so fits with epochs of a second write a few
+    checkpoints, not one per epoch, and fits with long epochs write one after every epoch;
+    no extra write after the last epoch (``fit`` deletes the checkpoint when it returns).
+    Every kill point still resumes exactly: a checkpoint is a complete state, whichever epoch
+    it holds. While faults are injected (the kill-point tests) ``"auto"`` writes every epoch.
+
     With ``asynchronous=True`` the state is copied to the CPU at the end of the epoch and
     written by a background thread while the next epoch trains; the next write (and the end of
     ``fit``) first waits for the previous one. A process killed while a write is in flight
@@ -138,15 +151,24 @@ class Checkpointer:
     the point ``train.epoch`` means "this epoch's checkpoint is on disk".
     """
 
-    def __init__(self, path: str | os.PathLike, every: int = 1, asynchronous: bool = True):
-        self.path, self.every, self.asynchronous = Path(path), int(every), bool(asynchronous)
+    def __init__(self, path: str | os.PathLike, every: int | str = 1, asynchronous: bool = True,
+                 interval: float | None = None):
+        self.path, self.asynchronous = Path(path), bool(asynchronous)
+        self.every = every if every == "auto" else int(every)
+        self.interval = float(AUTO_CHECKPOINT_SECONDS if interval is None else interval)
+        self._since = time.monotonic()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
     def due(self, epoch: int, last: bool) -> bool:
+        """Whether the epoch that just ended is checkpointed (the main process decides; the
+        Trainer shares the decision with the others)."""
+        if self.every == "auto":
+            return faults_active() or time.monotonic() - self._since >= self.interval
         return last or (epoch + 1) % self.every == 0
 
     def save(self, state: dict) -> None:
+        self._since = time.monotonic()
         if not _dist.is_main_process():
             return
         self.wait()

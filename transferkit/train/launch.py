@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 import uuid
 
 from .._threads import check_threads, default_threads
@@ -145,7 +146,7 @@ def relaunch(argv: list[str], num_processes: int, threads: int | None = None, *,
         so the status is the failed process's own. A failure is also reported as one line on
         stderr naming the failed ranks.
     """
-    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs, SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -162,11 +163,15 @@ def relaunch(argv: list[str], num_processes: int, threads: int | None = None, *,
         raise ConfigError(f"--num-processes={n} but this machine has {gpus} CUDA GPU(s); give at most {gpus} (one "
                           "process per GPU), or hide the GPUs (CUDA_VISIBLE_DEVICES=) to train on the CPU.")
     rdzv = {} if timeout is None else {"timeout": int(timeout)}
+    # the launcher's per-attempt log folders (empty: nothing is redirected) go into a temporary
+    # folder removed afterwards, not left behind in the system's temporary directory
+    logs = tempfile.TemporaryDirectory(prefix="transferkit-launch-")
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=f"transferkit-{uuid.uuid4().hex}",
                           rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{free_port()}", rdzv_configs=rdzv,
-                          local_addr="127.0.0.1", max_restarts=0, monitor_interval=0.1)
+                          local_addr="127.0.0.1", max_restarts=0, monitor_interval=0.1,
+                          logs_specs=DefaultLogsSpecs(log_dir=logs.name))
     try:
-        with _environ(**env), _quiet_launcher():
+        with logs, _environ(**env), _quiet_launcher():
             elastic_launch(config, entrypoint=sys.executable)("-m", module, *child_argv)
     except ChildFailedError as exc:
         codes = {rank: _exit_code(f.exitcode) for rank, f in sorted(exc.failures.items())}

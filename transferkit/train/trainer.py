@@ -213,13 +213,18 @@ def auto_val_every(n_val: int, n_train_per_epoch: int, epochs: int, budget: floa
     """Validate every N epochs so that validation costs about ``budget`` of the training work.
 
     Scoring one row (a forward pass in eval mode) costs about a third of what training on one
-    row costs (forward and backward), so an epoch's validation of ``n_val`` rows costs about
-    ``n_val / (3 n_train)`` of its training; ``N = ceil(n_val / (3 budget n_train))``, at
-    least 1 and at most ``epochs`` (the last epoch is always scored). On the demo (100
-    training images, 398 validation images) that is every 14th epoch; with as many training
-    rows as validation rows, every 4th; with 4x more, every epoch.
+    row costs (forward and backward), so one validation of ``n_val`` rows costs about
+    ``r = n_val / (3 n_train)`` of an epoch's training, and ``k = floor(budget * epochs / r)``
+    validations (at least one: the last epoch is always scored) fit the budget; ``N =
+    ceil(epochs / k)`` spreads them over the fit (epochs ``N-1, 2N-1, ...`` and the last; at
+    most ``k`` of them). On the demo (100 training images, 401 validation images, 30 epochs)
+    that is every 15th epoch (epochs 14 and 29); with as many training rows as validation
+    rows, every 4th; with 4x more, every epoch.
     """
-    return int(min(max(1, math.ceil(n_val / (3 * budget * max(n_train_per_epoch, 1)))), max(epochs, 1)))
+    epochs = max(int(epochs), 1)
+    r = n_val / (3 * max(n_train_per_epoch, 1))
+    k = max(1, math.floor(budget * epochs / r)) if r > 0 else epochs
+    return int(min(max(1, math.ceil(epochs / k)), epochs))
 
 
 class Trainer:
@@ -284,8 +289,10 @@ class Trainer:
         nowhere). Only the main process writes.
     checkpoint, checkpoint_every, async_checkpoint
         With a ``run_dir``, write ``run_dir/checkpoint.pt`` every ``checkpoint_every`` epochs
-        and after the last, atomically (temporary file, fsync, rename), in a background thread
-        when ``async_checkpoint``: model, optimizer, schedule, every RNG stream (of every
+        and after the last (``"auto"``, the default: after an epoch that ends 30 s or more
+        after the previous checkpoint, see :class:`~transferkit.train.checkpoint.Checkpointer`),
+        atomically (temporary file, fsync, rename), in a background thread when
+        ``async_checkpoint``: model, optimizer, schedule, every RNG stream (of every
         process), history, the selection's best weights and score, and the ``state_dict`` of
         every ``nn.Module`` loss term and of callbacks that have one. It is deleted when
         ``fit`` returns normally; a killed process leaves the last complete checkpoint for
@@ -321,7 +328,7 @@ class Trainer:
                  device: str | None = None, run_dir: str | Path | None = None, progress: bool = True,
                  eval_batch_size: int = 64, tag: str = "", losses=(), checkpoint: bool = True,
                  selection=None, steps_per_epoch: int | None = None, val_every: int = 1,
-                 val_max_samples: int | None = None, checkpoint_every: int = 1, async_checkpoint: bool = True,
+                 val_max_samples: int | None = None, checkpoint_every: int | str = "auto", async_checkpoint: bool = True,
                  grad_accum_steps: int = 1, mixed_precision: str = "no", num_workers: int = 0,
                  fault_prefix: str = "train"):
         self.model = model
@@ -335,8 +342,9 @@ class Trainer:
             check_number("steps_per_epoch", steps_per_epoch, low=1, integer=True)
         if val_every != "auto":
             check_number("val_every", val_every, low=1, integer=True)
-        for name, v in (("checkpoint_every", checkpoint_every),
-                        ("grad_accum_steps", grad_accum_steps), ("eval_batch_size", eval_batch_size)):
+        if checkpoint_every != "auto":
+            check_number("checkpoint_every", checkpoint_every, low=1, integer=True)
+        for name, v in (("grad_accum_steps", grad_accum_steps), ("eval_batch_size", eval_batch_size)):
             check_number(name, v, low=1, integer=True)
         check_number("num_workers", num_workers, low=0, integer=True)
         if val_max_samples is not None:
@@ -617,8 +625,12 @@ class Trainer:
         fault_point(f"{self.fault_prefix}.epoch_logged")
         callbacks.call(self._user, "on_epoch_end", self, epoch, row)
         last = epoch == self.epochs - 1 or self.should_stop
-        if self._checkpointer is not None and self._checkpointer.due(epoch, last):
-            self._checkpointer.save(self._state(epoch))
+        if self._checkpointer is not None:
+            due = self._checkpointer.due(epoch, last)
+            if self.world > 1:  # the main process's clock decides for all (_state is collective)
+                due = bool(_dist.broadcast_object(due))
+            if due:
+                self._checkpointer.save(self._state(epoch))
         fault_point(f"{self.fault_prefix}.epoch")
         if self.should_stop:
             self.stopped_early = True
