@@ -23,7 +23,8 @@ def machine(monkeypatch):
 
     def make(cores, load, local=1):
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
-        monkeypatch.setattr(os, "getloadavg", lambda: (load, 0.0, 0.0), raising=False)
+        monkeypatch.setattr(_threads, "busy_cores", lambda: load)  # what /proc/stat would say
+        monkeypatch.setattr(os, "getloadavg", lambda: (99.0, 0.0, 0.0), raising=False)  # not read on Linux
         monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))
 
     return make
@@ -65,10 +66,52 @@ def test_default_without_affinity_or_load_average(machine, monkeypatch):
     def no_load():
         raise OSError("no load average")
 
+    monkeypatch.setattr(_threads, "busy_cores", lambda: None)  # no /proc/stat
     monkeypatch.setattr(os, "getloadavg", no_load)
     assert default_threads() == 6
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert default_threads() == 1
+
+
+def test_without_proc_stat_the_load_average_counts(machine, monkeypatch):
+    machine(8, 0.0)
+    monkeypatch.setattr(_threads, "busy_cores", lambda: None)  # macOS
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 0.0, 0.0), raising=False)
+    assert default_threads() == 5
+
+
+def test_busy_cores_reads_two_samples_of_proc_stat_and_leaves_out_this_process(tmp_path, monkeypatch):
+    """Two /proc/stat snapshots on a 4-core machine at 100 ticks/s: the window is 80 ticks (4 cores
+    x 0.2 s), 60 of them busy (user, system, steal), i.e. 3 cores; this process used 0.2 s of CPU
+    (1 core) in the window, so the others keep 2 cores busy."""
+    stat = tmp_path / "stat"
+    per_cpu = "cpu0 1 2 3\ncpu1 1 2 3\ncpu2 1 2 3\ncpu3 1 2 3\nintr 5\n"
+    snaps = iter(["cpu  1040 0 515 8018 102 0 0 5 0 0\n" + per_cpu])
+    own = iter([10.0, 10.2])
+    stat.write_text("cpu  1000 0 500 8000 100 0 0 0 0 0\n" + per_cpu)
+    monkeypatch.setattr(_threads, "PROC_STAT", str(stat))
+    monkeypatch.setattr(_threads.time, "sleep", lambda seconds: stat.write_text(next(snaps)))
+    monkeypatch.setattr(os, "times", lambda: (next(own), 0.0, 0.0, 0.0, 0.0))
+    monkeypatch.setattr(os, "sysconf", lambda name: 100)
+    assert _threads.busy_cores() == pytest.approx(2.0)
+    monkeypatch.setattr(_threads, "PROC_STAT", str(tmp_path / "missing"))  # not Linux
+    assert _threads.busy_cores() is None
+
+
+def test_busy_cores_sees_a_busy_neighbour():
+    """On this machine (Linux): a process spinning on one core counts as about one busy core."""
+    if _threads.busy_cores(0.05) is None:
+        pytest.skip("no /proc/stat")
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        busy = _threads.busy_cores(0.5)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert 0.7 <= busy <= (os.cpu_count() or 1) + 0.5
 
 
 def test_default_local_processes_argument_overrides_the_launcher(machine):

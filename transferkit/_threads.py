@@ -12,8 +12,11 @@ The rule of :func:`default_threads`, in order:
 2. Otherwise start from the cores this process may run on (``os.sched_getaffinity(0)``
    where the platform has it, so ``taskset`` and container CPU sets count; else
    ``os.cpu_count()``).
-3. Take away the cores the machine is already busy with: the 1-minute load average
-   (``os.getloadavg()``), rounded to a whole number. At least one core is always left.
+3. Take away the cores the machine is busy with right now: on Linux the busy share of every
+   core over 0.2 s (``/proc/stat``, this process's own use left out), elsewhere the 1-minute
+   load average (``os.getloadavg()``), rounded to a whole number. At least one core is always
+   left. (Not the load average on Linux: it remembers a minute of past work, so a demo started
+   just after ``make install`` would run on fewer threads than the same demo a minute later.)
 4. Share what is left among the processes of this run on this machine
    (:func:`transferkit._dist.local_world_size`, 1 without a launcher), rounding down.
 5. Never below 1.
@@ -25,6 +28,7 @@ So an idle 8-core machine gives 8 threads to a single process and 4 to each of t
 from __future__ import annotations
 
 import os
+import time
 
 from . import _dist
 from .errors import ConfigError
@@ -53,8 +57,51 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: Where the kernel reports cumulative CPU time per state (Linux).
+PROC_STAT = "/proc/stat"
+
+#: Seconds over which :func:`busy_cores` samples the machine.
+SAMPLE_SECONDS = 0.2
+
+
+def _cpu_jiffies() -> tuple[int, int, int]:
+    """``(busy, total, cpus)`` from the aggregate ``cpu`` line of :data:`PROC_STAT` (clock
+    ticks; busy excludes idle and iowait; guest time is already inside user time)."""
+    with open(PROC_STAT) as f:
+        lines = f.read().splitlines()
+    fields = [int(v) for v in lines[0].split()[1:9]]
+    fields += [0] * (8 - len(fields))
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    total = user + nice + system + idle + iowait + irq + softirq + steal
+    cpus = sum(1 for line in lines[1:] if line.startswith("cpu") and line[3:4].isdigit())
+    return total - idle - iowait, total, max(cpus, 1)
+
+
+def busy_cores(seconds: float = SAMPLE_SECONDS) -> float | None:
+    """How many cores other processes kept busy over the next ``seconds`` (``/proc/stat``
+    sampled twice, this process's own CPU time taken out); ``None`` where there is no
+    ``/proc/stat``."""
+    try:
+        b0, t0, cpus = _cpu_jiffies()
+        own0 = sum(os.times()[:2])
+        time.sleep(seconds)
+        b1, t1, _ = _cpu_jiffies()
+        own1 = sum(os.times()[:2])
+    except (OSError, ValueError, IndexError):
+        return None
+    if t1 <= t0:
+        return None
+    wall = (t1 - t0) / cpus  # the window in clock ticks, per core
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return max(0.0, (b1 - b0) / wall - (own1 - own0) * tick / wall)
+
+
 def machine_load() -> int:
-    """The 1-minute load average, rounded (0 where the platform does not report it)."""
+    """The cores other processes are busy with, rounded: :func:`busy_cores` where the
+    platform has ``/proc/stat``, else the 1-minute load average (0 where neither exists)."""
+    busy = busy_cores()
+    if busy is not None:
+        return max(0, round(busy))
     try:
         return max(0, round(os.getloadavg()[0]))
     except (AttributeError, OSError):  # Windows has no getloadavg
