@@ -397,19 +397,21 @@ class IdxImages(Sequence):
         self._ident: str | None = None  # see fingerprint()
 
     # -------------------------------------------------------------- the map
+    def _check_unchanged(self) -> None:
+        """Raise when the file is gone or its size or modification time changed since loading."""
+        try:
+            stamp = _stamp(self.source)
+        except OSError:
+            raise DataError(f"IDX file {self.shown!r} has disappeared since it was loaded; reload the "
+                            "dataset.") from None
+        if stamp != self.stamp:
+            raise DataError(f"IDX file {self.shown!r} has changed since it was loaded (size or modification time "
+                            "differ); reload the dataset.")
+
     def _array(self) -> np.memmap:
         """The memory map, (re)opened on first use in this process."""
         if self._map is None:
-            try:
-                stamp = _stamp(self.source)
-            except OSError:
-                raise DataError(f"IDX file {self.shown!r} has disappeared since it was loaded; reload the "
-                                "dataset.") from None
-            if stamp != self.stamp:
-                raise DataError(
-                    f"IDX file {self.shown!r} has changed since it was loaded (size or modification time differ); "
-                    "reload the dataset."
-                )
+            self._check_unchanged()
             if self.compressed and not self.mapped.is_file():  # the cache was cleared: decompress again
                 self.mapped, _ = _decompressed(self.source, self.shown, self.cache_dir)
             if _raw_header(self.mapped, str(self.mapped)) != self.header:
@@ -514,14 +516,7 @@ class IdxImages(Sequence):
         answering (what it would serve and what its fingerprint would describe could differ),
         and the reloaded dataset gets a new fingerprint.
         """
-        try:
-            stamp = _stamp(self.source)
-        except OSError:
-            raise DataError(f"IDX file {self.shown!r} has disappeared since it was loaded; reload the "
-                            "dataset.") from None
-        if stamp != self.stamp:
-            raise DataError(f"IDX file {self.shown!r} has changed since it was loaded (size or modification time "
-                            "differ); reload the dataset.")
+        self._check_unchanged()
         if self._ident is None:
             self._ident = _file_key(self.source)
         h = hashlib.sha256(f"idx-images {self.header.magic} {self.header.shape}\n{self._ident}\n".encode())
