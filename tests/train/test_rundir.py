@@ -84,6 +84,22 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path):
     assert (old / "results.json").read_text() == '{"old": true}'
 
 
+def test_an_overwrite_replaces_a_run_whose_writer_was_killed(tmp_path):
+    """A run killed while writing in place leaves its lock (a dead pid); an --overwrite of it builds
+    the replacement beside it and swaps it in at the end: its own replacement's live lock must not
+    count as 'another process replacing this folder' (it once did, and the finished run stayed in
+    the hidden sibling)."""
+    old = _old_run(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (old / LOCK).write_text(f"{dead.pid}\n")
+    with open_run_dir(old, overwrite=True) as d:
+        assert d != old
+        (d / "results.json").write_text('{"new": true}')
+    assert (old / "results.json").read_text() == '{"new": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and not (old / LOCK).exists()
+
+
 def test_the_same_process_cannot_open_a_directory_twice(tmp_path):
     with open_run_dir(tmp_path / "a"):
         with pytest.raises(ConfigError, match="being written by process"):

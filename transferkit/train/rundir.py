@@ -249,7 +249,7 @@ def check_unlocked(folder: str | os.PathLike) -> None:
     f = Path(folder)
     for q in _stale_siblings(f):
         pid = _lock_owner(q) if q.name.startswith(f".{f.name}.new-") else None
-        if pid is not None:
+        if pid is not None and pid != os.getpid():  # this process's own replacement, being swapped in, is fine
             raise ConfigError(
                 f"{str(folder)!r} is being replaced by process {pid} (an --overwrite in progress, building "
                 f"{q.name}); wait for it to finish (or stop it), or choose another --out.")
