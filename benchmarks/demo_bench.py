@@ -18,19 +18,22 @@ from transferkit.config import config_from_dict
 from transferkit.experiment import format_table, run_experiment
 
 # each row changes one thing of the demo's finetune (general defaults, every epoch scored on the
-# validation split); the last row is the general default's validation schedule (every 15th epoch here)
+# validation split, as in the demo); the last row is the general default's validation schedule
+# (every 15th epoch here)
+EVERY_EPOCH = {"val_every": 1}
 ABLATIONS = [
-    {"name": "scratch", "val_every": 1},
+    {"name": "scratch", **EVERY_EPOCH},
     "feature_extraction",
-    {"name": "finetune", "val_every": 1},
-    {"name": "finetune", "label": "finetune_no_lp_init", "lp_init": False, "val_every": 1},
-    {"name": "finetune", "label": "finetune_bn_stats_update", "freeze_bn": "frozen_groups", "val_every": 1},
-    {"name": "finetune", "label": "finetune_same_lr", "backbone_lr_mult": 1.0, "val_every": 1},
-    {"name": "finetune", "label": "finetune_no_augment", "augment": "none", "val_every": 1},
-    {"name": "finetune", "label": "finetune_last2", "unfreeze": "last:2", "val_every": 1},
-    {"name": "finetune", "label": "finetune_progressive", "unfreeze": "none", "progressive_unfreeze": 3,
-     "val_every": 1},
-    {"name": "finetune", "label": "finetune_layer_decay", "layer_decay": 0.7, "val_every": 1},
+    {"name": "finetune", **EVERY_EPOCH},
+    *({"name": "finetune", "label": label, **change, **EVERY_EPOCH} for label, change in [
+        ("finetune_no_lp_init", {"lp_init": False}),
+        ("finetune_bn_stats_update", {"freeze_bn": "frozen_groups"}),
+        ("finetune_same_lr", {"backbone_lr_mult": 1.0}),
+        ("finetune_no_augment", {"augment": "none"}),
+        ("finetune_last2", {"unfreeze": "last:2"}),
+        ("finetune_progressive", {"unfreeze": "none", "progressive_unfreeze": 3}),
+        ("finetune_layer_decay", {"layer_decay": 0.7}),
+    ]),
     {"name": "finetune", "label": "finetune_val_auto", "val_every": "auto"},
 ]
 

@@ -36,25 +36,7 @@ CHILD = textwrap.dedent('''
 
     out, world_label = sys.argv[1], sys.argv[2]
 
-    class MLP(nn.Module):  # no BatchNorm: a sample's gradient does not depend on its batch
-        spec = None
-
-        def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(nn.Linear(6, 16), nn.Tanh())
-            self.head = nn.Linear(16, 3)
-
-        def preprocess(self, X):
-            return torch.as_tensor(np.asarray(X), dtype=torch.float32)
-
-        def move_inputs(self, b, device):
-            return b.to(device)
-
-        def features(self, x):
-            return self.body(x)
-
-        def forward(self, x):
-            return self.head(self.body(x))
+    from test_trainer_parts import MLP  # no BatchNorm: a sample's gradient does not depend on its batch
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(96, 6)).astype(np.float32)
@@ -91,7 +73,8 @@ def _clean_env(tmp_path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
                                                             "MASTER_ADDR", "MASTER_PORT", "TRANSFERKIT_FAULT")}
     env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([str(tmp_path / "mods"), *filter(None, [env.get("PYTHONPATH")])]))
+               PYTHONPATH=os.pathsep.join([str(tmp_path / "mods"), str(Path(__file__).parent),
+                                           *filter(None, [env.get("PYTHONPATH")])]))
     return env
 
 

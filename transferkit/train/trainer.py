@@ -627,7 +627,9 @@ class Trainer:
         last = epoch == self.epochs - 1 or self.should_stop
         if self._checkpointer is not None:
             due = self._checkpointer.due(epoch, last)
-            if self.world > 1:  # the main process's clock decides for all (_state is collective)
+            # by the clock, the main process decides for all (_state is collective); by epoch count
+            # every process already agrees
+            if self.world > 1 and self._checkpointer.every == "auto":
                 due = bool(_dist.broadcast_object(due))
             if due:
                 self._checkpointer.save(self._state(epoch))
