@@ -7,6 +7,10 @@ _API = {
     "train_backbone_adapter": "transferkit.adapt.backbone",
     "DALossTerm": "transferkit.adapt.features",
     "SelectionCallback": "transferkit.train.selection",
+    # label shift: target priors without target labels (BBSE, MLLS), prior correction, sampling
+    **{name: "transferkit.adapt.label_shift" for name in (
+        "LabelShiftEstimate", "estimate_target_priors", "correct_probs", "class_weights_for_priors",
+        "prior_matched_counts")},
 }
 
 
