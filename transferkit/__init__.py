@@ -34,6 +34,7 @@ _API = {
     "config_from_dict": "transferkit.config",
     "run_experiment": "transferkit.experiment",
     "make_splits": "transferkit.experiment",
+    "load_run": "transferkit.inference",
     "assess": "transferkit.assess",
     "rank_backbones": "transferkit.assess",
     "ben_david_bound": "transferkit.diagnostics",

@@ -550,6 +550,8 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
             "wall_time": time.perf_counter() - t_start,
         }
         if main:
+            from .modelcard import write_model_card  # MODEL_CARD.md + model_card.json (data, splits, metrics, use)
+            write_model_card(out, cfg, results, target, source, make_splits, load_dataset)
             write_json(out / "results.json", results)
             fault_point("experiment.results_json")
             write_text(out / "results.md", format_table(summary, markdown=True) + "\n")

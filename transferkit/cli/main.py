@@ -173,6 +173,31 @@ def _build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir", metavar="RUN_DIR")
     rp.add_argument("--format", nargs="+", choices=["html", "md"], default=["html", "md"])
 
+    pr = sub.add_parser("predict", help="apply a finished run's model to new data; write a CSV of predictions",
+                        description="Predicted class, one probability per class and the true label (when DATA has "
+                                    "one) per row, with the run's preprocessing (a table's feature columns by name).")
+    pr.add_argument("run_dir", metavar="RUN_DIR", help="the run's --out folder, or one of its STRATEGY/seedN folders")
+    pr.add_argument("data", nargs="?", metavar="DATA",
+                    help="dataset spec as for 'run': a CSV/Parquet table, an image folder, an .npz file, digits:...")
+    pr.add_argument("--split", choices=["test", "val", "train"], default=None,
+                    help="instead of DATA: the run's own split of its target for the seed (needs the run's data)")
+    pr.add_argument("--strategy", default=None, help="strategy key (default: the best mean validation accuracy)")
+    pr.add_argument("--seed", type=_int_arg(0, 2**32 - 1), default=None, help="seed (default: the first trained one)")
+    pr.add_argument("--out", default="predictions.csv", help="CSV file to write (default predictions.csv)")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    _add_threads(pr)
+
+    ex = sub.add_parser("export", help="export a finished run's model (preprocessed inputs -> logits) to ONNX or "
+                                       "TorchScript, checked against PyTorch")
+    ex.add_argument("run_dir", metavar="RUN_DIR", help="the run's --out folder, or one of its STRATEGY/seedN folders")
+    ex.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    ex.add_argument("--out", default=None, help="file to write (default STRATEGY-seedN.onnx / .pt); the "
+                                                "preprocessing goes to FILE.json")
+    ex.add_argument("--strategy", default=None, help="strategy key (default: the best mean validation accuracy)")
+    ex.add_argument("--seed", type=_int_arg(0, 2**32 - 1), default=None, help="seed (default: the first trained one)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    _add_threads(ex)
+
     ls = sub.add_parser("list", help="list backbones, datasets, strategies, divergences or transferability scores")
     ls.add_argument("kind", choices=["backbones", "datasets", "strategies", "divergences", "transferability",
                                      "da_losses", "shallow_da", "scorers", "penalties"])
@@ -268,6 +293,21 @@ def _cmd_report(args) -> int:
 
     for fmt, path in write_report(args.run_dir, formats=args.format).items():
         print(f"{fmt}: {path}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from ..inference import predict_to_csv
+
+    predict_to_csv(args.run_dir, args.data, strategy=args.strategy, seed=args.seed, split=args.split, out=args.out,
+                   overwrite=args.overwrite)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from ..export import export_run
+
+    export_run(args.run_dir, args.format, args.out, strategy=args.strategy, seed=args.seed, overwrite=args.overwrite)
     return 0
 
 
@@ -506,7 +546,7 @@ def _dispatch(args) -> int:
             configure_threads(args.threads)
         return {"run": _cmd_run, "demo": _cmd_demo, "assess": _cmd_assess, "benchmark": _cmd_benchmark,
                 "list": _cmd_list, "report": _cmd_report, "diagnose": _cmd_diagnose,
-                "groups": _cmd_groups}[args.command](args)
+                "groups": _cmd_groups, "predict": _cmd_predict, "export": _cmd_export}[args.command](args)
     except (TransferKitError, OSError) as exc:
         # OSError: a path that cannot be written or read (permissions, full disk), not a bug
         if args.debug:

@@ -487,7 +487,61 @@ class Adapt(Strategy):
         if hasattr(self, "model_"):
             return self.model_.state_dict()
         est = getattr(self.clf_, "estimator_", self.clf_)
-        return {"head.weight": est.coef_.astype(np.float32), "head.bias": est.intercept_.astype(np.float32)}
+        return {"head.weight": est.coef_.astype(np.float32), "head.bias": est.intercept_.astype(np.float32),
+                **self._closed_form_state()[0]}
+
+    def _closed_form_state(self) -> tuple[dict, dict]:
+        """The closed-form classifier (and mapping adapter) as tensors + JSON headers."""
+        from ._state import estimator_state
+
+        tensors, meta = {}, {}
+        for prefix, est in (("clf", getattr(self.clf_, "estimator_", self.clf_)),
+                            ("adapter", getattr(self, "_adapter", None))):
+            if est is not None:
+                t, meta[f"transferkit.{prefix}"] = estimator_state(est, prefix)
+                tensors.update(t)
+        return tensors, meta
+
+    def state_metadata(self) -> dict[str, str]:
+        meta = {"transferkit.n_classes": str(self.n_classes_)}
+        if not hasattr(self, "model_"):
+            meta.update(self._closed_form_state()[1])
+        return meta
+
+    def load_state(self, state: dict, metadata: dict | None = None, where: str = "model.safetensors"):
+        """The fitted predictor from :meth:`state_dict` and :meth:`state_metadata`: the bottleneck
+        + head (feature level, its BatchNorm statistics included: AdaBN's are the target's), the
+        backbone-level model, or the closed-form classifier and adapter; returns ``self``."""
+        from ._state import load_module_state, rebuild_estimator, transfer_model_from_state
+
+        self.validate()
+        self._reset_fitted()
+        meta = metadata or {}
+        self.history_, self.best_epoch_ = [], None
+        if self.level == "backbone":
+            n = int(state["head.net.4.weight"].shape[0])
+            self.model_, self.trainer_ = transfer_model_from_state(self, state, n, "mlp", 0.0, where)
+        elif "bottleneck.0.weight" in state:
+            from ..adapt.features import BottleneckClassifier
+
+            w = state["bottleneck.0.weight"]
+            n = int(state["head.weight"].shape[0])
+            model = BottleneckClassifier(int(w.shape[1]), n, int(w.shape[0]), self.dropout)
+            load_module_state(model, state, where)
+            self.model_ = model.eval()
+        else:
+            from sklearn.linear_model import LogisticRegression
+
+            from .._registry import get
+
+            self.clf_ = rebuild_estimator(state, meta.get("transferkit.clf"), "clf", LogisticRegression, where)
+            self._adapter = None
+            if "transferkit.adapter" in meta:
+                self._adapter = rebuild_estimator(state, meta["transferkit.adapter"], "adapter",
+                                                  get("shallow_da", self.method), where)
+            n = int(meta.get("transferkit.n_classes", max(self.clf_.classes_) + 1))
+        self.n_classes_ = int(meta.get("transferkit.n_classes", n))
+        return self
 
 
 @register("strategy", "two_stage")

@@ -229,6 +229,10 @@ class Strategy:
 
     name = "strategy"
 
+    #: Whether ``fit`` needs labeled target training samples (the domain-adaptation strategies
+    #: and their source-only baselines do not: they train on a labeled source).
+    needs_target_labels = True
+
     #: Parameters that decide the feature extractor a strategy builds (``extractor_`` is kept
     #: across fits while these stay the same: it holds no data, only the built backbone).
     _EXTRACTOR_PARAMS = ("backbone", "pretrained", "image_size", "cache_dir", "batch_size", "device", "progress",
@@ -328,19 +332,39 @@ class Strategy:
         """Tensors that reproduce the fitted predictor (saved as safetensors by :meth:`save`)."""
         raise NotImplementedError
 
+    def state_metadata(self) -> dict[str, str]:
+        """Strings :meth:`load_state` needs besides the tensors (saved in the safetensors header
+        by :meth:`save`); none by default."""
+        return {}
+
+    def load_state(self, state: dict, metadata: dict | None = None):
+        """Rebuild the fitted predictor from :meth:`state_dict`'s tensors and
+        :meth:`state_metadata`'s strings (as :func:`transferkit.load_run` reads them from a
+        run's ``model.safetensors``), with this instance's parameters; returns ``self``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be rebuilt from a saved state.")
+
     def save(self, path, metadata: dict | None = None) -> None:
-        """Write :meth:`state_dict` to ``path`` as safetensors (never a pickle)."""
+        """Write :meth:`state_dict` to ``path`` as safetensors (never a pickle), with
+        :meth:`state_metadata` and ``metadata`` in its header."""
         import torch
         from safetensors.torch import save_file
 
         state = {k: torch.as_tensor(v).detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        meta = {**self.state_metadata(), **(metadata or {})}
+        save_file(state, str(path), metadata={k: str(v) for k, v in meta.items()})
 
     def predict_logits(self, dataset) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def predict(self, dataset) -> np.ndarray:
         return self.predict_logits(dataset).argmax(1)
+
+    def predict_proba(self, dataset) -> np.ndarray:
+        """Class probabilities ``(n, K)``: the softmax of :meth:`predict_logits` (for the
+        closed-form heads, whose logits are log-probabilities, the classifier's own)."""
+        z = np.asarray(self.predict_logits(dataset), dtype=np.float64)
+        z = np.exp(z - z.max(1, keepdims=True))
+        return z / z.sum(1, keepdims=True)
 
     def score(self, dataset, y_pred=None) -> float:
         """Accuracy on the labeled samples of ``dataset`` (``y_pred``: its predictions, when

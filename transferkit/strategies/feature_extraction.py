@@ -177,7 +177,50 @@ class FeatureExtraction(Strategy):
             out = {"head.weight": out["head.fc.weight"], "head.bias": out["head.fc.bias"]}
         if self.standardize:
             out.update({"feature_mean": self.mean_.astype(np.float32), "feature_scale": self.scale_.astype(np.float32)})
+        if self.head == "logistic":  # the classifier itself (float64), so load_state predicts exactly as it did
+            from ._state import estimator_state
+
+            out.update(estimator_state(self.clf_, "clf")[0])
         return out
+
+    def state_metadata(self) -> dict[str, str]:
+        if self.head != "logistic":
+            return {}
+        from ._state import estimator_state
+
+        return {"transferkit.clf": estimator_state(self.clf_, "clf")[1]}
+
+    def load_state(self, state: dict, metadata: dict | None = None, where: str = "model.safetensors"):
+        """The fitted head from :meth:`state_dict` (the backbone is rebuilt from the parameters,
+        as in ``fit``); returns ``self``."""
+        from ._state import _numpy, load_module_state, logistic_from_linear, rebuild_estimator
+
+        self.validate()
+        self._reset_fitted()
+        W, b = _numpy(state["head.weight"]), _numpy(state["head.bias"])
+        self.classes_ = np.arange(len(b))
+        if self.standardize:
+            self.mean_, self.scale_ = _numpy(state["feature_mean"]), _numpy(state["feature_scale"])
+        if self.head == "logistic":
+            from sklearn.linear_model import LogisticRegression
+
+            header = (metadata or {}).get("transferkit.clf")
+            self.clf_ = (rebuild_estimator(state, header, "clf", LogisticRegression, where) if header
+                         else logistic_from_linear(W, b))
+            self.trainable_params_ = int(self.clf_.coef_.size + self.clf_.intercept_.size)
+        else:
+            import torch
+
+            from ..backbones.vision import IdentityBackbone
+            from ..nn import TransferModel
+
+            with seeded(self.seed):
+                model = TransferModel(IdentityBackbone(W.shape[1]), len(b))
+            load_module_state(model, {"head.fc.weight": torch.as_tensor(W), "head.fc.bias": torch.as_tensor(b)}, where)
+            self.linear_ = model.eval()
+            self.trainable_params_ = int(W.size + b.size)
+        self.history_ = []
+        return self
 
     def predict_logits(self, dataset) -> np.ndarray:
         F = self.transform(dataset)

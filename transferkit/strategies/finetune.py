@@ -433,6 +433,21 @@ class FineTune(Strategy):
     def state_dict(self) -> dict:
         return self.model_.state_dict()
 
+    def load_state(self, state: dict, metadata: dict | None = None, where: str = "model.safetensors"):
+        """The fine-tuned model from :meth:`state_dict` (the whole backbone and head); returns ``self``."""
+        from ._state import transfer_model_from_state
+
+        self.validate()
+        self._reset_fitted()
+        last = state.get("head.fc.weight" if self.head == "linear" else "head.net.4.weight")
+        if last is None:
+            raise ConfigError(f"{where} holds no {self.head!r} head (head.* tensors); the file and config.yaml "
+                              "must come from the same run.")
+        self.model_, self.trainer_ = transfer_model_from_state(self, state, int(last.shape[0]), self.head,
+                                                               self.dropout, where)
+        self.history_, self.penalties_ = [], []
+        return self
+
 
 @register("strategy", "scratch")
 class Scratch(FineTune):
