@@ -9,8 +9,32 @@ BASE = {"target": "digits", "strategies": ["finetune"]}
 def test_defaults_resolve():
     cfg = config_from_dict(dict(BASE))
     assert cfg.seeds == [0, 1, 2]
-    assert cfg.backbone.name == "efficientnet_lite0"
+    assert cfg.backbone.name == "auto"  # made concrete from the data: images get EfficientNet-Lite0
     assert cfg.strategies[0].name == "finetune"
+
+
+def test_auto_backbone_follows_the_modality_and_none_is_identity():
+    import numpy as np
+
+    from transferkit.config import BackboneConfig
+    from transferkit.data import DomainDataset
+    from transferkit.errors import ConfigError
+
+    table = DomainDataset(inputs=np.zeros((4, 6), np.float32), labels=np.array([0, 1, 0, 1]), name="t",
+                          modality="tabular")
+    text = DomainDataset(inputs=["a", "b"], labels=np.array([0, 1]), name="x", modality="text")
+    image = DomainDataset(inputs=np.zeros((2, 8, 8), np.float32), labels=np.array([0, 1]), name="i", modality="image")
+    auto = BackboneConfig()
+    assert auto.resolved(table).name == "identity" and auto.resolved(table).options == {"in_features": 6}
+    assert auto.resolved(text).name == "minilm"
+    assert auto.resolved(image).name == "efficientnet_lite0"
+    assert auto.options == {}  # a copy: the section itself is not changed
+    cfg = config_from_dict({**BASE, "backbone": {"name": "none"}})
+    assert cfg.backbone.name == "identity"
+    assert cfg.backbone.resolved(table).options == {"in_features": 6}
+    assert BackboneConfig("identity", options={"in_features": 3}).resolved(table).options == {"in_features": 3}
+    with pytest.raises(ConfigError, match="uses the columns of a table.*'x' is text"):
+        cfg.backbone.resolved(text)
 
 
 @pytest.mark.parametrize(

@@ -42,9 +42,21 @@ MAX_YAML_NODES = 100_000
 MAX_SEEDS = 10_000  # as `--seeds N` on the command line
 
 
+#: The backbone used for each input modality when the config names none (``backbone: auto``,
+#: the default): an ImageNet CNN for images, the MiniLM sentence encoder for text, and the
+#: columns themselves for tables.
+DEFAULT_BACKBONES: dict[str, str] = {"image": "efficientnet_lite0", "text": "minilm", "tabular": "identity"}
+
+#: Names of "no backbone, use the columns": ``identity`` everywhere (``none`` is accepted as an alias).
+NO_BACKBONE_NAMES: tuple[str, ...] = ("identity", "none")
+
+#: How few target labels are drawn (``split.label_draw``).
+LABEL_DRAWS: tuple[str, ...] = ("balanced", "prior")
+
+
 @dataclass
 class BackboneConfig:
-    name: str = "efficientnet_lite0"
+    name: str = "auto"
     image_size: int | None = None
     pretrained: bool = True
     weights: str | None = None
@@ -62,6 +74,30 @@ class BackboneConfig:
                                image_size=self.image_size if image_size is None else image_size, arch=self.arch,
                                seed=seed, **self.options)
 
+    def resolved(self, dataset) -> "BackboneConfig":
+        """This section made concrete for ``dataset`` (see :func:`resolve_backbone_config`)."""
+        return resolve_backbone_config(self, dataset)
+
+
+def resolve_backbone_config(b: BackboneConfig, dataset) -> BackboneConfig:
+    """``b`` made concrete for ``dataset``: ``auto`` becomes the modality's default backbone
+    (:data:`DEFAULT_BACKBONES`), ``none`` becomes ``identity``, and ``identity`` without
+    ``options.in_features`` takes the table's column count. A copy; ``b`` is not changed."""
+    name = b.name
+    if name == "auto":
+        name = DEFAULT_BACKBONES.get(dataset.modality, "efficientnet_lite0")
+    if name in NO_BACKBONE_NAMES:
+        name = "identity"
+    options = dict(b.options or {})
+    if name == "identity":
+        if dataset.modality != "tabular":
+            raise ConfigError(
+                f"backbone {b.name!r} uses the columns of a table as features, but {dataset.name!r} is "
+                f"{dataset.modality}; choose {'an' if dataset.modality[0] in 'aeiou' else 'a'} {dataset.modality} "
+                f"backbone (e.g. {DEFAULT_BACKBONES.get(dataset.modality)}) or leave backbone out (auto).")
+        options.setdefault("in_features", int(dataset.inputs.shape[1]))
+    return dataclasses.replace(b, name=name, options=options)
+
 
 @dataclass
 class SplitConfig:
@@ -74,7 +110,15 @@ class SplitConfig:
     validation and test are cut from the remainder. ``labels_per_class=0`` means no labeled
     target training samples at all (unsupervised adaptation; needs ``unlabeled_fraction``).
     E.g. the digits-shift protocol is ``labels_per_class: 0, unlabeled_fraction: 0.5,
-    val_fraction: 0``: half the target unlabeled for training, half for test."""
+    val_fraction: 0``: half the target unlabeled for training, half for test.
+    ``unlabeled_fraction: 1`` adapts on every target row: the test split is then ``test`` (a
+    labeled file) or, without one, the same rows with their labels (the transductive protocol
+    of the DA literature; recorded as such). An unlabeled target (a table without its label
+    column, ``label=none``) adapts on all its rows too.
+
+    ``label_draw``: ``balanced`` draws ``labels_per_class`` of every class; ``prior`` draws
+    ``labels_per_class x n_classes`` labels in the target's own class proportions (at least one
+    per class), so an imbalanced target keeps its class priors in the training split."""
 
     labels_per_class: int | None = None
     train_fraction: float = 0.6
@@ -82,13 +126,18 @@ class SplitConfig:
     unlabeled_fraction: float = 0.0
     val: str | None = None
     test: str | None = None
+    label_draw: str = "balanced"
 
     def validate(self) -> None:
         for key in ("val", "test"):
             v = getattr(self, key)
             if v is not None and (not isinstance(v, (str, dict)) or not v):
                 raise ConfigError(f"split.{key}={v!r} must be a dataset spec string or mapping (or left out).")
-        check_number("split.unlabeled_fraction", self.unlabeled_fraction, low=0, high=1, high_inclusive=False)
+        check_number("split.unlabeled_fraction", self.unlabeled_fraction, low=0, high=1)
+        if self.label_draw not in LABEL_DRAWS:
+            raise ConfigError(f"split.label_draw={self.label_draw!r} must be one of {', '.join(LABEL_DRAWS)} "
+                              "(balanced: labels_per_class of every class; prior: the same number of labels drawn "
+                              "in the target's class proportions)." + suggest(str(self.label_draw), LABEL_DRAWS))
         if self.labels_per_class is not None:
             check_number("split.labels_per_class", self.labels_per_class, low=0, integer=True)
             if self.labels_per_class == 0 and self.unlabeled_fraction == 0:
@@ -365,6 +414,8 @@ def _backbone_config(bb) -> BackboneConfig:
     _check_keys(bb, BackboneConfig, "backbone.")
     b = BackboneConfig(**bb)
     _check_str("backbone.name", b.name, optional=False)
+    if b.name == "none":  # one name for "no backbone, use the columns"
+        b.name = "identity"
     if b.image_size is not None:
         b.image_size = check_number("backbone.image_size", b.image_size, low=8, high=1024, integer=True)
     _check_bool("backbone.pretrained", b.pretrained)

@@ -25,29 +25,44 @@ def make_splits(target, split=None, seed: int = 0, load=None, **split_options) -
 
     ``split`` is a :class:`transferkit.config.SplitConfig`, or give its fields as keywords:
     ``make_splits(target, labels_per_class=10, val_fraction=0.5, seed=0)``. ``val``/``test``
-    of ``None`` are possible (``val_fraction=0``).
+    of ``None`` are possible (``val_fraction=0``; ``test`` is ``None`` for a target without
+    labels and no ``split.test``: a label-free run). A test split that is the unlabeled training
+    rows themselves (``unlabeled_fraction=1`` without ``split.test``) has
+    ``test.meta["transductive"]``.
     """
     from .config import SplitConfig
-    from .data import sample_per_class, stratified_split
+    from .data import sample_per_class, sample_prior_matched, stratified_split
 
     if split is None:
         split = SplitConfig(**split_options)
         split.validate()
 
     if target.labels is None or not (target.labels >= 0).any():
-        raise DataError(
-            f"target {target.name!r} has no labels; the strategies in this issue need labeled target "
-            "samples (set split.labels_per_class, or give a label column/folder per class)."
-        )
+        return _unlabeled_splits(target, split, load)
     idx = np.flatnonzero(target.labels >= 0)
     y = target.labels[idx]
     if split.labels_per_class == 0:
         tr, rest = np.array([], dtype=int), np.arange(len(y))
+    elif split.labels_per_class is not None and split.label_draw == "prior":
+        tr, rest = sample_prior_matched(y, split.labels_per_class * len(np.unique(y)), seed, dataset=target.name)
     elif split.labels_per_class is not None:
         tr, rest = sample_per_class(y, split.labels_per_class, seed, dataset=target.name)
     else:
         tr, rest = stratified_split(y, [split.train_fraction, 1 - split.train_fraction], seed, dataset=target.name)
-    if split.unlabeled_fraction > 0:  # part of the rest trains with its labels hidden (domain adaptation)
+    if split.unlabeled_fraction >= 1:  # every remaining row adapts, its labels hidden
+        unl, rest = rest, np.array([], dtype=int)
+        order = np.r_[tr, unl]
+        train = target.subset(idx[order], name=f"{target.name}/train")
+        train.labels = np.where(np.arange(len(order)) < len(tr), train.labels, -1)
+        if split.test is None:  # the transductive protocol: scored on the rows it adapted on, labels unseen
+            test = target.subset(idx[unl], name=f"{target.name}/test (= the unlabeled training rows)")
+            test.meta = {**(test.meta or {}), "transductive": True}
+            if len(unl) == 0:
+                raise DataError(f"target {target.name!r}: split.unlabeled_fraction=1 leaves no unlabeled rows to adapt "
+                                "on and score; use fewer labels per class or give split.test.")
+            val = load(split.val) if split.val is not None else None
+            return train, val, test
+    elif split.unlabeled_fraction > 0:  # part of the rest trains with its labels hidden (domain adaptation)
         un, rest2 = stratified_split(y[rest], [split.unlabeled_fraction, 1 - split.unlabeled_fraction], seed,
                                      dataset=target.name)
         unl, rest = rest[un], rest[rest2]
@@ -73,10 +88,31 @@ def make_splits(target, split=None, seed: int = 0, load=None, **split_options) -
     elif val is None and split.val_fraction > 0:
         val = target.subset(rest_idx, name=f"{target.name}/val")
     if test is None or len(test) == 0:
-        raise DataError(f"target {target.name!r}: no samples left for the test split; use fewer labels per class.")
+        fix = ("give a labeled test file with split.test, or lower split.unlabeled_fraction" if split.unlabeled_fraction
+               else "use fewer labels per class")
+        raise DataError(f"target {target.name!r}: no samples left for the test split; {fix}.")
     if split.labels_per_class is None and not (train.labels >= 0).any():
         raise DataError(f"target {target.name!r}: split.train_fraction={split.train_fraction} leaves no labeled "
                         f"training samples out of {len(y)}; raise train_fraction (e.g. 0.6) or set labels_per_class.")
+    return train, val, test
+
+
+def _unlabeled_splits(target, split, load):
+    """The splits of a target without labels: every row adapts (labels hidden: there are none);
+    the test split is ``split.test`` (a labeled file) or, without one, ``None``: the run is then
+    label-free (it reports what can be measured without labels, and says so)."""
+    if split.labels_per_class:
+        raise DataError(
+            f"target {target.name!r} has no labels, so split.labels_per_class={split.labels_per_class} cannot be "
+            "drawn; for domain adaptation on the unlabeled target leave labels_per_class out (or 0), or give the "
+            "label column (e.g. target.csv:label=COLUMN).")
+    train = target.subset(np.arange(len(target)), name=f"{target.name}/train")
+    train.labels = np.full(len(train), -1, dtype=np.int64)
+    val = load(split.val) if split.val is not None else None
+    test = load(split.test) if split.test is not None else None
+    if test is not None and (test.labels is None or not (test.labels >= 0).any()):
+        raise DataError(f"split.test {test.name!r} has no labels; the test file must hold the label column "
+                        "(or leave split.test out for a label-free run).")
     return train, val, test
 
 
@@ -120,20 +156,46 @@ def _check_inputs(what: str, ds, factory):
         raise ConfigError(
             f"backbone {factory.name!r} takes {modality} inputs but the {what} {ds.name!r} is {ds.modality}; "
             f"choose {'an' if ds.modality[0] in 'aeiou' else 'a'} {ds.modality} backbone (see 'transferkit list backbones').")
+    check_backbone_input(bb, what, ds, factory.name)
+    return bb
+
+
+def check_backbone_input(bb, what: str, ds, name: str) -> None:
+    """``bb`` must process ``ds`` as it is: the table's column count against the backbone's
+    input width, then two real samples through the network, whose output width must be the
+    backbone's feature width (an identity backbone passes any width through silently)."""
+    import torch
+
+    from .errors import TransferKitError
+
+    modality = getattr(getattr(bb, "spec", None), "modality", None)
+    extra = getattr(getattr(bb, "spec", None), "extra", None) or {}
     inp = ds.inputs
+    if ds.modality == "tabular" and "in_features" in extra and np.ndim(inp) == 2:
+        width = int(np.shape(inp)[1])
+        if width != int(extra["in_features"]):
+            cols = (ds.meta or {}).get("feature_columns")
+            shown = f" ({', '.join(map(str, cols[:6]))}{', ...' if len(cols) > 6 else ''})" if cols else ""
+            raise DataError(
+                f"the {what} {ds.name!r} has {width} feature columns{shown} but backbone {name!r} takes "
+                f"in_features={extra['in_features']}; leave backbone.options.in_features out (it is taken from the "
+                f"data) or set it to {width}.")
     raw = inp[:2] if isinstance(inp, np.ndarray) else [inp[i] for i in range(min(2, len(inp)))]
     try:
         with torch.no_grad():
             bb.eval()
-            bb(bb.preprocess(raw))
+            out = bb(bb.preprocess(raw))
     except TransferKitError:
         raise
     except Exception as exc:  # shape mismatches surface as RuntimeError/ValueError from torch
         raise DataError(
-            f"backbone {factory.name!r} cannot process the {what} {ds.name!r} "
+            f"backbone {name!r} cannot process the {what} {ds.name!r} "
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); check the input size or feature count "
             "(e.g. backbone.options.in_features) against the data.") from None
-    return bb
+    dim = getattr(getattr(bb, "spec", None), "feature_dim", None)
+    if isinstance(out, torch.Tensor) and out.ndim == 2 and dim and out.shape[1] != dim and modality == ds.modality:
+        raise DataError(f"backbone {name!r} gives {out.shape[1]} features for the {what} {ds.name!r} but declares "
+                        f"{dim}; check backbone.options against the data.")
 
 
 def _check_domains(source, target) -> None:
@@ -149,6 +211,15 @@ def _check_domains(source, target) -> None:
             raise DataError(
                 f"source {source.name!r} has {ds} features but target {target.name!r} has {dt}; both domains "
                 "need the same feature columns (select them with features=[...] in the dataset spec).")
+        cs, ct = (source.meta or {}).get("feature_columns"), (target.meta or {}).get("feature_columns")
+        if cs and ct and list(cs) != list(ct):
+            diff = next(i for i, (a, b) in enumerate(zip(cs, ct)) if a != b)
+            how = ("in another order" if sorted(cs) == sorted(ct)
+                   else f"column {diff + 1} is {cs[diff]!r} in the source but {ct[diff]!r} in the target")
+            raise DataError(
+                f"source {source.name!r} and target {target.name!r} have different feature columns ({how}); a "
+                "model reads columns by position, so list the same columns in the same order with "
+                "features=[...] in both dataset specs.")
 
 
 def _load_or_none(path: Path) -> dict | None:
@@ -352,11 +423,17 @@ def validate_run(cfg: ExperimentConfig, load_dataset=None):
     source = load_dataset(cfg.source) if cfg.source is not None else None
     check_seeds(cfg.seeds)  # again here: an ExperimentConfig built in Python skipped config_from_dict
     _check_split_sources(cfg)
+    unlabeled_train = label_free = False
     for seed in cfg.seeds:
-        make_splits(target, cfg.split, seed, load=load_dataset)
+        train, _, test = make_splits(target, cfg.split, seed, load=load_dataset)
+        unlabeled_train |= not (train.labels >= 0).any()
+        label_free |= test is None
     _check_domains(source, target)
+    cfg.backbone = cfg.backbone.resolved(target)  # auto / none / identity's width, from the data
     factory = _backbone_factory(cfg)
     bb = _check_inputs("target", target, factory)
+    if source is not None:
+        check_backbone_input(bb, "source", source, factory.name)
     strategies = [(s, get("strategy", s.name)) for s in cfg.strategies]
     for scfg, cls in strategies:  # asked of an instance, as in the run loop (no logic in __init__)
         strat = _make_strategy(cls, scfg, cfg, cfg.seeds[0], factory)
@@ -368,6 +445,16 @@ def validate_run(cfg: ExperimentConfig, load_dataset=None):
             raise ConfigError(f"strategy {scfg.key!r}: {exc}") from None
         if source is None and getattr(strat, "needs_source", False):
             raise ConfigError(f"strategy {scfg.key!r} needs a labeled 'source' dataset in the config.")
+        if unlabeled_train and getattr(strat, "needs_target_labels", True):
+            why = ("the target has no labels" if target.labels is None or not (target.labels >= 0).any()
+                   else "split.labels_per_class=0 gives it no labeled target training samples")
+            raise ConfigError(
+                f"strategy {scfg.key!r} trains on labeled target samples, but {why}; use the domain-adaptation "
+                "strategies (adapt, source_only, source_only_lr, two_stage, self_training, fixmatch) on an unlabeled "
+                "target, or give target labels (split.labels_per_class: K).")
+    if label_free and source is None:
+        raise ConfigError(f"target {target.name!r} has no labels and there is no source: nothing can be trained; give a "
+                          "labeled 'source' dataset (domain adaptation) or the target's label column.")
     return target, source, factory, strategies
 
 

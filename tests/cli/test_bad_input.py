@@ -63,7 +63,7 @@ CASES = {
         ["source 'src' has 5 features but target 'data' has 4", "same feature columns"]),
     "backbone input width differs from the data": lambda t: (
         _run(t, _tab(t, _npz(t, d=6))),
-        ["backbone 'tiny_mlp' cannot process the target", "in_features"]),
+        ["the target 'data' has 6 feature columns but backbone 'tiny_mlp' takes in_features=4", "in_features"]),
     "image backbone on tabular data": lambda t: (
         _run(t, _cfg(t, target=_npz(t))),
         ["backbone 'tiny_cnn' takes image inputs but the target 'data' is tabular", "choose a tabular backbone"]),

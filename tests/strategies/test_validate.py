@@ -72,7 +72,7 @@ BAD = [
     ("adapt", {"method": "dann", "loss_options": {"hidden": 10**9}}, ["adapt.loss_options would build", "hidden"]),
     ("adapt", {"method": "mcc", "loss_options": {"temperature": NAN}}, ["adapt.loss_options.temperature=nan"]),
     ("adapt", {"method": "mcc", "loss_options": {"temperature": -1}}, ["adapt.loss_options.temperature"]),
-    ("adapt", {"method": "coral", "loss_options": {"x": 1}}, ["adapt.loss_options is set", "takes no options"]),
+    ("adapt", {"method": "coral", "loss_options": {"x": 1}}, ["adapt.loss_options has an unknown option 'x'", "shallow estimator 'coral'"]),
     ("adapt", {"method": None, "loss_options": {"x": 1}}, ["adapt.loss_options is set", "null"]),
     ("adapt", {"method": "fixmatch"}, ["adapt.method='fixmatch'", "adapt.level: backbone"]),
     ("adapt", {"method": "fixmatch", "level": "backbone", "loss_options": {"treshold": 0.9}},

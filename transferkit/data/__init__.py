@@ -6,7 +6,7 @@ from .domain import UNLABELED, DomainDataset
 from .folder import ImageFolderInputs, load_image_folder
 from .idx import IdxImages, load_idx
 from .spec import list_datasets, load_dataset, parse_spec
-from .splits import sample_per_class, stratified_split
+from .splits import sample_per_class, sample_prior_matched, stratified_split
 from .tables import load_table
 from .transforms import Shift
 
@@ -25,5 +25,6 @@ __all__ = [
     "load_table",
     "parse_spec",
     "sample_per_class",
+    "sample_prior_matched",
     "stratified_split",
 ]

@@ -40,6 +40,37 @@ def sample_per_class(y, k: int, seed: int = 0, *, dataset: str = "dataset") -> t
     return picked, rest
 
 
+def sample_prior_matched(y, total: int, seed: int = 0, *, dataset: str = "dataset") -> tuple[np.ndarray, np.ndarray]:
+    """Pick ``total`` labeled indices with the class proportions of ``y`` (largest-remainder
+    rounding, at least one per class); return ``(picked, rest)``.
+
+    The few-label draw for an imbalanced target: ``k`` per class would hand the model a
+    balanced training set, i.e. the wrong class priors (a 70/30 target drawn 10/10 trains a
+    classifier for 50/50)."""
+    total = check_number("labels", total, low=1, integer=True)
+    y = _labels_of(y, "a prior-matched draw")
+    classes = np.unique(y[y >= 0])
+    if len(classes) == 0:
+        raise DataError(f"{dataset}: a prior-matched label draw needs labeled samples, found none.")
+    avail = np.array([(y == c).sum() for c in classes])
+    if total < len(classes) or total > avail.sum():
+        raise DataError(f"{dataset}: a prior-matched draw of {total} labels needs between {len(classes)} (one per "
+                        f"class) and {int(avail.sum())} (all labeled samples); change split.labels_per_class.")
+    raw = avail / avail.sum() * total
+    cnt = np.maximum(np.floor(raw).astype(int), 1)
+    while cnt.sum() > total:  # the floor of 1 per class overshot: take from the largest
+        cnt[np.argmax(cnt - raw)] -= 1
+    for j in np.argsort(-(raw - cnt)):
+        if cnt.sum() >= total:
+            break
+        if cnt[j] < avail[j]:
+            cnt[j] += 1
+    rng = np.random.default_rng(seed)
+    picked = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), size=n, replace=False)
+                                     for c, n in zip(classes, cnt)]))
+    return picked, np.setdiff1d(np.arange(len(y)), picked)
+
+
 def stratified_split(y, fractions, seed: int = 0, *, dataset: str = "dataset") -> list[np.ndarray]:
     """Split indices into parts with the given fractions (summing to 1), stratified by class.
 
