@@ -301,7 +301,14 @@ def load_for_run(spec, facts: dict):
         if "label" not in options and columns is not None:
             lab = facts.get("label_column")
             over["label"] = lab if lab in columns else False
-    elif "size" not in options and facts.get("size") is not None:
+    elif name not in _registered() and path.is_file() and path.suffix.lower() == ".npz" and "y" not in options:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if not {"y", "Y", "labels"} & set(z.files):
+                    over["y"] = None  # inputs to predict: no labels is the usual case, not an error
+        except Exception:  # the array loader reports an unreadable file in its own words
+            pass
+    if "size" not in options and facts.get("size") is not None and not path.is_file():
         kind = "folder" if path.is_dir() and name not in _registered() else name
         if kind == facts.get("kind"):
             over["size"] = facts["size"]
