@@ -38,6 +38,7 @@ from .base import (
     check_finite_tree,
     check_flag,
     check_option,
+    check_options_signature,
     check_param,
     check_unfreeze,
     n_backbone_groups,
@@ -156,6 +157,7 @@ class Adapt(Strategy):
 
     name = "adapt"
     needs_source = True
+    needs_target_labels = False
 
     def __init__(self, backbone="efficientnet_lite0", method="jan", weight=1.0, selection="dev",
                  pretrained=True, image_size=None, bottleneck=256, dropout=0.5, epochs=30, batch_size=64,
@@ -273,8 +275,14 @@ class Adapt(Strategy):
             if level == "backbone":
                 raise ConfigError(f"{where}={m!r} works on fixed features; use {self._p('level')}: features for it, "
                                   "or a deep loss / 'fixmatch' with level: backbone.")
-            if opts:
-                raise ConfigError(f"{lo} is set but {where}={m!r} takes no options; drop loss_options.")
+            if cls is not None:  # a closed-form method strategy (source_only_lr, self_training)
+                if opts:
+                    raise ConfigError(f"{lo} is set but {where}={m!r} takes no options; drop loss_options.")
+                return
+            from .._registry import get
+
+            check_options_signature(lo, get("shallow_da", m), opts, what=f"shallow estimator {m!r}",
+                                    skip=("self", "random_state"))
             return
         parts = [x.strip() for x in m.split("+")]
         for part in parts:
@@ -298,15 +306,19 @@ class Adapt(Strategy):
             self.extractor_ = FeatureExtractor(bb, cache_dir=self.cache_dir, progress=self.progress).fit()
         return self.extractor_.transform(dataset)
 
-    def _source_split(self, source):
+    def _source_split(self, source, hold_out: bool = True):
         """Labeled source features split (stratified, seeded) into training and validation rows:
-        ``(Fs, ys, Fs_val, ys_val)``; the validation rows serve DEV/IWCV/``source_val``."""
+        ``(Fs, ys, Fs_val, ys_val)``; the validation rows serve DEV/IWCV/``source_val``. Without
+        ``hold_out`` (closed-form methods: nothing to select) every row trains and the
+        validation part is ``None``."""
         from ..data import stratified_split
 
         Fs_all = self._features(source)
         ls = np.flatnonzero(source.labels >= 0)
         ys_all = source.labels[ls]
         Fs_all = Fs_all[ls]
+        if not hold_out:
+            return Fs_all, ys_all, None, None
         tr, va = stratified_split(ys_all, [1 - self.source_val_fraction, self.source_val_fraction], seed=self.seed)
         return Fs_all[tr], ys_all[tr], Fs_all[va], ys_all[va]
 
@@ -345,7 +357,9 @@ class Adapt(Strategy):
             return self._fit_backbone(train, val, source, run_dir, t0)
         method = self.method
         closed = _method_class(method)
-        Fs, ys, Fsv, ysv = self._source_split(source)
+        # the source hold-out serves checkpoint selection only: a closed-form method has none, so it
+        # fits on every labeled source row (the same numbers as the estimator called from Python)
+        Fs, ys, Fsv, ysv = self._source_split(source, hold_out=not (_is_shallow(method) or closed is not None))
         Ft = yt = None
         if closed is None or closed.needs_target_features:
             Ft = self._target_features(train, Fs.shape[1])
@@ -452,7 +466,7 @@ class Adapt(Strategy):
         cls = get("shallow_da", method)
         # seeded: a default random_state=None would draw from the global NumPy state (kliep, tca)
         seeded_kw = {"random_state": self.seed} if "random_state" in inspect.signature(cls.__init__).parameters else {}
-        adapter = cls(**seeded_kw)
+        adapter = cls(**seeded_kw, **(self.loss_options or {}))  # the estimator's options, checked in validate
         y_masked = np.where(dom > 0, y, -1)
         adapter.fit(X, y_masked, sample_domain=dom)
         weights = getattr(adapter, "weights_", None)
@@ -792,6 +806,7 @@ class TargetOnly(Adapt):
     unfreeze = 'all'
     target_labels = False
     needs_source = False
+    needs_target_labels = True
 
     def __init__(self, backbone="efficientnet_lite0", pretrained=True, image_size=None, bottleneck=256, dropout=0.5,
                  epochs=30, batch_size=64, lr=1e-3, weight_decay=5e-4, cache_dir=None, seed=0, device=None,
@@ -897,8 +912,9 @@ class SourceOnlyLR(_ClosedFormStrategy):
     """Logistic regression on labeled source features: the shallow methods' source-only baseline.
 
     The classifier every shallow estimator of ``adapt`` ends with (``LogisticRegression``,
-    ``max_iter=3000``), trained on the same labeled source rows (all but the
-    ``source_val_fraction`` held out, as for them) with no adaptation. No target label and no
+    ``max_iter=3000``), trained on the same labeled source rows (all of them: a closed-form
+    method selects no checkpoint, so nothing is held out and ``source_val_fraction`` is unused)
+    with no adaptation. No target label and no
     target input is used: ``fit`` does not touch the target training split. Also
     ``Adapt(method="source_only_lr")``.
     """
