@@ -1,17 +1,26 @@
-"""`transferkit assess` end to end on small data (raw pixels and a tiny backbone: seconds)."""
+"""`transferkit assess` end to end on small data (digits pixels as table columns and a tiny
+backbone: seconds). ``identity`` (alias ``none``) reads a table's columns, so the digits are
+given as tables of their pixels (``_assess_data.digits_table``)."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from transferkit.assess import assess, make_verdict
 from transferkit.cli import main
+from transferkit.config import BackboneConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _assess_data import digits_npz, digits_table  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def shifted():
-    return assess("digits:subset=0/2,size=12", "digits:subset=1/2,size=12,rotate=60,seed=0",
-                  backbones=["none", "tiny_cnn"], image_size=16, n_permutations=50, max_samples=300, seed=0)
+    mlp = BackboneConfig(name="tiny_mlp", pretrained=False, options={"in_features": 144})  # 12 x 12 pixels
+    return assess(digits_table("digits:subset=0/2,size=12"), digits_table("digits:subset=1/2,size=12,rotate=60,seed=0"),
+                  backbones=["none", mlp], n_permutations=50, max_samples=300, seed=0)
 
 
 def test_assess_reports_every_part(shifted):
@@ -20,8 +29,9 @@ def test_assess_reports_every_part(shifted):
               "coral_distance", "ks_features", "mannwhitney_features"):
         assert k in r["divergences"] and "value" in r["divergences"][k]
     assert "p_value" in r["divergences"]["mmd"]
-    assert set(r["transferability"]) == {"none", "tiny_cnn"}
-    assert "logme" in r["transferability"]["none"]
+    assert r["backbones"] == ["identity", "tiny_mlp"]  # none is identity's alias: one name in the output
+    assert set(r["transferability"]) == {"identity", "tiny_mlp"}
+    assert "logme" in r["transferability"]["identity"]
     assert r["bound"]["kind"] == "estimate" and r["bound"]["estimate"] > 0
     # a 60-degree rotation breaks a source-only linear model on raw pixels (0.11 here; 0.96 on
     # an unrotated target, see test_no_shift_between_two_halves_of_the_same_domain)
@@ -35,7 +45,7 @@ def test_a_60_degree_rotation_is_a_significant_shift(shifted):
 
 
 def test_no_shift_between_two_halves_of_the_same_domain():
-    r = assess("digits:subset=0/2,size=12", "digits:subset=1/2,size=12", backbones=["none"],
+    r = assess(digits_table("digits:subset=0/2,size=12"), digits_table("digits:subset=1/2,size=12"), backbones=["none"],
                divergences=("mmd", "a_distance"), n_permutations=100, max_samples=300, seed=0)
     assert r["divergences"]["mmd"]["p_value"] > 0.05
     assert not r["verdict"]["shift_significant"]
@@ -45,17 +55,25 @@ def test_no_shift_between_two_halves_of_the_same_domain():
 
 def test_verdict_rules():
     div = {"mmd": {"value": 0.1, "p_value": 0.001}, "a_distance": {"value": 1.8}}
-    v = make_verdict(div, {}, 0.3, 10, 100)
+    cnn = {"modality": "image", "backbone": "tiny_cnn", "raw_columns": False, "norm": "batchnorm"}
+    v = make_verdict(div, {}, 0.3, 10, 100, context=cnn)
     assert v["shift_size"] == "large"
     assert "a source-only model will likely fail" in v["text"]
-    assert "prefer fine-tuning" in v["text"] and "domain adaptation on the unlabeled target" in v["text"]
-    assert "no target labels" in make_verdict(div, {}, None, None, 0)["text"]
-    assert "feature extraction" in make_verdict(div, {}, None, 3, 30)["text"]
+    assert "prefer fine-tuning (LP-FT, lower backbone rate, frozen BatchNorm)" in v["text"]
+    assert "domain adaptation on the unlabeled target" in v["text"]
+    assert "no target labels" in make_verdict(div, {}, None, None, 0, context=cnn)["text"]
+    assert "feature extraction" in make_verdict(div, {}, None, 3, 30, context=cnn)["text"]
+    # the same rules without a BatchNorm backbone: no BatchNorm advice
+    vit = {**cnn, "backbone": "vit", "norm": "layernorm"}
+    assert "prefer fine-tuning (LP-FT, lower backbone rate)" in make_verdict(div, {}, 0.3, 10, 100, context=vit)["text"]
+    assert "BatchNorm" not in make_verdict(div, {}, 0.3, 10, 100, context=vit)["text"]
 
 
 def test_assess_cli_writes_json(tmp_path, capsys):
     out = tmp_path / "a"
-    argv = ["assess", "--source", "digits:subset=0/2,size=12", "--target", "digits:subset=1/2,size=12,invert=true",
+    src = digits_npz(tmp_path, "digits:subset=0/2,size=12", "src")
+    tgt = digits_npz(tmp_path, "digits:subset=1/2,size=12,invert=true", "tgt")
+    argv = ["assess", "--source", src, "--target", tgt,
             "--backbone", "none", "--permutations", "20", "--max-samples", "200", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -70,14 +88,16 @@ def test_assess_cli_writes_json(tmp_path, capsys):
 def test_rank_backbones_sorts_by_the_chosen_score():
     from transferkit.assess import rank_backbones
 
-    ranked = rank_backbones("digits:size=12", ["tiny_cnn", "none"], image_size=16, score="logme")
+    table = digits_table("digits:size=8")  # 64 pixel columns: tiny_mlp's default width
+    ranked = rank_backbones(table, ["tiny_mlp", "none"], score="logme")
+    assert {r["backbone"] for r in ranked} == {"tiny_mlp", "identity"}
     assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
     assert all(r["score"] == r["scores"]["logme"] for r in ranked)
     assert {"logme", "hscore", "hscore_shrinkage", "nleep"} <= set(ranked[0]["scores"])
-    by_nleep = rank_backbones("digits:size=12", ["tiny_cnn", "none"], image_size=16, score="nleep")
+    by_nleep = rank_backbones(table, ["tiny_mlp", "none"], score="nleep")
     assert [r["score"] for r in by_nleep] == sorted((r["score"] for r in by_nleep), reverse=True)
     with pytest.raises(Exception, match="applies to none"):
-        rank_backbones("digits:size=12", ["none"], score="leep")  # no source classifier anywhere
+        rank_backbones(table, ["none"], score="leep")  # no source classifier anywhere
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -2,8 +2,8 @@
 
 The split is the run's own: the indices assess uses are the ones ``run`` trains on for the same
 config and seed (recorded here from the run's own ``make_splits`` call), test labels never move
-its numbers, and the output says how many labels it read. Raw pixels (``backbone none``) keep
-every test to seconds.
+its numbers, and the output says how many labels it read. Raw pixels read as table columns
+(``backbone none``, identity's alias, on ``_assess_data.digits_table``) keep every test to seconds.
 """
 
 import json
@@ -23,6 +23,8 @@ from transferkit.data.spec import load_dataset
 from transferkit.experiment import make_splits
 
 sys.path.insert(0, str(Path(__file__).parent / "cli"))
+sys.path.insert(0, str(Path(__file__).parent))
+from _assess_data import digits_npz, digits_table  # noqa: E402
 from _badinput import check_case  # noqa: E402
 
 SMALL = dict(divergences=("mmd", "a_distance", "coral_distance"), n_permutations=20, max_samples=2000)
@@ -58,9 +60,9 @@ def demo_target():
 
 @pytest.fixture(scope="module")
 def small_demo(demo_target):
-    """The demo's source and target at 8x8 pixels (seconds, not minutes): the same samples and
-    labels, hence the same splits."""
-    src, tgt = load_dataset("digits:subset=0/2,size=8"), load_dataset(_demo().target + ",size=8")
+    """The demo's source and target at 8x8 pixels, as tables of their 64 pixels (seconds, not
+    minutes): the same samples and labels, hence the same splits."""
+    src, tgt = digits_table("digits:subset=0/2,size=8"), digits_table(_demo().target + ",size=8")
     np.testing.assert_array_equal(tgt.labels, demo_target.labels)
     return src, tgt
 
@@ -153,7 +155,8 @@ def _timeless(obj):
     return obj
 
 
-LABEL_BASED = ("transferability", "source_only_accuracy", "bound", "verdict", "divergences", "target_split")
+LABEL_BASED = ("transferability", "source_only_accuracy", "target_oracle", "label_shift_estimate", "bound", "verdict",
+               "divergences", "target_split")
 
 
 @pytest.mark.parametrize("split", [{"labels_per_class": 10, "val_fraction": 0.5},  # the demo's split
@@ -241,9 +244,16 @@ def test_split_options_are_checked_before_any_data_is_loaded(monkeypatch):
 
 
 # ---------------------------------------------------------------------------- the command line
+def _tables(tmp: Path) -> tuple[str, str]:
+    """The experiment's source and target: 8x8 digits as tables of their pixels (npz files)."""
+    return (digits_npz(tmp, "digits:subset=0/2,size=8", "src"),
+            digits_npz(tmp, "digits:subset=1/2,size=8,rotate=30", "tgt"))
+
+
 def _exp(tmp: Path, **changes) -> str:
-    data = {"name": "a", "seeds": [3, 4], "source": "digits:subset=0/2,size=8",
-            "target": "digits:subset=1/2,size=8,rotate=30", "split": {"labels_per_class": 5, "val_fraction": 0.5},
+    source, target = _tables(tmp)
+    data = {"name": "a", "seeds": [3, 4], "source": source,
+            "target": target, "split": {"labels_per_class": 5, "val_fraction": 0.5},
             "backbone": {"name": "none"}, "strategies": ["scratch"], **changes}
     data = {k: v for k, v in data.items() if v is not None}
     p = tmp / "exp.yaml"
@@ -276,17 +286,18 @@ def test_cli_config_takes_the_runs_split_of_its_first_seed(tmp_path, capsys):
     assert "**target labels used**: 50 (5 per class)" in report and "training labels" in report
 
     # --labels-per-class and --seed override the file's; --backbone adds a candidate after its own
-    assert main(["assess", "--config", cfg_path, "--labels-per-class", "3", "--seed", "4", "--backbone", "tiny_cnn",
-                 "--image-size", "16", "--out", str(tmp_path / "b"), *FAST]) == 0
+    assert main(["assess", "--config", cfg_path, "--labels-per-class", "3", "--seed", "4", "--backbone", "tiny_mlp",
+                 "--out", str(tmp_path / "b"), *FAST]) == 0
     res = json.loads((tmp_path / "b" / "assess.json").read_text())
     want = target_split(tgt, SplitConfig(labels_per_class=3, val_fraction=0.5), seed=4)
     assert res["target_split"]["n_labels_used"] == 30 == len(want.train_labeled) and res["seed"] == 4
-    assert res["backbones"] == ["none", "tiny_cnn"] and res["feature_space"] == "none"
+    assert res["backbones"] == ["identity", "tiny_mlp"] and res["feature_space"] == "identity"
     assert res["target_split"]["from"] == f"{cfg_path} with --labels-per-class 3"
 
 
 def test_cli_labels_per_class_without_a_config(tmp_path, capsys):
-    argv = ["assess", "--source", "digits:subset=0/2,size=8", "--target", "digits:subset=1/2,size=8,invert=true",
+    argv = ["assess", "--source", digits_npz(tmp_path, "digits:subset=0/2,size=8", "src"),
+            "--target", digits_npz(tmp_path, "digits:subset=1/2,size=8,invert=true", "tgt"),
             "--backbone", "none", "--labels-per-class", "7", "--seed", "2", "--out", str(tmp_path / "a"), *FAST]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -305,7 +316,8 @@ def test_cli_labels_per_class_without_a_config(tmp_path, capsys):
 
 
 def _assess(t, *extra) -> list:
-    return ["assess", "--source", "digits:subset=0/2,size=8", "--target", "digits:subset=1/2,size=8",
+    return ["assess", "--source", digits_npz(t, "digits:subset=0/2,size=8", "src"),
+            "--target", digits_npz(t, "digits:subset=1/2,size=8", "tgt"),
             "--backbone", "none", "--out", str(t / "assess-out"), "--no-report", *extra]
 
 
@@ -314,7 +326,7 @@ def _cfg_assess(t, *extra, **changes) -> list:
 
 
 def _unlabeled(t) -> str:
-    np.savez(t / "u.npz", x=np.random.default_rng(0).random((30, 8, 8)).astype(np.float32), y=np.full(30, -1))
+    np.savez(t / "u.npz", x=np.random.default_rng(0).random((30, 64)).astype(np.float32), y=np.full(30, -1))
     return str(t / "u.npz")
 
 
@@ -331,7 +343,8 @@ CASES = {
         _assess(t, "--labels-per-class", "500"),
         ["the target split (labels_per_class=500", "fewer than labels_per_class=500", "lower labels_per_class"]),
     "assess --labels-per-class on an unlabeled target": lambda t: (
-        ["assess", "--source", "digits:subset=0/2,size=8", "--target", _unlabeled(t), "--backbone", "none",
+        ["assess", "--source", digits_npz(t, "digits:subset=0/2,size=8", "src"), "--target", _unlabeled(t),
+         "--backbone", "none",
          "--labels-per-class", "3", "--out", str(t / "assess-out"), "--no-report"],
         ["has no labels", "leave out --labels-per-class"]),
     "assess --seed 2**32": lambda t: (
@@ -353,7 +366,7 @@ CASES = {
     "assess --config with an unknown split key": lambda t: (
         _cfg_assess(t, split={"labels_per_clas": 3}), ["unknown key split.'labels_per_clas'", "labels_per_class"]),
     "assess --config whose split.test is the target": lambda t: (
-        _cfg_assess(t, split={"labels_per_class": 3, "test": "digits:subset=1/2,size=8,rotate=30"}),
+        _cfg_assess(t, split={"labels_per_class": 3, "test": str(t / "tgt.npz")}),
         ["split.test is the target itself"]),
     "assess --config --labels-per-class more than a class has": lambda t: (
         _cfg_assess(t, "--labels-per-class", "500"),

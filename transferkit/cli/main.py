@@ -122,8 +122,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         "validation and test: half each, or the config's val_fraction); default: the config's split, "
                         "else run's default split (60%% of the labeled target trains)")
     a.add_argument("--backbone", action="append", default=None, metavar="NAME",
-                   help="backbone to score (repeatable; the first defines the feature space; default "
-                        "efficientnet_lite0; with --config, added after the config's backbone)")
+                   help="backbone to score (repeatable; the first defines the feature space; default: the "
+                        "data's, as run's backbone: auto: identity (the columns) for a table, efficientnet_lite0 "
+                        "for images, minilm for text; with --config, added after the config's backbone)")
     a.add_argument("--image-size", type=_int_arg(8, 1024), default=None,
                    help="input side for image backbones (e.g. 64; default: the config's)")
     a.add_argument("--permutations", type=_int_arg(1, 100_000), default=200, help="MMD permutation-test permutations")
@@ -397,10 +398,10 @@ def _cmd_assess(args) -> int:
             raise ConfigError(f"assess needs {' and '.join(missing)} (dataset specs, e.g. --source digits:subset=0/2 "
                               "--target digits:subset=1/2,rotate=30), or --config FILE (an experiment file).")
         source, target, image_size = args.source, args.target, args.image_size
-        backbones = args.backbone or ["efficientnet_lite0"]
+        backbones = args.backbone or None  # None: the data's default (identity for a table, as run's auto)
         split = None if args.labels_per_class is None else {"labels_per_class": args.labels_per_class}
         split_from = None if args.labels_per_class is None else f"--labels-per-class {args.labels_per_class}"
-        inputs = [source, target, *backbones]
+        inputs = [source, target, *(backbones or [])]
     out = _new_out_dir(args, "assess", inputs)
     res = assess(source, target, backbones=backbones, image_size=image_size, split=split, split_from=split_from,
                  n_permutations=args.permutations, max_samples=args.max_samples, seed=seed, progress=True,

@@ -492,6 +492,21 @@ def assess_sections(d: Path, res: dict) -> list[Section]:
             s.add(Image("divergences", plots.divergence_plot(names, vals, ps),
                         caption="divergences in the first backbone's feature space (scales differ per measure)"))
         secs.append(s)
+    pe = res.get("label_shift_estimate") or {}
+    if pe.get("priors") is not None:  # assess: the target's class priors without its labels
+        s = Section("Class priors without target labels")
+        obs = ((div.get("label_shift") or {}).get("details") or {}).get("target_distribution")
+        s.add(Table(["class", "source", "target (MLLS)", "95% CI", "BBSE"] + (["observed"] if obs else []),
+                    [[str(c), _fmt(pe["source_priors"][i]), _fmt(pe["priors"][i]),
+                      f"{_fmt(pe['ci_low'][i], 2)} to {_fmt(pe['ci_high'][i], 2)}", _fmt(pe["bbse"]["priors"][i])]
+                     + ([_fmt(obs[i])] if obs else []) for i, c in enumerate(pe["classes"])],
+                    caption=f"source-only logistic regression, {pe['n_source']} source / {pe['n_target']} target rows; "
+                            f"A-distance {pe['a_distance_before']:.3f} before and {pe['a_distance_reweighted']:.3f} "
+                            "after reweighting the source by the estimate: " + (
+                                "a prior change explains the shift" if pe["explained"] else
+                                "the inputs moved too, so the estimate (which assumes only the priors moved) is "
+                                "unreliable") + ("; observed: the target's training labels" if obs else "")))
+        secs.append(s)
     trans = res.get("transferability") or {}
     if trans:
         s = Section("Transferability (no training)")
@@ -515,10 +530,16 @@ def assess_sections(d: Path, res: dict) -> list[Section]:
     if res.get("source_only_accuracy") is not None:
         on = "the target's training labels" if isinstance(sp, dict) else "the labeled target"
         extra.append((f"source-only accuracy on {on}", _fmt(res["source_only_accuracy"])))
+    o = res.get("target_oracle") or {}
+    if o.get("accuracy") is not None:
+        extra.append((f"target oracle ({o['n_folds']}-fold CV on the training labels)",
+                      f"{o['accuracy']:.3f} ± {o['accuracy_se']:.3f}; headroom over source-only "
+                      f"{100 * o['headroom']:+.1f} ± {100 * o['headroom_se']:.1f} points"))
     if b.get("estimate") is not None:
         extra.append(("Ben-David bound (estimate)",
                       f"{b['estimate']:.3f} = source error {b['source_error']:.3f} + A-distance/2 "
                       f"{b['half_a_distance']:.3f} + lambda {b['lambda_hat']:.3f}"))
+        extra += [("bound caveat", str(c)) for c in b.get("caveats") or []]
     elif b.get("note"):
         extra.append(("Ben-David bound", b["note"]))
     if extra or v.get("reasons") or v.get("advice"):
