@@ -123,10 +123,14 @@ def _selection_note(runs: list[dict]) -> str:
     for r in runs:
         per.setdefault(r.get("strategy", r.get("method")), r.get("selection", default))
     kinds = set(per.values())
+    scored = ("no labeled test split: label-free run" if runs and all(r.get("accuracy") is None for r in runs)
+              else "test split scored once after fit")
+    if runs and all(r.get("protocol") == "transductive" for r in runs):
+        scored += " (transductive: the test split is the unlabeled rows adapted on, their labels unseen until scoring)"
     if kinds <= {default}:
-        return f"{default} (best epoch / C); test split scored once after fit"
+        return f"{default} (best epoch / C); {scored}"
     parts = "; ".join(f"{k}: {v}" for k, v in per.items())
-    return f"{parts}; test split scored once after fit"
+    return f"{parts}; {scored}"
 
 
 def _backbone_factory(cfg: ExperimentConfig):
@@ -251,7 +255,7 @@ def _kept_result(path: Path, key: str, seed: int) -> dict | None:
         return isinstance(v, types) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= high
 
     ok = (isinstance(row, dict) and row.get("strategy") == key and row.get("seed") == seed
-          and number(row.get("accuracy"), 1) and number(row.get("val_accuracy"), 1, none_ok=True)
+          and number(row.get("accuracy"), 1, none_ok=True) and number(row.get("val_accuracy"), 1, none_ok=True)
           and number(row.get("train_accuracy"), 1, none_ok=True) and number(row.get("train_time"))
           and all(number(row.get(k), types=int) for k in ("trainable_params", "n_train", "n_val", "n_test"))
           and number(row.get("best_epoch"), types=int, none_ok=True) and isinstance(row.get("method"), str)
@@ -358,24 +362,192 @@ def _make_strategy(cls, scfg, cfg: ExperimentConfig, seed: int, factory):
     return cls(backbone=factory, **params)
 
 
-def _warn_degenerate(key: str, seed: int, y_pred, test) -> None:
-    """A :class:`TransferKitWarning` when a fitted strategy predicts one class for every test
-    sample of a multi-class split: its accuracy is then that class's share of the test split."""
+def _class_name(ds, c: int):
+    names = getattr(ds, "classes", None)
+    return names[c] if names is not None and c < len(names) else c
+
+
+def _run_extras(strat, train, seed: int) -> dict:
+    """What a run reports beyond accuracy: the label-shift estimate when the strategy corrects
+    for one, and the label-free view of its predictions on the unlabeled target training rows
+    (the only target evidence a run without target labels has): mean prediction entropy,
+    predicted class shares, and the unsupervised selection score of the kept checkpoint."""
+    out: dict = {}
+    est = getattr(strat, "label_shift_", None)
+    if est is not None:
+        out["label_shift"] = est.to_dict()
+    unl = np.flatnonzero(train.labels < 0) if train.labels is not None else np.arange(len(train))
+    if len(unl) == 0:
+        return out
+    from .metrics.information import prediction_entropy
+
+    P = strat.predict_proba(train.subset(unl, name=f"{train.name}/unlabeled"))
+    h = prediction_entropy(P)
+    hist, best = getattr(strat, "history_", None) or [], getattr(strat, "best_epoch_", None)
+    score = next((r.get("score") for r in hist if r.get("epoch") == best), None) if best is not None else None
+    out["label_free"] = {
+        "n_rows": int(len(unl)),
+        "entropy_mean": float(np.mean(h)),
+        "entropy_max": float(np.log(P.shape[1])),
+        "predicted_priors": [float(v) for v in np.bincount(P.argmax(1), minlength=P.shape[1]) / len(P)],
+        "selection_score": float(score) if isinstance(score, (int, float)) and np.isfinite(score) else None,
+        "predictions": P.argmax(1),
+    }
+    return out
+
+
+def _warn_run(key: str, seed: int, strat, y_pred, scored, labeled: bool) -> list[str]:
+    """:class:`TransferKitWarning` lines for a fitted run whose result may not mean what its
+    accuracy suggests (see :mod:`transferkit.train.health`): one class predicted for (nearly)
+    every sample, validation loss rising for many epochs, the first epoch selected, an
+    adaptation loss that stayed near zero. Returns the messages (also stored in the row)."""
+    import warnings
+
+    from .errors import TransferKitWarning
+    from .train import health
+
+    msgs = []
+    n_classes = int(getattr(strat, "n_classes_", 0) or 0) or (len(scored.classes) if scored.classes else 0)
+    lab = scored.labels >= 0 if (labeled and scored.labels is not None) else None
+    true = None
+    pred = np.asarray(y_pred)
+    if lab is not None and lab.any():
+        true = scored.labels[lab]
+        n_classes = max(n_classes, int(true.max()) + 1)
+    top = health.collapsed_prediction(pred, n_classes)
+    if top is not None:
+        c, frac = top
+        share = float((true == c).mean()) if true is not None else None
+        if share is None or share < health.COLLAPSE_SHARE:
+            what = "test samples" if true is not None else "target rows"
+            tail = (f" (the class is {share:.0%} of them): its accuracy is about that share, not evidence of learning"
+                    if share is not None else "")
+            msgs.append(f"{key} (seed {seed}) predicts class {_class_name(scored, c)!r} for {frac:.0%} of the {what}"
+                        f"{tail}; check the class balance, lr and epochs, or the method's options.")
+    hist = getattr(strat, "history_", None) or []
+    rising = health.rising_validation_loss(hist)
+    if rising:
+        msgs.append(f"{key} (seed {seed}): {rising}; the kept checkpoint is the best one, but the run overfits or its "
+                    "lr is too high: try fewer epochs, a lower lr or early_stopping.")
+    first = health.first_epoch_selected(hist, getattr(strat, "best_epoch_", None))
+    if first:
+        msgs.append(f"{key} (seed {seed}): {first}: training never improved the selection score "
+                    f"({getattr(strat, 'selection_', 'selection')}); the result is the model after one epoch.")
+    idle = health.idle_adaptation_loss(hist, getattr(strat, "method", None))
+    if idle:
+        msgs.append(f"{key} (seed {seed}): {idle}: the adaptation did almost nothing and the model is close to a "
+                    "source-only one; raise the method's weight or try another method.")
+    for m in msgs:
+        warnings.warn(m, TransferKitWarning, stacklevel=2)
+    return msgs
+
+
+def baseline_rows(target, source, split, seeds, load=None) -> dict:
+    """The baselines every results table shows, per seed on the run's own splits:
+    ``majority_class`` (always predict the most frequent class of the labels a run may train
+    on: the target's labeled training rows, or the source's when there are none) and
+    ``class_prior`` (predict at random with those labels' class frequencies; its expected
+    accuracy, sum_c p_train(c) p_test(c)). Empty when no test split has labels."""
+    from .metrics._base import mean_std
+
+    acc = {"majority_class": [], "class_prior": []}
+    basis = None
+    for seed in seeds:
+        train, _, test = make_splits(target, split, seed, load=load)
+        if test is None or test.labels is None or not (test.labels >= 0).any():
+            return {}
+        ytr = train.labels[train.labels >= 0] if train.labels is not None else np.array([], dtype=int)
+        basis = "target training labels"
+        if len(ytr) == 0:
+            if source is None or source.labels is None:
+                return {}
+            ytr, basis = source.labels[source.labels >= 0], "source labels"
+        yte = test.labels[test.labels >= 0]
+        k = int(max(ytr.max(), yte.max())) + 1
+        p_train = np.bincount(ytr, minlength=k) / len(ytr)
+        p_test = np.bincount(yte, minlength=k) / len(yte)
+        acc["majority_class"].append(float(p_test[int(p_train.argmax())]))
+        acc["class_prior"].append(float(p_train @ p_test))
+    out = {}
+    for name, values in acc.items():
+        m, sd = mean_std(values)
+        out[name] = {"accuracy_mean": m, "accuracy_std": sd, "n_seeds": len(values), "from": basis}
+    return out
+
+
+def _warn_below_baseline(summary: dict, baselines: dict) -> None:
     import warnings
 
     from .errors import TransferKitWarning
 
-    labeled = test.labels >= 0 if test.labels is not None else None
-    if labeled is None or labeled.sum() == 0 or len(np.unique(test.labels[labeled])) < 2:
+    base = (baselines or {}).get("majority_class")
+    if not base:
         return
-    pred = np.asarray(y_pred)
-    if len(pred) and (pred == pred[0]).all():
-        c = int(pred[0])
-        name = test.classes[c] if getattr(test, "classes", None) is not None and c < len(test.classes) else c
-        share = float((test.labels[labeled] == c).mean())
-        warnings.warn(f"{key} (seed {seed}) predicts class {name!r} for every test sample: its accuracy {share:.3f} is "
-                      "that class's share of the test split, not evidence of learning; check lr, epochs and the data.",
-                      TransferKitWarning, stacklevel=2)
+    for key, s in summary.items():
+        if s.get("accuracy_mean") is not None and s["accuracy_mean"] <= base["accuracy_mean"]:
+            warnings.warn(f"{key}'s test accuracy {s['accuracy_mean']:.3f} is not above always predicting the majority "
+                          f"class of the {base['from']} ({base['accuracy_mean']:.3f}): it has learned nothing usable "
+                          "about this target; check the class balance (split.label_draw: prior, label_shift: mlls) "
+                          "and the method.", TransferKitWarning, stacklevel=2)
+
+
+def label_free_summary(runs: list[dict], predictions: dict | None = None) -> dict:
+    """Per strategy, the label-free view of its predictions on the unlabeled target rows (mean
+    over seeds): prediction entropy, predicted class shares, the unsupervised selection score
+    and, when ``source_only`` ran too, the share of rows where it predicts what source-only
+    predicts (per seed, on the same rows). Empty when no run had unlabeled target rows."""
+    rs = [r for r in runs if r.get("label_free")]
+    if not rs:
+        return {}
+    predictions = predictions or {}
+    present = {k for k, _ in predictions}
+    ref_key = next((k for k in ("source_only", "source_only_lr") if k in present), None)
+    ref = {seed: p for (k, seed), p in predictions.items() if k == ref_key}
+    out = {}
+    for key in dict.fromkeys(r["strategy"] for r in rs):
+        mine = [r for r in rs if r["strategy"] == key]
+        lf = [r["label_free"] for r in mine]
+        scores = [x["selection_score"] for x in lf if x.get("selection_score") is not None]
+        agree = [float(np.mean(np.asarray(predictions[(key, r["seed"])]) == np.asarray(ref[r["seed"]])))
+                 for r in mine if ref.get(r["seed"]) is not None and predictions.get((key, r["seed"])) is not None
+                 and len(ref[r["seed"]]) == len(predictions[(key, r["seed"])])]
+        out[key] = {
+            "entropy_mean": float(np.mean([x["entropy_mean"] for x in lf])),
+            "entropy_max": lf[0]["entropy_max"],
+            "predicted_priors": [float(v) for v in np.mean([x["predicted_priors"] for x in lf], axis=0)],
+            "selection_score": float(np.mean(scores)) if scores else None,
+            "agreement_with_source_only": float(np.mean(agree)) if agree and key != ref_key else None,
+            "source_only_reference": ref_key,
+            "label_shift_priors": ([float(v) for v in np.mean([r["label_shift"]["priors"] for r in mine], axis=0)]
+                                   if all(r.get("label_shift") for r in mine) else None),
+        }
+    return out
+
+
+def format_label_free(label_free: dict, markdown: bool = False) -> str:
+    """The label-free comparison: what can be said about the adapted models without target labels."""
+    ref = next((v["source_only_reference"] for v in label_free.values() if v.get("source_only_reference")), None)
+    head = ["strategy", "mean entropy", "predicted class shares", "selection score", f"same as {ref or 'source_only'}"]
+    rows = []
+    for k, v in label_free.items():
+        shares = " / ".join(f"{x:.2f}" for x in v["predicted_priors"][:10]) + (" ..." if len(v["predicted_priors"]) > 10 else "")
+        rows.append([k, f"{v['entropy_mean']:.3f} of {v['entropy_max']:.3f}", shares,
+                     "-" if v["selection_score"] is None else f"{v['selection_score']:.4g}",
+                     "-" if v["agreement_with_source_only"] is None else f"{v['agreement_with_source_only']:.1%}"])
+    return f"{LABEL_FREE_TITLE}:\n{_table(head, rows, markdown)}\n{label_free_note(label_free)}"
+
+
+LABEL_FREE_TITLE = "label-free view of the unlabeled target rows"
+
+
+def label_free_note(label_free: dict) -> str:
+    """What the label-free view can and cannot say, in plain words."""
+    note = ("Without target labels on these rows this cannot say which model is more accurate: lower entropy means "
+            "more confident (also when wrong), predicted class shares far from any plausible prior hint at a collapse, "
+            "and the selection score compares checkpoints of one method, not methods.")
+    if not any(v.get("source_only_reference") for v in label_free.values()):
+        note += " Add the source_only strategy to compare each model's predictions with it."
+    return note
 
 
 def _check_tree(out: Path) -> None:
@@ -535,6 +707,7 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
         if source is not None:
             echo(f"source: {source!r}")
         runs: list[dict] = []
+        target_preds: dict = {}  # (strategy, seed) -> predictions on the unlabeled target rows
         # MLflow / TensorBoard, off by default; the main process logs
         tracker = make_tracker(getattr(cfg, "tracking", None) if main else None, out, cfg.name)
         for seed in cfg.seeds:
@@ -572,24 +745,31 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                 with resuming(resume):
                     strat.fit(train, val, run_dir=run_dir, **extra)
                 fault_point("experiment.fit")
-                y_test = strat.predict(test)  # scored here and kept for the report's confusion matrix
-                _warn_degenerate(scfg.key, seed, y_test, test)
+                scored = test if test is not None else train  # label-free: predictions on the target rows
+                y_test = strat.predict(scored)  # scored here and kept for the report's confusion matrix
                 row = {
                     "strategy": scfg.key,
                     "method": scfg.name,
                     "seed": seed,
-                    "accuracy": strat.score(test, y_pred=y_test),
+                    "accuracy": strat.score(test, y_pred=y_test) if test is not None else None,
                     "val_accuracy": strat.score(val) if val is not None else None,
                     "train_accuracy": strat.score(train) if (train.labels is not None and (train.labels >= 0).any()) else None,
                     "train_time": strat.train_time_,
                     "trainable_params": strat.trainable_params_,
-                    "n_train": len(train),
+                    "n_train": int((train.labels >= 0).sum()) if train.labels is not None else 0,
+                    "n_unlabeled": int((train.labels < 0).sum()) if train.labels is not None else len(train),
                     "n_val": len(val) if val is not None else 0,
-                    "n_test": len(test),
+                    "n_test": len(test) if test is not None else 0,
                     "best_epoch": getattr(strat, "best_epoch_", None),
                     "selection": getattr(strat, "selection_", "labeled target validation split"),
                     "run_dir": shown,
                 }
+                if test is not None and (test.meta or {}).get("transductive"):
+                    row["protocol"] = "transductive"
+                row.update(_run_extras(strat, train, seed))
+                if row.get("label_free"):  # kept in memory for the comparison with source_only, not in the files
+                    target_preds[(scfg.key, seed)] = row["label_free"].pop("predictions")
+                row["warnings"] = _warn_run(scfg.key, seed, strat, y_test, scored, test is not None)
                 if main:
                     with _dist.local_only():  # alone: the others do not join what this computes
                         with atomic_path(run_dir / "model.safetensors") as tmp:
@@ -598,7 +778,7 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                         fault_point("experiment.model")
                         # what `transferkit report` needs without retraining: test predictions; features of the
                         # first seed
-                        save_run_artifacts(strat, run_dir, test, source=source,
+                        save_run_artifacts(strat, run_dir, scored, source=source,
                                            features=report_features and seed == cfg.seeds[0], seed=seed,
                                            y_pred=y_test)
                         fault_point("experiment.artifacts")
@@ -611,8 +791,9 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                 runs.append(row)
                 if on_run is not None:
                     on_run(strat, row, (train, val, test))
-                echo(f"  seed {seed}  {scfg.key:<20} test acc {row['accuracy']:.3f}  "
-                     f"(val {row['val_accuracy'] if row['val_accuracy'] is not None else float('nan'):.3f}, "
+                echo(f"  seed {seed}  {scfg.key:<20} " + (f"test acc {row['accuracy']:.3f}  " if row["accuracy"] is not None
+                                                         else "label-free  ")
+                     + f"(val {row['val_accuracy'] if row['val_accuracy'] is not None else float('nan'):.3f}, "
                      f"{row['train_time']:.1f}s)")
         if len(cfg.seeds) == 1:
             import warnings
@@ -622,6 +803,9 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
             warnings.warn(f"one seed ({cfg.seeds[0]}): accuracy_std is reported as 0.000, but the spread over seeds "
                           "is unknown; use seeds: 3 or more for a mean ± std.", TransferKitWarning, stacklevel=2)
         summary = summarize(runs)
+        baselines = baseline_rows(target, source, cfg.split, cfg.seeds, load_dataset)
+        _warn_below_baseline(summary, baselines)
+        label_free = label_free_summary(runs, target_preds)
         results = {
             "name": cfg.name,
             "target": target.spec or target.name,
@@ -630,6 +814,8 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
             "seeds": cfg.seeds,
             "selection": _selection_note(runs),
             "summary": summary,
+            "baselines": baselines,
+            "label_free": label_free,
             "runs": runs,
             "run_dirs": sorted({str(Path(r["run_dir"])) for r in runs}),
             "output_dir": str(final),
@@ -641,7 +827,8 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
             write_model_card(out, cfg, results, target, source, make_splits, load_dataset)
             write_json(out / "results.json", results)
             fault_point("experiment.results_json")
-            write_text(out / "results.md", format_table(summary, markdown=True) + "\n")
+            write_text(out / "results.md", format_table(summary, markdown=True, baselines=baselines) + "\n"
+                       + (format_label_free(label_free, markdown=True) + "\n" if label_free else ""))
             fault_point("experiment.results_md")
             mark_complete(out)
             fault_point("experiment.complete")
@@ -658,7 +845,8 @@ def summarize(runs: list[dict]) -> dict:
     summary: dict[str, dict] = {}
     for key in dict.fromkeys(r["strategy"] for r in runs):
         rs = [r for r in runs if r["strategy"] == key]
-        acc_mean, acc_std = mean_std([r["accuracy"] for r in rs])
+        accs = [r["accuracy"] for r in rs if r.get("accuracy") is not None]
+        acc_mean, acc_std = mean_std(accs) if accs else (None, None)  # label-free runs have no accuracy
         val = [r["val_accuracy"] for r in rs if r["val_accuracy"] is not None]
         summary[key] = {
             "accuracy_mean": acc_mean,
@@ -671,14 +859,22 @@ def summarize(runs: list[dict]) -> dict:
     return summary
 
 
-def format_table(summary: dict, markdown: bool = False) -> str:
-    """The results table: accuracy mean ± std over seeds, train time, trainable parameters."""
+def format_table(summary: dict, markdown: bool = False, baselines: dict | None = None) -> str:
+    """The results table: accuracy mean ± std over seeds, train time, trainable parameters; the
+    ``baselines`` (see :func:`baseline_rows`) as the last rows."""
     head = ["strategy", "test accuracy", "val accuracy", "train time (s)", "trainable params", "seeds"]
     rows = []
     for k, s in summary.items():
         va = "-" if s["val_accuracy_mean"] is None else f"{s['val_accuracy_mean']:.3f}"
-        rows.append([k, f"{s['accuracy_mean']:.3f} ± {s['accuracy_std']:.3f}", va, f"{s['train_time_mean']:.1f}",
-                     f"{s['trainable_params']:,}", str(s["n_seeds"])])
+        acc = "-" if s["accuracy_mean"] is None else f"{s['accuracy_mean']:.3f} ± {s['accuracy_std']:.3f}"
+        rows.append([k, acc, va, f"{s['train_time_mean']:.1f}", f"{s['trainable_params']:,}", str(s["n_seeds"])])
+    for k, b in (baselines or {}).items():
+        rows.append([f"{k} (baseline)", f"{b['accuracy_mean']:.3f} ± {b['accuracy_std']:.3f}", "-", "0.0", "0",
+                     str(b["n_seeds"])])
+    return _table(head, rows, markdown)
+
+
+def _table(head: list, rows: list, markdown: bool) -> str:
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]

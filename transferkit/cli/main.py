@@ -226,10 +226,14 @@ def _run(cfg, args) -> int:
     if not _dist.is_main_process():  # the other ranks of a multi-process run: rank 0 prints and reports
         return 0
     print()
-    print(format_table(res["summary"]))
+    print(format_table(res["summary"], baselines=res.get("baselines")))
     gains = gains_over_baseline(res["summary"])
     if gains:
         print(gains)
+    if res.get("label_free"):
+        from ..experiment import format_label_free
+
+        print("\n" + format_label_free(res["label_free"]))
     print(f"\nselection: {res['selection']}")
     print(f"results: {os.path.join(res['output_dir'], 'results.json')}   ({time.perf_counter() - t0:.0f}s)")
     _report(res["output_dir"], args)

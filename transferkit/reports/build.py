@@ -51,7 +51,7 @@ def _fmt(x, digits: int = 3) -> str:
 
 
 def _pm(mean, std) -> str:
-    return f"{mean:.3f} ± {std:.3f}"
+    return "-" if mean is None else f"{mean:.3f} ± {std:.3f}"
 
 
 #: Where each kind of result is read from (for messages that name the file).
@@ -78,8 +78,9 @@ def _check_experiment(path: Path, res: dict) -> None:
     for key, sm in summary.items():
         if not isinstance(sm, dict):
             raise _bad(path, f"summary[{key!r}] must be a mapping, got {type(sm).__name__}")
+        label_free = sm.get("accuracy_mean") is None and sm.get("accuracy_std") is None  # no labeled test split
         for k in ("accuracy_mean", "accuracy_std", "train_time_mean", "trainable_params", "n_seeds"):
-            if not _is_num(sm.get(k)):
+            if not _is_num(sm.get(k)) and not (label_free and k in ("accuracy_mean", "accuracy_std")):
                 raise _bad(path, f"summary[{key!r}][{k!r}] must be a number, got {sm.get(k)!r}")
         if sm.get("val_accuracy_mean") is not None and not _is_num(sm["val_accuracy_mean"]):
             raise _bad(path, f"summary[{key!r}]['val_accuracy_mean'] must be a number, got {sm['val_accuracy_mean']!r}")
@@ -296,18 +297,36 @@ def experiment_sections(d: Path, res: dict) -> list[Section]:
     rows = [[k, _pm(s["accuracy_mean"], s["accuracy_std"]), _fmt(s.get("val_accuracy_mean")),
              f"{s['train_time_mean']:.1f}", f"{s['trainable_params']:,}", str(s["n_seeds"])]
             for k, s in summary.items()]
-    sec.add(Table(head, rows, caption="mean ± sample standard deviation over seeds; test split scored once after fit"))
+    for k, b in (res.get("baselines") or {}).items():
+        if isinstance(b, dict) and _is_num(b.get("accuracy_mean")) and _is_num(b.get("accuracy_std")):
+            rows.append([f"{k} (baseline, from the {b.get('from', 'training labels')})",
+                         _pm(b["accuracy_mean"], b["accuracy_std"]), "-", "0.0", "0", _fmt(b.get("n_seeds"))])
+    sec.add(Table(head, rows, caption="mean ± sample standard deviation over seeds; test split scored once after fit; "
+                                      "majority_class: always the most frequent training class; class_prior: random "
+                                      "guesses with the training class frequencies (expected accuracy)"))
     gains = gains_over_baseline(summary)
     if gains:
         sec.add(Text(gains))
+    if res.get("label_free"):
+        from ..experiment import LABEL_FREE_TITLE, label_free_note
+
+        lf = res["label_free"]
+        sec.add(Table(["strategy", "mean entropy", "predicted class shares", "selection score", "same as source-only"],
+                      [[k, f"{v['entropy_mean']:.3f} of {v['entropy_max']:.3f}",
+                        " / ".join(f"{x:.2f}" for x in v["predicted_priors"][:10]), _fmt(v.get("selection_score"), 4),
+                        "-" if v.get("agreement_with_source_only") is None else f"{v['agreement_with_source_only']:.1%}"]
+                       for k, v in lf.items()], caption=LABEL_FREE_TITLE))
+        sec.add(Text(label_free_note(lf)))
     seeds = list(dict.fromkeys(r["seed"] for r in res["runs"]))
     by = {(r["strategy"], r["seed"]): r for r in res["runs"]}
     sec.add(Table(["strategy"] + [f"seed {s}" for s in seeds],
                   [[k] + [_fmt(by[(k, s)]["accuracy"]) if (k, s) in by else "-" for s in seeds] for k in summary],
                   caption="test accuracy per seed"))
-    sec.add(Image("accuracy", plots.accuracy_bars(list(summary), [s["accuracy_mean"] for s in summary.values()],
-                                                  [s["accuracy_std"] for s in summary.values()]),
-                  caption="test accuracy, mean ± std over seeds"))
+    scored = {k: s for k, s in summary.items() if s["accuracy_mean"] is not None}
+    if scored:
+        sec.add(Image("accuracy", plots.accuracy_bars(list(scored), [s["accuracy_mean"] for s in scored.values()],
+                                                      [s["accuracy_std"] for s in scored.values()]),
+                      caption="test accuracy, mean ± std over seeds"))
     secs.append(sec)
 
     curves = Section("Learning curves")

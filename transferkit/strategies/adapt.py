@@ -23,6 +23,7 @@ Registered strategies (``transferkit list strategies``):
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -57,6 +58,16 @@ _METHOD_STRATEGIES: dict[str, type] = {}
 
 #: Checkpoint selections of the source-only baselines: none of them reads a target input.
 SOURCE_ONLY_SELECTIONS = ("source_val", "last")
+
+#: ``adapt``'s ``label_shift`` choices: no correction, EM on the target outputs (Saerens et al.
+#: 2002), black-box shift estimation (Lipton et al. 2018) with hard or soft confusions.
+LABEL_SHIFT_METHODS = (None, "mlls", "bbse", "bbse_soft")
+
+
+def _softmax(z) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
 
 
 def _method_strategy(name: str):
@@ -151,8 +162,19 @@ class Adapt(Strategy):
         groups at ``backbone_lr_mult`` times ``lr``) with the DA loss on the bottleneck of an
         MLP head, through the one Trainer (:func:`transferkit.adapt.backbone.train_backbone_adapter`;
         meant for GPUs); also allows ``method="fixmatch"`` (weak/strong image augmentation).
-    bottleneck, dropout, epochs, batch_size, lr, weight_decay, loss_options
+    label_shift
+        ``None`` (default), ``"mlls"``, ``"bbse"`` or ``"bbse_soft"``: after fitting, estimate
+        the target's class priors from the model's outputs on the unlabeled target training
+        rows (:func:`transferkit.adapt.estimate_target_priors`; no target label is read) and
+        correct every prediction by the ratio of target to source priors (Saerens et al. 2002).
+        The estimate, with its bootstrap interval, is ``label_shift_``. ``bbse`` needs held-out
+        source rows (``source_val_fraction``), also for closed-form methods.
+    bottleneck, dropout, epochs, batch_size, lr, weight_decay
         The adapter network and its training.
+    loss_options
+        Options of the method: the deep loss's (keyed by part for a sum, ``{jan: {...}}``) or
+        the shallow estimator's constructor arguments (``{n_components: 10}`` for ``sa``);
+        an unknown one is an error.
     """
 
     name = "adapt"
@@ -163,7 +185,7 @@ class Adapt(Strategy):
                  pretrained=True, image_size=None, bottleneck=256, dropout=0.5, epochs=30, batch_size=64,
                  lr=1e-3, weight_decay=5e-4, loss_options=None, source_val_fraction=0.2, cache_dir=None,
                  seed=0, device=None, progress=False, domain_bn=True, level="features", backbone_lr_mult=0.1,
-                 unfreeze="all", target_labels=False):
+                 unfreeze="all", target_labels=False, label_shift=None):
         self.backbone = backbone
         self.method = method
         self.weight = weight
@@ -187,6 +209,7 @@ class Adapt(Strategy):
         self.backbone_lr_mult = backbone_lr_mult
         self.unfreeze = unfreeze
         self.target_labels = target_labels
+        self.label_shift = label_shift
         self._fix_class_parameters()
 
     def _fix_class_parameters(self) -> None:
@@ -226,6 +249,9 @@ class Adapt(Strategy):
         nb = n_backbone_groups(backbone if backbone is not None else self.backbone)
         check_unfreeze(p("unfreeze"), self.unfreeze, nb if level == "backbone" else None)
         self._check_method(level, grid[0])
+        if check_option(p("label_shift"), self.label_shift, LABEL_SHIFT_METHODS) is not None and level == "backbone":
+            raise ConfigError(f"{p('label_shift')}={self.label_shift!r} needs {p('level')}: features (the prior "
+                              "correction is estimated on cached features); drop label_shift or use level: features.")
 
     def _check_network(self) -> None:
         """The bottleneck + head and its training budget (shared by every strategy built on it)."""
@@ -359,9 +385,10 @@ class Adapt(Strategy):
         closed = _method_class(method)
         # the source hold-out serves checkpoint selection only: a closed-form method has none, so it
         # fits on every labeled source row (the same numbers as the estimator called from Python)
-        Fs, ys, Fsv, ysv = self._source_split(source, hold_out=not (_is_shallow(method) or closed is not None))
+        selects = not (_is_shallow(method) or closed is not None)
+        Fs, ys, Fsv, ysv = self._source_split(source, hold_out=selects or self.label_shift in ("bbse", "bbse_soft"))
         Ft = yt = None
-        if closed is None or closed.needs_target_features:
+        if closed is None or closed.needs_target_features or self.label_shift is not None:
             Ft = self._target_features(train, Fs.shape[1])
             yt = self._target_labels(train)
         self.n_target_labels_ = 0 if yt is None else int((yt >= 0).sum())
@@ -397,8 +424,40 @@ class Adapt(Strategy):
             self.model_, self.history_, self.best_epoch_ = res["model"], res["history"], res["best_epoch"]
             self.trainable_params_ = int(sum(p.numel() for p in self.model_.parameters()))
         self.n_classes_ = n_classes
+        if self.label_shift is not None:
+            self._fit_label_shift(Fs, ys, Fsv, ysv, Ft)
         self.train_time_ = time.perf_counter() - t0
         return self
+
+    def _fit_label_shift(self, Fs, ys, Fsv, ysv, Ft) -> None:
+        """Estimate the target's class priors from the fitted model's outputs on the unlabeled
+        target training rows (MLLS: EM on them, with the classifier's training priors; BBSE:
+        the confusion matrix on the held-out source rows, predicted with the source's own
+        BatchNorm statistics), then correct every prediction by the prior ratio
+        (``label_shift_``: the estimate; ``prior_log_ratio_``: what is added to the logits)."""
+        import copy
+
+        import torch
+
+        from ..adapt.label_shift import estimate_target_priors
+
+        k = self.n_classes_
+        ps = np.bincount(ys, minlength=k) / len(ys)  # the classifier's training priors
+        Pt = _softmax(self._feature_logits(Ft))
+        Ps = None
+        if self.label_shift != "mlls":
+            if hasattr(self, "model_") and self.domain_bn:  # source rows normalized as the source
+                model = copy.deepcopy(self.model_)
+                model.set_bn_statistics(torch.as_tensor(Fs, dtype=torch.float32))
+                with torch.no_grad():
+                    Ps = _softmax(model.eval()(torch.as_tensor(Fsv, dtype=torch.float32)).numpy())
+            else:
+                Ps = _softmax(self._feature_logits(Fsv, target=False))
+        est = estimate_target_priors(Ps, ysv if Ps is not None else None, Pt, method=self.label_shift, n_classes=k,
+                                     source_priors=ps if self.label_shift == "mlls" else None, seed=self.seed)
+        self.label_shift_ = est
+        ratio = np.asarray(est.priors, dtype=np.float64) / np.clip(np.asarray(est.source_priors), 1e-12, None)
+        self.prior_log_ratio_ = np.log(np.clip(ratio, 1e-12, None)).astype(np.float32)
 
     def _fit_weight_grid(self, train_one):
         """Train once per candidate ``weight`` and keep the best run: the same unsupervised score
@@ -487,12 +546,21 @@ class Adapt(Strategy):
 
         if hasattr(self, "trainer_"):  # backbone level
             return self.trainer_.predict_logits(dataset)
-        F = self._features(dataset)
+        z = self._feature_logits(self._features(dataset))
+        ratio = getattr(self, "prior_log_ratio_", None)
+        return z if ratio is None else z + ratio  # the label-shift (prior) correction, when fitted
+
+    def _feature_logits(self, F, target: bool = True) -> np.ndarray:
+        """Logits of the fitted feature-level predictor on features ``F`` (of the target domain,
+        or with ``target=False`` of the source: the mapping adapter's source side), before any
+        prior correction."""
+        import torch
+
         if hasattr(self, "model_"):
             with torch.no_grad():
                 return self.model_(torch.as_tensor(F, dtype=torch.float32)).numpy()
         if getattr(self, "_adapter", None) is not None:
-            F = self._adapter.transform(F, sample_domain=-np.ones(len(F), dtype=int))
+            F = self._adapter.transform(F, sample_domain=(-1 if target else 1) * np.ones(len(F), dtype=int))
         P = np.full((len(F), self.n_classes_), -1e4)
         P[:, self.clf_.classes_] = np.log(np.clip(self.clf_.predict_proba(F), 1e-12, None))
         return P
@@ -518,6 +586,8 @@ class Adapt(Strategy):
 
     def state_metadata(self) -> dict[str, str]:
         meta = {"transferkit.n_classes": str(self.n_classes_)}
+        if getattr(self, "prior_log_ratio_", None) is not None:
+            meta["transferkit.prior_log_ratio"] = json.dumps([float(v) for v in self.prior_log_ratio_])
         if not hasattr(self, "model_"):
             meta.update(self._closed_form_state()[1])
         return meta
@@ -555,6 +625,12 @@ class Adapt(Strategy):
                                                   get("shallow_da", self.method), where)
             n = int(meta.get("transferkit.n_classes", max(self.clf_.classes_) + 1))
         self.n_classes_ = int(meta.get("transferkit.n_classes", n))
+        if "transferkit.prior_log_ratio" in meta:
+            ratio = np.asarray(json.loads(meta["transferkit.prior_log_ratio"]), dtype=np.float32)
+            if ratio.shape != (self.n_classes_,) or not np.isfinite(ratio).all():
+                raise DataError(f"{where}: its prior correction (transferkit.prior_log_ratio) does not fit its "
+                                f"{self.n_classes_} classes; the file is damaged, train the run again.")
+            self.prior_log_ratio_ = ratio
         return self
 
 
@@ -571,6 +647,7 @@ class TwoStage(Adapt):
     """
 
     name = "two_stage"
+    label_shift = None  # adapt's prior correction is not part of this strategy
     # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)
     level = 'features'
     backbone_lr_mult = 0.1
@@ -664,6 +741,7 @@ class SourceOnly(Adapt):
     """
 
     name = "source_only"
+    label_shift = None  # adapt's prior correction is not part of this strategy
     # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)
     method = None
     weight = 1.0
@@ -794,6 +872,7 @@ class TargetOnly(Adapt):
     """
 
     name = "target_only"
+    label_shift = None  # adapt's prior correction is not part of this strategy
     # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)
     method = None
     weight = 1.0
@@ -859,6 +938,7 @@ class _MethodStrategy(Adapt):
     """
 
     closed_form = True
+    label_shift = None  # adapt's prior correction is not part of this strategy
     needs_target_features = True
     method_level = "features"
     level_reason = "works on fixed features"
