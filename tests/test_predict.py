@@ -248,6 +248,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(table_run, deep_run, tm
     _, img_out = deep_run
     _fails(["predict", str(img_out), str(d / "target.csv"), "--out", dest], capsys, "is a table", "images", tmp=w)
     _fails(["predict", str(w), str(d / "target.csv"), "--out", dest], capsys, "not a transferkit run directory", tmp=w)
+    from PIL import Image
+
+    for c in "ab":
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(tmp_path / "imgs" / c / "ok.png")
+    (tmp_path / "imgs" / "b" / "bad.png").write_bytes(b"not a png")
+    _fails(["predict", str(img_out), str(tmp_path / "imgs"), "--out", dest], capsys, "bad.png", tmp=w)
     _fails(["predict", str(out), str(d / "target.csv"), "--strategy", "adapz", "--out", dest], capsys,
            "'adapz'", "'adapt'", tmp=w)
     _fails(["export", str(out), "--strategy", "nope", "--out", str(w / "m.onnx")], capsys, "'nope'", tmp=w)

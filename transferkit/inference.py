@@ -448,11 +448,15 @@ def predict_to_csv(run_dir, data=None, *, strategy=None, seed=None, split=None, 
     pred = logits.argmax(1)
     z = np.exp(logits.astype(np.float64) - logits.max(1, keepdims=True))
     proba = z / z.sum(1, keepdims=True)
+    note = None
     if split is not None:  # the run's own labels: already indices of its classes
         y = ds.labels if ds.labels is not None and (ds.labels >= 0).any() else None
         unknown = []
     else:
         y, unknown = true_labels(ds, classes)
+        if y is not None and not (y >= 0).any():  # labels, but none of them a class of the model
+            note = (f"the labels of {what} ({_shown(unknown, 5)}) are none of the model's classes "
+                    f"({_shown(classes.tolist(), 5)}): no accuracy; the 'true' column keeps them.")
     names = None
     if y is not None:  # the true label as the data names it
         own = [str(c) for c in ds.classes] if split is None and ds.classes is not None else None
@@ -466,7 +470,9 @@ def predict_to_csv(run_dir, data=None, *, strategy=None, seed=None, split=None, 
     write_text(path, predictions_csv(pred, proba, classes, y, names))
     res = {"n": len(ds), "out": str(path), "strategy": ref.key, "seed": ref.seed, "accuracy": None, "n_labeled": 0}
     echo(f"predicted {len(ds)} rows of {what} with {ref.key} (seed {ref.seed}) of {ref.root}")
-    if y is not None:
+    if note:
+        echo(note)
+    if y is not None and (y >= 0).any():
         lab = ds.labels >= 0
         res["n_labeled"] = int(lab.sum())
         res["accuracy"] = float((pred[lab] == y[lab]).mean())

@@ -158,7 +158,8 @@ def card_markdown(card: dict) -> str:
                      f"{_fmt(m['val_accuracy_mean'])} | {m['n_seeds']} | {card['selection'].get(k) or '-'} |")
     lines += ["", "## Backbone", "",
               f"- `{b['name']}`" + (f", image size {b['image_size']}" if b["image_size"] else "")
-              + f", pretrained: {'yes' if b['pretrained'] else 'no'}" + (f", weights `{b['weights']}`" if b["weights"] else ""),
+              + ("" if b["licence"].startswith("n/a") else f", pretrained: {'yes' if b['pretrained'] else 'no'}")
+              + (f", weights `{b['weights']}`" if b["weights"] else ""),
               f"- licence of the weights: {b['licence']}", "", "## Warnings", ""]
     lines += [f"- {w}" for w in card["warnings"]] or ["- none"]
     u = card["usage"]
