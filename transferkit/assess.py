@@ -914,7 +914,9 @@ def make_verdict(div: dict, trans: dict, source_only: float | None, labels_per_c
             lreasons.append(f"the Ben-David bound estimate ({bound['estimate']:.2f}) is vacuous: above 1, so it says "
                             "nothing about the target error")
     text = label_free["text"]
-    if lreasons or ladvice:  # the same shape as the label-free part: (reasons): advice
+    if n_labeled == 0 and ladvice:
+        text += ". " + "; ".join(ladvice)
+    elif lreasons or ladvice:  # the same shape as the label-free part: (reasons): advice
         text += ". With the target's labels" + (f" ({'; '.join(lreasons)})" if lreasons else "") + (
             ": " + "; ".join(ladvice) if ladvice else "")
     return {"text": text, "shift_significant": significant, "shift_size": size, "best_backbone": best,
@@ -1030,7 +1032,9 @@ def format_assessment(res: dict) -> str:
     if lf:
         lines += ["", "verdict: " + lf["text"]]
         lb = v.get("label_based") or {}
-        if lb.get("reasons") or lb.get("advice"):
+        if not lb.get("reasons") and lb.get("advice"):  # no target labels: what follows from that
+            lines.append("  " + "; ".join(lb["advice"]))
+        elif lb.get("reasons") or lb.get("advice"):
             lines.append("  with the target's labels" + (f" ({'; '.join(lb['reasons'])})" if lb.get("reasons") else "")
                          + (": " + "; ".join(lb["advice"]) if lb.get("advice") else ""))
     else:  # an assess.json written before the verdict had a label-free part
