@@ -435,8 +435,9 @@ def _warn_run(key: str, seed: int, strat, y_pred, scored, labeled: bool) -> list
                     f"({getattr(strat, 'selection_', 'selection')}); the result is the model after one epoch.")
     idle = health.idle_adaptation_loss(hist, getattr(strat, "method", None))
     if idle:
-        msgs.append(f"{key} (seed {seed}): {idle}: the adaptation did almost nothing and the model is close to a "
-                    "source-only one; raise the method's weight or try another method.")
+        msgs.append(f"{key} (seed {seed}): {idle}: the loss term barely shaped training (with AdaBN, the target's "
+                    "BatchNorm statistics are then the only adaptation); raise the method's weight or try another "
+                    "method.")
     for m in msgs:
         warnings.warn(m, TransferKitWarning, stacklevel=2)
     return msgs

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ._validation import suggest
+from .data.tables import LABEL_NAMES
 from .errors import ConfigError, DataError
 
 MODEL = "model.safetensors"
@@ -300,7 +301,9 @@ def load_for_run(spec, facts: dict):
             over["text"] = facts["text_column"]
         if "label" not in options and columns is not None:
             lab = facts.get("label_column")
-            over["label"] = lab if lab in columns else False
+            if lab is not None or not any(c in columns for c in LABEL_NAMES):
+                # the run's label column when it had one; else (an unlabeled target) the usual names
+                over["label"] = lab if lab in columns else False
     elif name not in _registered() and path.is_file() and path.suffix.lower() == ".npz" and "y" not in options:
         try:
             with np.load(path, allow_pickle=False) as z:
