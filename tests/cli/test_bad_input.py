@@ -280,6 +280,10 @@ CASES = {
     "demo: --out is the working directory": lambda t: (["demo", "--out", "."], ["output directory '.'"]),
     "groups: unknown backbone": lambda t: (["groups", "tiny_cnm"], ["unknown backbone 'tiny_cnm'", "Did you mean"]),
     "list: unknown kind": lambda t: (["list", "strategy"], ["invalid choice: 'strategy'", "'strategies'"]),
+    "predict: not a run directory": lambda t: (["predict", str(t), _npz(t), "--out", str(t / "p.csv")],
+                                               ["is not a transferkit run directory", "--out folder"]),
+    "export: missing run directory": lambda t: (["export", str(t / "nope"), "--out", str(t / "m.onnx")],
+                                                ["does not exist or is not a folder", "'transferkit run'"]),
 }
 
 
