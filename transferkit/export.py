@@ -124,7 +124,28 @@ def _KernelMap(*a):
 def export_module(strategy):
     """``(module, backbone)``: a fitted strategy's predictor as one ``nn.Module`` from
     preprocessed inputs to logits ``(n, K)``, in eval mode, and the backbone whose
-    ``preprocess`` makes its inputs."""
+    ``preprocess`` makes its inputs; a fitted label-shift (prior) correction is part of it."""
+    module, bb = _export_module(strategy)
+    ratio = getattr(strategy, "prior_log_ratio_", None)
+    if ratio is None:
+        return module, bb
+    torch, nn = _torch()
+
+    class PriorCorrected(nn.Module):
+        """``logits + log(target prior / source prior)``: adapt's ``label_shift`` correction."""
+
+        def __init__(self, inner, log_ratio):
+            super().__init__()
+            self.inner = inner
+            self.register_buffer("log_ratio", torch.as_tensor(np.asarray(log_ratio, dtype=np.float32)))
+
+        def forward(self, x):
+            return self.inner(x) + self.log_ratio
+
+    return PriorCorrected(module, ratio).eval(), bb
+
+
+def _export_module(strategy):
     torch, nn = _torch()
     from .nn import TransferModel
 
