@@ -138,7 +138,11 @@ def card_markdown(card: dict) -> str:
     if d.get("text_column"):
         lines.append(f"- text column: `{d['text_column']}`")
     lines += ["", "## Splits", ""]
-    if sp["labels_per_class"] is not None:
+    if not d.get("n_labeled"):  # an unlabeled target: every row adapts
+        proto = ("the target has no labels: every target row trains unlabeled (domain adaptation); test: "
+                 + (f"`{sp['test']}`" if sp["test"] else "none (a label-free run: no accuracy can be measured)"))
+        lines += [f"Protocol: {proto}.", ""]
+    elif sp["labels_per_class"] is not None:
         proto = f"{sp['labels_per_class']} labeled target samples per class train"
     else:
         proto = f"{sp['train_fraction']:g} of the labeled target trains (stratified)"
@@ -146,7 +150,8 @@ def card_markdown(card: dict) -> str:
         proto += f"; {sp['unlabeled_fraction']:g} of the rest trains with its labels hidden (unlabeled)"
     proto += ("; validation: " + (f"`{sp['val']}`" if sp["val"] else f"{sp['val_fraction']:g} of the rest")
               + "; test: " + (f"`{sp['test']}`" if sp["test"] else "the remainder"))
-    lines += [f"Protocol: {proto}. Each seed draws its own split; the test split is scored once, after training.", ""]
+    if d.get("n_labeled"):
+        lines += [f"Protocol: {proto}. Each seed draws its own split; the test split is scored once, after training.", ""]
     if sp["per_seed"]:
         lines += ["| seed | train (labeled) | train (unlabeled) | val | test |", "|---|---|---|---|---|"]
         lines += [f"| {k} | {v['train_labeled']} | {v['train_unlabeled']} | {v['val']} | {v['test']} |"
