@@ -121,3 +121,16 @@ def test_onnx_export_keeps_the_prior_correction(run_dir, tmp_path, one_thread):
     p = np.exp(z - z.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     assert np.abs(p - model.predict_proba(test)).max() < 1e-4  # without the correction: 0.39
+
+
+def test_label_none_makes_a_labeled_table_unlabeled_and_python_gives_the_yaml_numbers(churn, run_dir, one_thread):
+    import transferkit as tk
+
+    test = tk.load_dataset(str(churn / "target_test.csv"))
+    hidden = tk.load_dataset(f"{churn / 'target_test.csv'}:label=none")
+    assert hidden.labels is None and (test.labels >= 0).all()
+    source, target = tk.load_dataset(str(churn / "source.csv")), tk.load_dataset(str(churn / "target.csv"))
+    train, _, _ = tk.make_splits(target, test=str(churn / "target_test.csv"), load=tk.load_dataset)
+    m = tk.Adapt(backbone="identity", method="coral", label_shift="mlls").fit(train, source=source)
+    res = json.loads((run_dir / "results.json").read_text())
+    assert m.score(test) == next(r["accuracy"] for r in res["runs"] if r["strategy"] == "coral+mlls")

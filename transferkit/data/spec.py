@@ -300,6 +300,8 @@ def load_dataset(spec: str | dict, **overrides: Any) -> DomainDataset:
     options.update(overrides)
     loader, what, takes_path = _resolve(name)
     _check_options(loader, options, what)
+    if what.startswith("table ") and "label" in options and options["label"] is None:
+        options["label"] = False  # ``label=none`` written out: an unlabeled table (left out: the usual names)
     ds = loader(name, **options) if takes_path else loader(**options)
     if isinstance(spec, str) and not overrides:
         ds.spec = spec.strip()

@@ -328,7 +328,7 @@ class Adapt(Strategy):
         if not hasattr(self, "extractor_"):
             # a randomly initialized backbone is part of the seeded run, whatever ran before
             with seeded(self.seed):
-                bb = resolve_backbone(self.backbone, self.pretrained, self.image_size)
+                bb = resolve_backbone(self.backbone, self.pretrained, self.image_size, data=dataset)
             self.extractor_ = FeatureExtractor(bb, cache_dir=self.cache_dir, progress=self.progress).fit()
         return self.extractor_.transform(dataset)
 

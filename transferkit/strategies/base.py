@@ -206,10 +206,20 @@ def seeded(seed: int):
             random.setstate(py_state)
 
 
-def resolve_backbone(backbone, pretrained: bool = True, image_size: int | None = None):
-    """See :func:`transferkit.backbones.resolve_backbone` (imported on use: strategies import light)."""
+#: Backbone names that mean "no network: the table's columns are the features".
+NO_BACKBONE = ("identity", "none")
+
+
+def resolve_backbone(backbone, pretrained: bool = True, image_size: int | None = None, data=None):
+    """See :func:`transferkit.backbones.resolve_backbone` (imported on use: strategies import light).
+
+    ``backbone="identity"`` (or ``"none"``) given by name takes its width from ``data``, the
+    table the strategy is fitted on, as ``backbone: auto`` does in an experiment file."""
+    from ..backbones import create_backbone
     from ..backbones import resolve_backbone as _resolve
 
+    if isinstance(backbone, str) and backbone in NO_BACKBONE and data is not None and data.modality == "tabular":
+        return create_backbone("identity", in_features=int(np.shape(data.inputs)[1]))
     return _resolve(backbone, pretrained, image_size)
 
 

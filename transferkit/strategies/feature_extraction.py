@@ -88,17 +88,17 @@ class FeatureExtraction(Strategy):
         self._num("lr", low=0, high=MAX_LR, low_inclusive=False, example=0.01)
         self._num("weight_decay", low=0, high=10, example=0.0001)
 
-    def _extractor(self):
+    def _extractor(self, data=None):
         if not hasattr(self, "extractor_"):
             # a randomly initialised backbone is part of the seeded run, whatever ran before
             with seeded(self.seed):
-                bb = resolve_backbone(self.backbone, self.pretrained, self.image_size)
+                bb = resolve_backbone(self.backbone, self.pretrained, self.image_size, data=data)
             self.extractor_ = FeatureExtractor(bb, batch_size=self.batch_size, cache_dir=self.cache_dir,
                                                progress=self.progress, device=self.device).fit()
         return self.extractor_
 
     def transform(self, dataset) -> np.ndarray:
-        f = self._extractor().transform(dataset)
+        f = self._extractor(dataset).transform(dataset)
         return (f - self.mean_) / self.scale_ if self.standardize else f
 
     def fit(self, train, val=None, *, run_dir=None):
@@ -107,7 +107,7 @@ class FeatureExtraction(Strategy):
         self._check_train(train)
         t0 = time.perf_counter()
         mask = train.labeled_mask
-        ex = self._extractor()
+        ex = self._extractor(train)
         F_all = ex.transform(train)
         Ftr, ytr = F_all[mask], train.labels[mask]
         if self.standardize:

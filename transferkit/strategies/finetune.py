@@ -222,12 +222,12 @@ class FineTune(Strategy):
                      batch_size=max(self.batch_size, 64))
         return built
 
-    def _build_model(self, n_classes: int):
+    def _build_model(self, n_classes: int, data=None):
         from ..nn import TransferModel
 
         # the new head's (and a scratch backbone's) initialization, whatever ran before
         with seeded(self.seed):
-            bb = resolve_backbone(self.backbone, self.pretrained, self.image_size)
+            bb = resolve_backbone(self.backbone, self.pretrained, self.image_size, data=data)
             return TransferModel(bb, n_classes, head=self.head, dropout=self.dropout)
 
     # ------------------------------------------------------------------ validation
@@ -363,7 +363,7 @@ class FineTune(Strategy):
         self._reset_fitted()  # a refit never reuses an earlier fit's state
         self._check_train(train)
         t0 = time.perf_counter()
-        model = self._build_model(train.n_classes)
+        model = self._build_model(train.n_classes, data=train)
         nb = len(model.layer_groups()) - 1
         k = parse_unfreeze(self.unfreeze, nb)
         callbacks = []
