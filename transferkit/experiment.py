@@ -376,6 +376,10 @@ def _run_extras(strat, train, seed: int) -> dict:
     est = getattr(strat, "label_shift_", None)
     if est is not None:
         out["label_shift"] = est.to_dict()
+    diag = getattr(strat, "estimator_diagnostics_", None)
+    if diag:  # a shallow estimator's convergence, effective sample size, subsampling
+        out["estimator"] = {k: (v if isinstance(v, (int, float, str, bool, type(None), list)) else str(v))
+                            for k, v in diag.items()}
     unl = np.flatnonzero(train.labels < 0) if train.labels is not None else np.arange(len(train))
     if len(unl) == 0:
         return out

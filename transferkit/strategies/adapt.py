@@ -528,6 +528,8 @@ class Adapt(Strategy):
         adapter = cls(**seeded_kw, **(self.loss_options or {}))  # the estimator's options, checked in validate
         y_masked = np.where(dom > 0, y, -1)
         adapter.fit(X, y_masked, sample_domain=dom)
+        # what the fit did (convergence, effective sample size, subsampling): into results.json
+        self.estimator_diagnostics_ = dict(getattr(adapter, "diagnostics_", None) or {})
         weights = getattr(adapter, "weights_", None)
         lab = y >= 0  # source rows, and labeled target rows only with target_labels=True
         if weights is not None:  # reweighting: train on source rows with weights
