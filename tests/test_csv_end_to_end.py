@@ -31,7 +31,6 @@ strategies:
   - {name: adapt, method: coral, label_shift: mlls, label: coral+mlls}
   - {name: adapt, method: jan, epochs: 4, label: jan}
   - {name: adapt, method: jan, epochs: 4, label_shift: mlls, label: jan+mlls}
-diagnose: {transfer: lr+mlls, baseline: source_only_lr, labels_per_class: [], sharpness: false}
 """
 
 

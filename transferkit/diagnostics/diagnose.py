@@ -53,6 +53,27 @@ def _record(rec: dict) -> dict:
     return json.loads(json.dumps(rec, default=_jsonable))
 
 
+#: Strategies that are baselines of domain adaptation, never its "transfer" side.
+DA_BASELINES = ("source_only", "source_only_lr", "source_only_adabn", "target_only")
+
+
+def default_diagnose(cfg):
+    """The ``diagnose:`` section a config without one gets: ``finetune`` against ``scratch``,
+    except for a domain-adaptation config (a source, and every strategy trains without target
+    labels), where the first adaptation strategy is compared with its source-only baseline
+    (``source_only_lr`` when the config has it, else ``source_only``), without the
+    sample-efficiency curve (it needs target labels) or the sharpness."""
+    from .._registry import get
+    from ..config import DiagnoseConfig
+
+    names = {s.key: s.name for s in cfg.strategies}
+    if cfg.source is None or any(getattr(get("strategy", n), "needs_target_labels", True) for n in names.values()):
+        return DiagnoseConfig()
+    base = next((k for k, n in names.items() if n in ("source_only_lr", "source_only")), "source_only")
+    transfer = next((k for k, n in names.items() if n not in DA_BASELINES and k != base), "adapt")
+    return DiagnoseConfig(transfer=transfer, baseline=base, source_only=False, labels_per_class=[], sharpness=False)
+
+
 def run_diagnose(cfg, out_dir: str | Path | None = None, *, overwrite: bool = False, echo=print, inputs=(),
                  resume: bool = False) -> dict:
     """Run every enabled diagnostic for ``cfg``; write ``diagnose.json``/``diagnose.md``.
@@ -79,7 +100,10 @@ def run_diagnose(cfg, out_dir: str | Path | None = None, *, overwrite: bool = Fa
     from .negative_transfer import check_seeds, negative_transfer_config
 
     t0 = time.perf_counter()
-    dc = cfg.diagnose or DiagnoseConfig()
+    dc = cfg.diagnose or default_diagnose(cfg)
+    if cfg.diagnose is None and dc.transfer != DiagnoseConfig().transfer:
+        echo(f"no diagnose section: comparing {dc.transfer} with {dc.baseline} (domain adaptation from the source; "
+             "no target labels to train on, so no sample-efficiency curve)")
     dc.validate([s.key for s in cfg.strategies])
     check_seeds(cfg)
     # bad data, a backbone typo or a bad strategy parameter fails here, before anything is trained or written
