@@ -889,14 +889,19 @@ def _table(head: list, rows: list, markdown: bool) -> str:
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
 
 
-def gains_over_baseline(summary: dict, baseline: str = "scratch") -> str:
+def gains_over_baseline(summary: dict, baseline: str | None = None) -> str:
     """One line: each strategy's mean test accuracy minus the baseline's (empty without one).
+    ``baseline=None``: ``scratch``, else ``source_only``, else ``source_only_lr``, whichever
+    the run has first.
 
     The formal test with confidence intervals is the negative-transfer diagnostic; this line
     only states the measured difference of means.
     """
-    if baseline not in summary:
+    if baseline is None:
+        baseline = next((b for b in ("scratch", "source_only", "source_only_lr") if b in summary), "scratch")
+    if baseline not in summary or summary[baseline]["accuracy_mean"] is None:
         return ""
     base = summary[baseline]["accuracy_mean"]
-    parts = [f"{k} {s['accuracy_mean'] - base:+.3f}" for k, s in summary.items() if k != baseline]
+    parts = [f"{k} {s['accuracy_mean'] - base:+.3f}" for k, s in summary.items()
+             if k != baseline and s["accuracy_mean"] is not None]
     return f"accuracy over {baseline} (difference of means): " + ", ".join(parts) if parts else ""
