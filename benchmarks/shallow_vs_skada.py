@@ -1,6 +1,6 @@
 """Shallow domain adaptation: transferkit vs skada on identical feature arrays.
 
-    python benchmarks/shallow_vs_skada.py [--seeds 3] [--tasks rotate,invert]
+    python benchmarks/shallow_vs_skada.py [--seeds 3] [--tasks rotate,invert] [--only matched|defaults]
 
 Features: EfficientNet-Lite0 (64x64, ImageNet weights) embeddings of the built-in digits,
 source ``digits:subset=0/2`` and, per task, a shifted target on the other half:
@@ -28,6 +28,12 @@ with one BLAS thread by default (``--threads``).
 Methods with randomness (skada's randomized PCA in SA, KLIEP's centres and folds) run over
 ``--seeds`` seeds; the others are deterministic and run once.
 
+A second table runs every transferkit estimator at its defaults (``make_shallow(name)``, the
+adapter ``DAClassifier(name)`` builds), through the same downstream classifier, with what its
+fit recorded (``diagnostics_``: converged, effective sample size of the weights, components,
+rows fitted) and the warnings it gave; estimators with a ``random_state`` run with
+``random_state = 0 .. seeds-1``.
+
 Where the numbers differ, the definitions differ (checked on these features, skada 0.6.0):
 
 - CORAL: transferkit adds ``reg`` to both covariances (Sun et al.); skada shrinks them with
@@ -54,11 +60,13 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from transferkit.adapt import shallow as tk
+from transferkit.errors import TransferKitWarning
 
 SOURCE = "digits:subset=0/2"
 TASKS = {
@@ -160,13 +168,50 @@ def downstream():
     return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=3000))
 
 
-def run_one(adapter, lib, X, y_masked, sd, Xt, yt):
+def run_one(adapter, lib, X, y_masked, sd, Xt, yt, with_diagnostics=False):
     clf = tk.DAClassifier(Timed(adapter, lib), downstream())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         clf.fit(X, y_masked, sample_domain=sd)
         acc = clf.score(Xt, yt)
+    if with_diagnostics:
+        diag = dict(getattr(clf.adapter_.adapter_, "diagnostics_", None) or {})
+        diag["warnings"] = sorted({str(w.message) for w in caught
+                                   if issubclass(w.category, (TransferKitWarning, ConvergenceWarning))})
+        return 100 * acc, clf.adapter_.fit_time_, diag
     return 100 * acc, clf.adapter_.fit_time_
+
+
+def default_rows(task, X, y_masked, sd, T, yt, seeds):
+    """One row per registered estimator at its defaults: accuracy and what its fit recorded."""
+    from transferkit._registry import available, get
+
+    rows = []
+    for name in available("shallow_da"):
+        cls = get("shallow_da", name)
+        seeded = "random_state" in cls().get_params()
+        accs, times, diags = [], [], []
+        for seed in range(seeds if seeded else 1):
+            adapter = cls(random_state=seed) if seeded else cls()
+            try:
+                acc, t, diag = run_one(adapter, "transferkit", X, y_masked, sd, T, yt, with_diagnostics=True)
+            except Exception as exc:  # report, do not hide, a failing estimator
+                print(f"  {task} {name} defaults: {type(exc).__name__}: {exc}")
+                acc, t, diag = float("nan"), float("nan"), {}
+            accs.append(acc)
+            times.append(t)
+            diags.append(diag)
+        d = diags[0]
+
+        def show(key, fmt_="{}"):
+            vals = [x.get(key) for x in diags if x.get(key) is not None]
+            return "" if not vals else "/".join(sorted({fmt_.format(v) for v in vals}))
+
+        ess = show("ess_fraction", "{:.0%}")
+        rows.append((task, name, fmt(accs), f"{np.median(times):.2f}", show("converged"), ess, show("n_components"),
+                     show("n_fit_samples"), "; ".join(w.split(";")[0] for w in d.get("warnings", [])) or ""))
+        print(f"  done {task} {name} defaults: {np.mean(accs):.1f}", flush=True)
+    return rows
 
 
 def fmt(vals):
@@ -182,6 +227,8 @@ def main():
     ap.add_argument("--tasks", default="rotate,invert")
     ap.add_argument("--cache", default=os.environ.get("TRANSFERKIT_CACHE"))
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads (1: stable timings on a shared machine)")
+    ap.add_argument("--only", choices=("matched", "defaults"), default=None,
+                    help="only the matched-parameter table, or only the transferkit-defaults table")
     a = ap.parse_args()
     from threadpoolctl import threadpool_limits
 
@@ -200,7 +247,7 @@ def run(a):
     print(f"skada {skada.__version__}; EfficientNet-Lite0 64x64 features, d={d}; source {SOURCE} (n={len(Fs)}); "
           f"downstream StandardScaler + LogisticRegression(C=1.0); accuracy on the target in %, "
           f"mean ± std over {a.seeds} seeds where randomized\n")
-    rows, params = [], {}
+    rows, params, drows = [], {}, []
     for task in a.tasks.split(","):
         Ft, yt = feats[task]
         scaler = StandardScaler().fit(np.vstack([Fs, Ft]))
@@ -210,6 +257,11 @@ def run(a):
         y_masked = np.r_[ys, -np.ones(len(T), dtype=int)]
         base = 100 * downstream().fit(S, ys).score(T, yt)
         rows.append((task, "source only", f"{base:.1f}", f"{base:.1f}", "", "", "", ""))
+        if a.only != "matched":
+            drows.append((task, "source only", f"{base:.1f}", "", "", "", "", "", ""))
+            drows += default_rows(task, X, y_masked, sd, T, yt, a.seeds)
+        if a.only == "defaults":
+            continue
         for i, (name, _, _, p, randomized) in enumerate(methods(d, gamma, 0)):
             params[name] = p
             acc = {"transferkit": [], "skada": []}
@@ -229,16 +281,25 @@ def run(a):
             rows.append((task, name, fmt(acc["transferkit"]), fmt(acc["skada"]), f"{tk_acc - sk_acc:+.1f}",
                          f"{t_tk:.2f}", f"{t_sk:.2f}", f"{t_tk / t_sk:.2f}"))
             print(f"  done {task} {name}: {tk_acc:.1f} vs {sk_acc:.1f}", flush=True)
-    head = ("task", "method", "transferkit acc", "skada acc", "Δ (pts)", "tk fit s", "skada fit s",
-            "time ratio tk/skada")
-    print()
-    print("| " + " | ".join(head) + " |")
-    print("|" + "|".join("---" for _ in head) + "|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
-    print("\nMatched hyper-parameters:")
-    for name, p in params.items():
-        print(f"- {name}: {p}")
+    if a.only != "defaults":
+        head = ("task", "method", "transferkit acc", "skada acc", "Δ (pts)", "tk fit s", "skada fit s",
+                "time ratio tk/skada")
+        print()
+        print("| " + " | ".join(head) + " |")
+        print("|" + "|".join("---" for _ in head) + "|")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+        print("\nMatched hyper-parameters:")
+        for name, p in params.items():
+            print(f"- {name}: {p}")
+    if a.only != "matched":
+        head = ("task", "estimator (defaults)", "acc", "fit s", "converged", "ESS / n_source", "components",
+                "rows fitted", "warnings (first clause)")
+        print(f"\ntransferkit estimators at their defaults (random_state 0..{a.seeds - 1} where they have one):\n")
+        print("| " + " | ".join(head) + " |")
+        print("|" + "|".join("---" for _ in head) + "|")
+        for r in drows:
+            print("| " + " | ".join(r) + " |")
     print(f"\nwall time {time.perf_counter() - t_start:.0f}s")
 
 

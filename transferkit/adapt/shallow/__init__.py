@@ -13,7 +13,17 @@ negative for target rows, and ``y = -1`` for unlabeled rows. Two kinds:
   :class:`KLIEPReweighter` (``kliep``).
 
 :class:`DAClassifier` chains either kind with a classifier trained on the adapted, labeled
-source rows. The names in brackets are the ``shallow_da`` registry keys.
+source rows. The names in brackets are the ``shallow_da`` registry keys;
+:func:`make_shallow` builds one from its key and a mapping of options (unknown options are an
+error naming the nearest valid one), and :func:`shallow_options` lists them.
+
+Estimators with randomness (TCA, KMM, KLIEP, SA's dimension estimate) take ``random_state``,
+default ``0``, so that repeated fits are identical; ``max_samples`` bounds the rows of the
+quadratic-memory ones (TCA, KMM) and a subsample is warned about. Every fitted estimator has
+``diagnostics_`` (the same keys for all: ``converged``, ``n_iter``, ``ess``, ``n_fit_samples``,
+``n_components``, ``warnings``, ...; see :mod:`._base`), and a solver that stops early or
+importance weights carried by a few rows (effective sample size below 10% of the source) give a
+:class:`~transferkit.errors.TransferKitWarning`.
 
 All are scikit-learn estimators (transformers, and :class:`DAClassifier` a classifier) that pass
 scikit-learn's own estimator checks (``tests/test_sklearn_checks.py``). Without
@@ -23,7 +33,15 @@ none, pools the rows with a warning. They also work as steps of ``skada.make_da_
 steps that request ``sample_weight``, following skada's reweighting-adapter protocol.
 """
 
-from ._base import BaseMappingAdapter, BaseReweighter
+from ._base import (
+    DIAGNOSTIC_KEYS,
+    ESS_WARN_FRACTION,
+    BaseMappingAdapter,
+    BaseReweighter,
+    ShallowConvergenceWarning,
+    effective_sample_size,
+)
+from ._factory import make_shallow, shallow_options
 from .coral import CORALAdapter
 from .kliep import KLIEPReweighter
 from .kmm import KMMReweighter
@@ -33,6 +51,8 @@ from .subspace_alignment import SubspaceAlignmentAdapter
 from .tca import TCAAdapter
 
 __all__ = [
+    "DIAGNOSTIC_KEYS",
+    "ESS_WARN_FRACTION",
     "BaseMappingAdapter",
     "BaseReweighter",
     "CORALAdapter",
@@ -40,6 +60,10 @@ __all__ = [
     "KLIEPReweighter",
     "KMMReweighter",
     "OTMappingAdapter",
+    "ShallowConvergenceWarning",
     "SubspaceAlignmentAdapter",
     "TCAAdapter",
+    "effective_sample_size",
+    "make_shallow",
+    "shallow_options",
 ]

@@ -21,6 +21,14 @@ the adapter then learns the no-shift special case of its map (CORAL and OT the i
 SA a PCA projection, TCA kernel PCA, KMM and KLIEP weights close to 1), which keeps them valid
 scikit-learn transformers. ``transform(X)`` without ``sample_domain`` treats every row as a
 target row (skada's rule, and what you have at prediction time).
+
+Every estimator records what its fit did in ``diagnostics_``, a dict with the same keys for all
+of them (:data:`DIAGNOSTIC_KEYS`; ``None`` where a key does not apply), meant for a results
+file: ``converged`` and ``n_iter`` (iterative solvers), ``ess`` and ``ess_fraction`` (the
+effective sample size of importance weights), ``n_samples`` and ``n_fit_samples`` (rows given,
+rows the solution was computed on), ``n_components`` (embedding dimension) and ``warnings``
+(the messages of the :class:`~transferkit.errors.TransferKitWarning` the fit issued: a
+subsample, a solver that stopped early, weights carried by a few rows).
 """
 
 from __future__ import annotations
@@ -30,20 +38,50 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from ..._sklearn import check_X
 from ..._sklearn import masked_labels as _masked_labels
-from ...errors import DataError, TransferKitWarning
+from ...errors import ConfigError, DataError, TransferKitWarning
 
 __all__ = [
+    "DIAGNOSTIC_KEYS",
+    "ESS_WARN_FRACTION",
     "BaseMappingAdapter",
     "BaseReweighter",
+    "ShallowConvergenceWarning",
     "check_domain_input",
+    "effective_sample_size",
     "infer_sample_domain",
     "split_domains",
     "sym_power",
 ]
+
+#: The keys of every shallow estimator's ``diagnostics_`` (``None`` where one does not apply).
+DIAGNOSTIC_KEYS = ("estimator", "converged", "n_iter", "ess", "ess_fraction", "n_samples", "n_fit_samples",
+                   "n_components", "warnings")
+
+#: A reweighter warns when its weights' effective sample size is below this fraction of the
+#: source rows: the weighted classifier then rests on a few rows.
+ESS_WARN_FRACTION = 0.1
+
+
+class ShallowConvergenceWarning(TransferKitWarning, ConvergenceWarning):
+    """A shallow estimator's solver stopped before its stopping rule was met.
+
+    A :class:`~transferkit.errors.TransferKitWarning` (the experiment runner records it) and a
+    :class:`sklearn.exceptions.ConvergenceWarning` (scikit-learn's filters catch it)."""
+
+
+def effective_sample_size(w) -> float:
+    r"""Kish's effective sample size of non-negative weights, :math:`(\sum_i w_i)^2 / \sum_i w_i^2`.
+
+    ``n`` for equal weights, 1 when a single row carries all the weight; 0 for all-zero weights.
+    """
+    w = np.asarray(w, dtype=float)
+    sq = float(w @ w)
+    return float(w.sum() ** 2 / sq) if sq > 0 else 0.0
 
 
 def _check_sample_domain(sample_domain, n: int, who: str) -> np.ndarray:
@@ -214,6 +252,53 @@ class _ShallowDA(TransformerMixin, BaseEstimator):
         tags.target_tags.required = False
         return tags
 
+    #: registry key, named in warnings and in ``diagnostics_["estimator"]``
+    _key = None
+
+    def _check_params(self) -> dict:
+        """Validate the parameters that need no data (a ``ConfigError`` names the first bad one)
+        and return them converted; ``fit`` starts with it, and
+        :func:`~transferkit.adapt.shallow.make_shallow` calls it before any data is seen."""
+        return {}
+
+    def _warn(self, notes: list, message: str, category=TransferKitWarning, stacklevel: int = 3) -> None:
+        """Issue ``message`` (prefixed with the registry key) and keep it for ``diagnostics_``."""
+        message = f"{self._key}: {message}"
+        notes.append(message)
+        warnings.warn(message, category, stacklevel=stacklevel)
+
+    def _warn_subsample(self, notes: list, n_fit: int, n: int, what: str, memory: str) -> None:
+        self._warn(notes, f"fitted {what} on {n_fit} of {n} rows (max_samples={self.max_samples}, a seeded subsample, "
+                          f"random_state={self.random_state!r}); raise max_samples to use more rows ({memory}).",
+                   stacklevel=4)
+
+    def _check_ess(self, notes: list, w: np.ndarray) -> tuple[float, float]:
+        """``(ess, ess / n)`` of the weights ``w``, with a warning below :data:`ESS_WARN_FRACTION`."""
+        ess = effective_sample_size(w)
+        frac = ess / len(w) if len(w) else 0.0
+        if frac < ESS_WARN_FRACTION:
+            self._warn(notes, f"the importance weights have an effective sample size of {ess:.0f} of {len(w)} "
+                              f"source rows ({100 * frac:.1f}%, below {100 * ESS_WARN_FRACTION:.0f}%), so a "
+                              "classifier trained with them rests on a few rows; the domains may barely "
+                              "overlap: check the weights (diagnostics_), widen the kernel, or use a mapping "
+                              "method instead.", stacklevel=4)
+        return ess, frac
+
+    def _diagnostics(self, notes: list, *, n_samples: int, n_fit_samples: int, n_components=None,
+                     converged=None, n_iter=None, ess=None, ess_fraction=None) -> dict:
+        """The ``diagnostics_`` dict (keys :data:`DIAGNOSTIC_KEYS`, plain Python values)."""
+        return {
+            "estimator": self._key,
+            "converged": None if converged is None else bool(converged),
+            "n_iter": None if n_iter is None else int(n_iter),
+            "ess": None if ess is None else float(ess),
+            "ess_fraction": None if ess_fraction is None else float(ess_fraction),
+            "n_samples": int(n_samples),
+            "n_fit_samples": int(n_fit_samples),
+            "n_components": None if n_components is None else int(n_components),
+            "warnings": list(notes),
+        }
+
     def _fit_input(self, X, y, sample_domain, *, min_rows_per_domain: int = 2):
         return check_domain_input(X, y, sample_domain, who=f"{type(self).__name__}.fit",
                                   min_rows_per_domain=min_rows_per_domain, estimator=self)
@@ -334,3 +419,38 @@ def sym_power(C: np.ndarray, p: float, *, floor: float = 0.0) -> np.ndarray:
         tiny = lam.max() * 1e-12 if lam.max() > 0 else 1.0
         lam = np.maximum(lam, tiny)
     return (V * lam**p) @ V.T
+
+
+def check_flag(param: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{param} must be True or False, got {value!r}.")
+    return bool(value)
+
+
+def pooled_scaling(X: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, scale)`` of the z-score over all rows of ``X`` (source and target pooled), or
+    ``(0, 1)`` without ``standardize``; a constant column gets scale 1 (as scikit-learn's
+    :class:`~sklearn.preprocessing.StandardScaler`).
+
+    Pooling keeps the scaling unsupervised and neutral: it puts the columns on one scale (a
+    kernel's bandwidth or a PCA is otherwise set by the column with the largest units) without
+    moving one domain towards the other; per-domain scaling would itself be an adaptation, and
+    under label shift would remove the class signal carried by the target's mean.
+    """
+    d = X.shape[1]
+    if not standardize:
+        return np.zeros(d), np.ones(d)
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    scale[~(scale > 10 * np.finfo(float).eps * np.maximum(np.abs(mean), 1.0))] = 1.0
+    return mean, scale
+
+
+def check_random_state_param(value):
+    """``random_state`` as scikit-learn takes it (None, an int >= 0, or a RandomState)."""
+    if value is None or isinstance(value, np.random.RandomState):
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**32:
+        raise ConfigError(f"random_state must be None, a whole number 0 <= seed < 2**32 or a "
+                          f"numpy RandomState, got {value!r}.")
+    return int(value)

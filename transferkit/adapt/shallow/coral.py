@@ -49,6 +49,8 @@ class CORALAdapter(BaseMappingAdapter):
         The regularized covariances :math:`\tilde C_s, \tilde C_t`.
     coral_matrix_ : ndarray of shape (n_features, n_features)
         :math:`A = \tilde C_s^{-1/2} \tilde C_t^{1/2}`.
+    diagnostics_ : dict
+        See :mod:`transferkit.adapt.shallow._base` (closed form: only the row counts).
     n_features_in_ : int
 
     References
@@ -66,9 +68,17 @@ class CORALAdapter(BaseMappingAdapter):
     True
     """
 
+    _key = "coral"
+
     def __init__(self, reg: float = 1.0, center: bool = True):
         self.reg = reg
         self.center = center
+
+    def _check_params(self) -> dict:
+        reg = check_number("reg", self.reg, low=0.0)
+        if not isinstance(self.center, (bool, np.bool_)):
+            raise ConfigError(f"center must be True or False, got {self.center!r}.")
+        return {"reg": reg}
 
     def fit(self, X, y=None, *, sample_domain=None) -> CORALAdapter:
         """Estimate the two covariances and the alignment matrix.
@@ -88,9 +98,7 @@ class CORALAdapter(BaseMappingAdapter):
         -------
         self
         """
-        reg = check_number("reg", self.reg, low=0.0)
-        if not isinstance(self.center, (bool, np.bool_)):
-            raise ConfigError(f"center must be True or False, got {self.center!r}.")
+        reg = self._check_params()["reg"]
         X, _, is_source, is_target = self._fit_input(X, y, sample_domain)
         Xs, Xt = split_domains(X, is_source, is_target)
         d = X.shape[1]
@@ -99,6 +107,7 @@ class CORALAdapter(BaseMappingAdapter):
         self.cov_source_ = np.cov(Xs, rowvar=False).reshape(d, d) + reg * np.eye(d)
         self.cov_target_ = np.cov(Xt, rowvar=False).reshape(d, d) + reg * np.eye(d)
         self.coral_matrix_ = sym_power(self.cov_source_, -0.5) @ sym_power(self.cov_target_, 0.5)
+        self.diagnostics_ = self._diagnostics([], n_samples=len(X), n_fit_samples=len(X))
         return self
 
     def transform(self, X, sample_domain=None) -> np.ndarray:

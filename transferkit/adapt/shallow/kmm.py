@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from scipy import linalg, optimize
 from scipy.sparse import linalg as sparse_linalg
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import pairwise_distances_argmin
+from sklearn.utils import check_random_state
 
 from ..._registry import register
 from ..._validation import check_choice, check_number
 from ...errors import ConfigError
 from ...nn.bandwidth import median_heuristic
-from ._base import BaseReweighter, split_domains
+from ._base import (
+    BaseReweighter,
+    ShallowConvergenceWarning,
+    check_flag,
+    check_random_state_param,
+    pooled_scaling,
+    split_domains,
+)
 from .tca import kernel_matrix
 
 
@@ -72,6 +77,13 @@ class KMMReweighter(BaseReweighter):
     kernel average :math:`\sum_i k(x, x^s_i)\beta_i / \sum_i k(x, x^s_i)` (KMM itself only
     weights its training rows); fitted rows get their :math:`\beta_i` exactly.
 
+    KMM's weights often concentrate on a few rows (an upper bound ``B`` of 1000 allows it): the
+    fit records their effective sample size ``ess_`` and warns (a
+    :class:`~transferkit.errors.TransferKitWarning`) when it is below
+    :data:`~transferkit.adapt.shallow._base.ESS_WARN_FRACTION` of the source rows, and warns
+    (:class:`~transferkit.adapt.shallow._base.ShallowConvergenceWarning`) when the solver stops
+    at ``max_iter``; ``converged_`` records it.
+
     Parameters
     ----------
     kernel : {"rbf", "linear"}, default "rbf"
@@ -79,7 +91,7 @@ class KMMReweighter(BaseReweighter):
     gamma : float or None, default None
         RBF parameter in :math:`\exp(-\gamma\lVert x-x'\rVert^2)`; ``None``: median heuristic
         :math:`\gamma = 1/(2\sigma^2)`, :math:`\sigma` the median pairwise distance of the pooled
-        rows (at most 1000, seed 0).
+        rows (at most 1000, seeded by ``random_state``), of the scaled rows with ``standardize``.
     B : float, default 1000.0
         Upper bound on each weight.
     eps : float or None, default None
@@ -91,16 +103,42 @@ class KMMReweighter(BaseReweighter):
         \lVert z - \Pi(z - \nabla f(z)/\lambda_{\max})\rVert \le \text{tol}\,\lVert\kappa\rVert`;
         ``"slsqp"`` uses it as ``ftol``. (:math:`K` is often so ill-conditioned that
         :math:`\beta` is not identifiable along flat directions while the objective is.)
+    max_samples : int, default 5000
+        The QP needs the :math:`n_s \times n_s` kernel and the :math:`n_s \times n_t` cross
+        kernel (:math:`O(n^2)` memory and time per iteration). A domain with more rows than this
+        is represented by a seeded subsample of ``max_samples`` rows; the source rows left out
+        get the Nadaraya–Watson weight above, ``n_fit_samples_`` says how many rows were used,
+        and a :class:`~transferkit.errors.TransferKitWarning` says so.
+    standardize : bool, default True
+        z-score the columns with the mean and standard deviation of all rows (source and target
+        pooled) before the kernel, so that it sees every column on one scale.
+    random_state : int, RandomState or None, default 0
+        Seeds the subsamples (``max_samples``, the median heuristic).
 
     Attributes
     ----------
     weights_ : ndarray of shape (n_source,)
-        :math:`\beta`, in the order of the source rows of ``X``.
-    X_source_ : ndarray of shape (n_source, n_features)
+        :math:`\beta`, in the order of the source rows of ``X`` (fitted rows) or their
+        Nadaraya–Watson extension (rows left out by ``max_samples``).
+    input_mean_, input_scale_ : ndarray of shape (n_features,)
+        The pooled scaling (0 and 1 without ``standardize``).
+    X_source_ : ndarray of shape (n_fit_source, n_features)
+        The source rows the QP was solved on, scaled.
+    beta_ : ndarray of shape (n_fit_source,)
+        :math:`\beta` at those rows.
     gamma_ : float or None
     n_iter_ : int
+    converged_ : bool
+        Whether the solver met its stopping rule before ``max_iter``.
+    ess_ : float
+        Effective sample size of ``weights_``, :math:`(\sum_i w_i)^2 / \sum_i w_i^2`.
+    n_fit_samples_ : int
+        Rows (source and target) the QP was solved on.
     objective_ : float
         Final :math:`\tfrac12\beta^\top K\beta - \kappa^\top\beta`.
+    diagnostics_ : dict
+        See :mod:`transferkit.adapt.shallow._base` (``converged``, ``n_iter``, ``ess``,
+        ``n_fit_samples``).
     n_features_in_ : int
 
     References
@@ -112,8 +150,11 @@ class KMMReweighter(BaseReweighter):
     Accelerated Gradient Schemes", 2015.
     """
 
+    _key = "kmm"
+
     def __init__(self, kernel: str = "rbf", gamma: float | None = None, B: float = 1000.0, eps: float | None = None,
-                 solver: str = "pgd", max_iter: int = 1000, tol: float = 1e-5):
+                 solver: str = "pgd", max_iter: int = 1000, tol: float = 1e-5, max_samples: int = 5000,
+                 standardize: bool = True, random_state=0):
         self.kernel = kernel
         self.gamma = gamma
         self.B = B
@@ -121,6 +162,23 @@ class KMMReweighter(BaseReweighter):
         self.solver = solver
         self.max_iter = max_iter
         self.tol = tol
+        self.max_samples = max_samples
+        self.standardize = standardize
+        self.random_state = random_state
+
+    def _check_params(self) -> dict:
+        return {
+            "kernel": check_choice("kernel", self.kernel, ("rbf", "linear")),
+            "solver": check_choice("solver", self.solver, ("pgd", "slsqp")),
+            "gamma": None if self.gamma is None else check_number("gamma", self.gamma, low=0.0, low_inclusive=False),
+            "B": check_number("B", self.B, low=0.0, low_inclusive=False),
+            "eps": None if self.eps is None else check_number("eps", self.eps, low=0.0),
+            "max_iter": check_number("max_iter", self.max_iter, low=1, integer=True),
+            "tol": check_number("tol", self.tol, low=0.0),
+            "max_samples": check_number("max_samples", self.max_samples, low=2, integer=True),
+            "standardize": check_flag("standardize", self.standardize),
+            "random_state": check_random_state_param(self.random_state),
+        }
 
     def fit(self, X, y=None, *, sample_domain=None) -> KMMReweighter:
         """Solve the KMM quadratic program for the source rows.
@@ -140,17 +198,24 @@ class KMMReweighter(BaseReweighter):
         -------
         self
         """
-        check_choice("kernel", self.kernel, ("rbf", "linear"))
-        check_choice("solver", self.solver, ("pgd", "slsqp"))
-        if self.gamma is not None:
-            check_number("gamma", self.gamma, low=0.0, low_inclusive=False)
-        upper = check_number("B", self.B, low=0.0, low_inclusive=False)
-        max_iter = check_number("max_iter", self.max_iter, low=1, integer=True)
-        tol = check_number("tol", self.tol, low=0.0)
+        p = self._check_params()
+        upper, max_iter, tol, max_samples = p["B"], p["max_iter"], p["tol"], p["max_samples"]
         X, _, is_source, is_target = self._fit_input(X, y, sample_domain, min_rows_per_domain=1)
-        Xs, Xt = split_domains(X, is_source, is_target)
+        notes = []
+        mean, scale = pooled_scaling(X, p["standardize"])
+        X = (X - mean) / scale
+        Xs_all, Xt_all = split_domains(X, is_source, is_target)
+        rng = check_random_state(p["random_state"])
+        Xs, Xt = Xs_all, Xt_all
+        if len(Xs) > max_samples:
+            Xs = Xs[np.sort(rng.choice(len(Xs), max_samples, replace=False))]
+        if len(Xt) > max_samples:
+            Xt = Xt[np.sort(rng.choice(len(Xt), max_samples, replace=False))]
+        if len(Xs) + len(Xt) < len(Xs_all) + len(Xt_all):
+            self._warn_subsample(notes, len(Xs) + len(Xt), len(Xs_all) + len(Xt_all), "its weights",
+                                 "the source x source and source x target kernels: O(n^2) memory")
         ns, nt = len(Xs), len(Xt)
-        eps = (np.sqrt(ns) - 1) / np.sqrt(ns) if self.eps is None else check_number("eps", self.eps, low=0.0)
+        eps = (np.sqrt(ns) - 1) / np.sqrt(ns) if p["eps"] is None else p["eps"]
         lo, hi = max(ns * (1 - eps), 0.0), ns * (1 + eps)
         if lo > ns * upper:
             raise ConfigError(
@@ -158,22 +223,32 @@ class KMMReweighter(BaseReweighter):
                 f"{lo:.4g}, which needs B >= 1 - eps = {1 - eps:.4g}."
             )
         if self.kernel == "rbf":
-            gamma = self.gamma
+            gamma = p["gamma"]
             if gamma is None:
-                gamma = 1.0 / (2.0 * median_heuristic(Xs, Xt, seed=0) ** 2)
+                gamma = 1.0 / (2.0 * median_heuristic(Xs, Xt, seed=int(rng.randint(2**31 - 1))) ** 2)
             self.gamma_ = float(gamma)
         else:
             self.gamma_ = None
         K = kernel_matrix(Xs, Xs, self.kernel, self.gamma_)
         kappa = (ns / nt) * kernel_matrix(Xs, Xt, self.kernel, self.gamma_).sum(axis=1)
         if self.solver == "pgd":
-            beta, n_iter = self._fista(K, kappa, upper, lo, hi, max_iter, tol)
+            beta, n_iter, converged, detail = self._fista(K, kappa, upper, lo, hi, max_iter, tol)
         else:
-            beta, n_iter = self._slsqp(K, kappa, upper, lo, hi, max_iter, tol)
-        self.weights_ = beta
-        self.X_source_ = Xs
+            beta, n_iter, converged, detail = self._slsqp(K, kappa, upper, lo, hi, max_iter, tol)
+        if not converged:
+            self._warn(notes, f"the {detail}; raise max_iter (or tol) and check diagnostics_.",
+                       ShallowConvergenceWarning)
+        self.input_mean_, self.input_scale_ = mean, scale
+        self.X_source_, self.beta_ = Xs, beta
+        # source rows left out of the QP (max_samples) get the kernel average of the fitted ones
+        self.weights_ = beta if Xs is Xs_all else self._extend(Xs_all)
         self.n_iter_ = n_iter
+        self.converged_ = bool(converged)
+        self.n_fit_samples_ = ns + nt
         self.objective_ = float(0.5 * beta @ K @ beta - kappa @ beta)
+        self.ess_, frac = self._check_ess(notes, self.weights_)
+        self.diagnostics_ = self._diagnostics(notes, n_samples=len(X), n_fit_samples=ns + nt, converged=converged,
+                                              n_iter=n_iter, ess=self.ess_, ess_fraction=frac)
         return self
 
     @staticmethod
@@ -202,12 +277,10 @@ class KMMReweighter(BaseReweighter):
                 t = t_new
             beta = new
             if converged:
-                return beta, it
-        warnings.warn(
-            f"KMMReweighter: projected gradient did not converge in max_iter={max_iter} iterations; "
-            "increase max_iter or tol.", ConvergenceWarning, stacklevel=3,
-        )
-        return beta, max_iter
+                return beta, it, True, ""
+        rel = L * np.linalg.norm(new - z) / scale
+        return beta, max_iter, False, (f"projected gradient (FISTA) stopped at max_iter={max_iter} before converging "
+                                       f"(gradient-mapping norm {rel:.2g} of ||kappa||, tol={tol:g})")
 
     @staticmethod
     def _slsqp(K, kappa, upper, lo, hi, max_iter, tol):
@@ -219,19 +292,23 @@ class KMMReweighter(BaseReweighter):
             jac=lambda b: K @ b - kappa, bounds=[(0.0, upper)] * n, constraints=cons, method="SLSQP",
             options={"maxiter": max_iter, "ftol": max(tol, 1e-12)},
         )
-        if not res.success:
-            warnings.warn(f"KMMReweighter: SLSQP stopped early ({res.message}).", ConvergenceWarning, stacklevel=3)
-        return project_box_sum(res.x, upper, lo, hi), int(res.nit)
+        detail = "" if res.success else f"SLSQP solver stopped early after {int(res.nit)} iterations ({res.message})"
+        return project_box_sum(res.x, upper, lo, hi), int(res.nit), bool(res.success), detail
 
     def _weights_at(self, Xs: np.ndarray) -> np.ndarray:
-        idx = pairwise_distances_argmin(Xs, self.X_source_)
-        w = self.weights_[idx].copy()
+        return self._extend((Xs - self.input_mean_) / self.input_scale_)
+
+    def _extend(self, Z: np.ndarray) -> np.ndarray:
+        """Weights of scaled source rows: :math:`\\beta_i` for a fitted row, the Nadaraya–Watson
+        average of the fitted weights for any other."""
+        idx = pairwise_distances_argmin(Z, self.X_source_)
+        w = self.beta_[idx].copy()
         # a fitted row keeps its own weight (compare exactly: the argmin distance has round-off)
-        new = np.any(Xs != self.X_source_[idx], axis=1)
+        new = np.any(Z != self.X_source_[idx], axis=1)
         if new.any():
-            Kx = kernel_matrix(Xs[new], self.X_source_, self.kernel, self.gamma_)
+            Kx = kernel_matrix(Z[new], self.X_source_, self.kernel, self.gamma_)
             if self.kernel == "linear":
                 Kx = np.maximum(Kx, 0.0)
             den = Kx.sum(axis=1)
-            w[new] = np.where(den > 0, (Kx @ self.weights_) / np.where(den > 0, den, 1.0), w[new])
+            w[new] = np.where(den > 0, (Kx @ self.beta_) / np.where(den > 0, den, 1.0), w[new])
         return w

@@ -5,12 +5,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import pairwise_distances_argmin
 
 from ..._registry import register
 from ..._validation import check_choice, check_number, require
-from ._base import BaseMappingAdapter, split_domains
+from ._base import BaseMappingAdapter, ShallowConvergenceWarning, split_domains
 
 
 @register("shallow_da", "ot_mapping")
@@ -71,7 +70,12 @@ class OTMappingAdapter(BaseMappingAdapter):
         Sinkhorn iterations run (``method="sinkhorn"``, the last solver when it fell back to
         the log domain). For ``"emd"`` POT does not report the network-simplex iteration
         count: 1 for one exact solve, ``max_iter`` when it stopped at the cap (with a
+        :class:`~transferkit.adapt.shallow._base.ShallowConvergenceWarning`, also a
         :class:`~sklearn.exceptions.ConvergenceWarning`).
+    converged_ : bool
+        Whether the solver reached optimality (``"emd"``) or ``tol`` (``"sinkhorn"``).
+    diagnostics_ : dict
+        See :mod:`transferkit.adapt.shallow._base` (``converged``, ``n_iter``).
     n_features_in_ : int
 
     Notes
@@ -89,6 +93,8 @@ class OTMappingAdapter(BaseMappingAdapter):
     Transport." SIAM J. Imaging Sciences 7(3), 2014.
     """
 
+    _key = "ot_mapping"
+
     def __init__(self, method: str = "emd", reg_e: float = 1.0, metric: str = "sqeuclidean", norm: str | None = None,
                  max_iter: int | None = None, tol: float = 1e-9):
         self.method = method
@@ -97,6 +103,16 @@ class OTMappingAdapter(BaseMappingAdapter):
         self.norm = norm
         self.max_iter = max_iter
         self.tol = tol
+
+    def _check_params(self) -> dict:
+        check_choice("method", self.method, ("emd", "sinkhorn"))
+        check_choice("metric", self.metric, ("sqeuclidean", "euclidean"))
+        check_choice("norm", self.norm, (None, "median", "max"))
+        max_iter = 100_000 if self.method == "emd" else 1000
+        if self.max_iter is not None:
+            max_iter = check_number("max_iter", self.max_iter, low=1, integer=True)
+        return {"reg_e": check_number("reg_e", self.reg_e, low=0.0, low_inclusive=False),
+                "tol": check_number("tol", self.tol, low=0.0, low_inclusive=False), "max_iter": max_iter}
 
     def fit(self, X, y=None, *, sample_domain=None) -> OTMappingAdapter:
         """Compute the coupling and the barycentric displacement of every source row.
@@ -116,15 +132,8 @@ class OTMappingAdapter(BaseMappingAdapter):
         -------
         self
         """
-        check_choice("method", self.method, ("emd", "sinkhorn"))
-        check_choice("metric", self.metric, ("sqeuclidean", "euclidean"))
-        check_choice("norm", self.norm, (None, "median", "max"))
-        reg_e = check_number("reg_e", self.reg_e, low=0.0, low_inclusive=False)
-        tol = check_number("tol", self.tol, low=0.0, low_inclusive=False)
-        default_iter = 100_000 if self.method == "emd" else 1000
-        max_iter = default_iter
-        if self.max_iter is not None:
-            max_iter = check_number("max_iter", self.max_iter, low=1, integer=True)
+        p = self._check_params()
+        reg_e, tol, max_iter = p["reg_e"], p["tol"], p["max_iter"]
         ot = require("ot", "ot", "OTMappingAdapter")
         X, _, is_source, is_target = self._fit_input(X, y, sample_domain, min_rows_per_domain=1)
         Xs, Xt = split_domains(X, is_source, is_target)
@@ -140,6 +149,7 @@ class OTMappingAdapter(BaseMappingAdapter):
             C = C / scale
         else:
             scale = 1.0
+        notes = []
         if self.method == "emd":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # POT's own warning; ours below names the parameter
@@ -147,13 +157,16 @@ class OTMappingAdapter(BaseMappingAdapter):
             # POT does not report the network-simplex iteration count, only whether it hit the cap
             capped = log.get("result_code") == 3 or "numItermax" in str(log.get("warning") or "")
             if capped:
-                warnings.warn(
-                    f"OTMappingAdapter: the exact solver stopped at max_iter={max_iter} iterations before "
-                    "optimality; increase max_iter or use method='sinkhorn'.", ConvergenceWarning, stacklevel=2,
-                )
-            n_iter = max_iter if capped else 1
+                self._warn(notes, f"the exact solver stopped at max_iter={max_iter} iterations before optimality; "
+                                  "increase max_iter or use method='sinkhorn'.", ShallowConvergenceWarning)
+            n_iter, converged = (max_iter if capped else 1), not capped
         else:
-            G, n_iter = self._sinkhorn(ot, a, b, C, reg_e, max_iter, tol)
+            G, n_iter, err = self._sinkhorn(ot, a, b, C, reg_e, max_iter, tol)
+            converged = bool(np.isfinite(err) and err <= tol)
+            if not converged:
+                self._warn(notes, f"Sinkhorn did not reach tol={tol:g} in max_iter={max_iter} iterations "
+                                  f"(marginal error {err:.2g}); increase max_iter or reg_e, or set norm='median'.",
+                           ShallowConvergenceWarning)
         mass = G.sum(axis=1)
         moved = mass > 0
         bary = Xs.copy()
@@ -163,6 +176,9 @@ class OTMappingAdapter(BaseMappingAdapter):
         self.displacement_ = bary - Xs
         self.cost_scale_ = scale
         self.n_iter_ = int(n_iter)
+        self.converged_ = bool(converged)
+        self.diagnostics_ = self._diagnostics(notes, n_samples=len(X), n_fit_samples=len(X), converged=converged,
+                                              n_iter=n_iter)
         return self
 
     @staticmethod
@@ -178,13 +194,7 @@ class OTMappingAdapter(BaseMappingAdapter):
                                      log=True)
         err = log.get("err") or [0.0]
         n_iter = int(log.get("niter", 0)) + 1  # POT logs the 0-based index of the last iteration
-        if not np.isfinite(err[-1]) or err[-1] > tol:
-            warnings.warn(
-                f"OTMappingAdapter: Sinkhorn did not reach tol={tol:g} in max_iter={max_iter} iterations "
-                f"(marginal error {err[-1]:.2g}); increase max_iter or reg_e, or set norm='median'.",
-                ConvergenceWarning, stacklevel=3,
-            )
-        return np.nan_to_num(G, nan=0.0, posinf=0.0, neginf=0.0), n_iter
+        return np.nan_to_num(G, nan=0.0, posinf=0.0, neginf=0.0), n_iter, float(err[-1])
 
     def transform(self, X, sample_domain=None) -> np.ndarray:
         """Move source rows by the displacement of their nearest fitted source row; keep target rows.

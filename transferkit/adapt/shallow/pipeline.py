@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 
 import numpy as np
 from sklearn import get_config
@@ -11,11 +12,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, has_fit_parameter
 
-from ..._registry import get
-from ...errors import ConfigError, DataError
+from ...errors import ConfigError, DataError, TransferKitWarning
 from ..._sklearn import check_class_labels, check_X
 from ..._sklearn import masked_labels as _masked_labels
-from ._base import check_domain_input, infer_sample_domain
+from ._base import DIAGNOSTIC_KEYS, check_domain_input, check_random_state_param, infer_sample_domain
+from ._factory import check_options, make_shallow
+
+#: DAClassifier warns when it predicts one class for at least this share of its target rows
+ONE_CLASS_SHARE = 0.99
 
 
 def fit_with_weights(estimator, X, y, sample_weight=None):
@@ -63,20 +67,43 @@ class DAClassifier(ClassifierMixin, BaseEstimator):
     ``predict(X, sample_domain=None)`` adapts the rows (``None``: all target rows) and applies
     the estimator: the usual way to score a method on its target.
 
+    After the fit, the classifier is applied to the target rows it was fitted with; when it
+    predicts one class for at least 99% of them (:data:`ONE_CLASS_SHARE`) a
+    :class:`~transferkit.errors.TransferKitWarning` says so (a model that ignores its input:
+    under label shift, a mapping adapter can remove the class signal along with the shift).
+
     Parameters
     ----------
     adapter : estimator or str
         A shallow adapter (:class:`CORALAdapter`, ...) or its registry name (``"coral"``,
-        ``"sa"``, ``"tca"``, ``"ot_mapping"``, ``"kmm"``, ``"kliep"``) for the defaults.
+        ``"sa"``, ``"tca"``, ``"ot_mapping"``, ``"kmm"``, ``"kliep"``).
     estimator : classifier or None, default None
         ``None``: ``LogisticRegression(max_iter=1000)``. A :class:`~sklearn.pipeline.Pipeline`
         gets reweighter weights in its last step only.
+    adapter_options : mapping or None, default None
+        Parameters of the adapter by name (``{"n_components": 10}``), for a registry name or an
+        adapter (set on its clone). An unknown name is a
+        :class:`~transferkit.errors.ConfigError` naming the nearest valid one
+        (:func:`~transferkit.adapt.shallow.make_shallow`).
+    random_state : int, RandomState or None, default 0
+        Replaces the ``random_state`` of the adapter (when it has one, and
+        ``adapter_options`` does not set it) and every ``random_state`` of the estimator, as
+        scikit-learn's ensembles seed their members; so two fits are identical and a different
+        seed gives the other draws of the adapters with randomness (TCA, KMM and KLIEP
+        subsamples, centres and folds; SA's subsample for its dimension estimate). ``None``
+        leaves theirs as they are.
 
     Attributes
     ----------
     adapter_ : the fitted adapter
     estimator_ : the fitted classifier
     classes_ : ndarray
+    diagnostics_ : dict
+        The adapter's ``diagnostics_`` (keys
+        :data:`~transferkit.adapt.shallow._base.DIAGNOSTIC_KEYS`; an adapter without one gives
+        ``None`` values) plus ``target_top_class_share``: the share of the target rows given to
+        ``fit`` that get the most predicted class (``None`` without target rows); ``warnings``
+        also holds the one-class warning.
     n_features_in_ : int
 
     Examples
@@ -94,9 +121,11 @@ class DAClassifier(ClassifierMixin, BaseEstimator):
     __metadata_request__decision_function = {"sample_domain": True}
     __metadata_request__score = {"sample_domain": True}
 
-    def __init__(self, adapter, estimator=None):
+    def __init__(self, adapter, estimator=None, adapter_options=None, random_state=0):
         self.adapter = adapter
         self.estimator = estimator
+        self.adapter_options = adapter_options
+        self.random_state = random_state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -105,16 +134,35 @@ class DAClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     def _adapter(self):
+        seed = check_random_state_param(self.random_state)
         if isinstance(self.adapter, str):
-            return get("shallow_da", self.adapter)()
-        if self.adapter is None or not hasattr(self.adapter, "fit") or not hasattr(self.adapter, "transform"):
-            raise ConfigError(
-                f"adapter must be a shallow adapter (with fit and transform) or a registry name, got {self.adapter!r}."
-            )
-        return clone(self.adapter)
+            adapter = make_shallow(self.adapter, self.adapter_options, where="adapter_options")
+            opts = dict(self.adapter_options or {})
+        else:
+            if self.adapter is None or not hasattr(self.adapter, "fit") or not hasattr(self.adapter, "transform"):
+                raise ConfigError(f"adapter must be a shallow adapter (with fit and transform) or a registry name, "
+                                  f"got {self.adapter!r}.")
+            adapter = clone(self.adapter)
+            opts = check_options(self.adapter_options, adapter.get_params(deep=True),
+                                 what=type(adapter).__name__, where="adapter_options")
+            adapter.set_params(**opts)
+            if hasattr(adapter, "_check_params"):
+                try:
+                    adapter._check_params()
+                except ConfigError as exc:
+                    raise ConfigError(f"adapter_options: {exc}") from None
+        if seed is not None and "random_state" in adapter.get_params(deep=False) and "random_state" not in opts:
+            adapter.set_params(random_state=seed)
+        return adapter
 
     def _estimator(self):
-        return LogisticRegression(max_iter=1000) if self.estimator is None else self.estimator
+        est = LogisticRegression(max_iter=1000) if self.estimator is None else self.estimator
+        seed = check_random_state_param(self.random_state)
+        if seed is None:
+            return est
+        est = clone(est)
+        keys = {k: seed for k in est.get_params(deep=True) if k == "random_state" or k.endswith("__random_state")}
+        return est.set_params(**keys) if keys else est
 
     def fit(self, X, y, *, sample_domain=None) -> DAClassifier:
         """Fit the adapter on all rows, then the classifier on the adapted labeled source rows.
@@ -166,6 +214,27 @@ class DAClassifier(ClassifierMixin, BaseEstimator):
         self.estimator_ = fit_with_weights(clone(self._estimator()), Z[train], y[train], weights)
         self.adapter_ = adapter
         self.classes_ = self.estimator_.classes_
+        diag = getattr(adapter, "diagnostics_", None)
+        diag = dict(diag) if isinstance(diag, dict) else {k: None for k in DIAGNOSTIC_KEYS}
+        diag["warnings"] = list(diag.get("warnings") or [])
+        diag["target_top_class_share"] = None
+        if sd is not None:
+            pred = self.estimator_.predict(Z[is_target])
+            values, counts = np.unique(pred, return_counts=True)
+            share = float(counts.max() / len(pred))
+            diag["target_top_class_share"] = share
+            if share >= ONE_CLASS_SHARE and len(self.classes_) > 1:
+                top = values[counts.argmax()]
+                top = top.item() if isinstance(top, np.generic) else top
+                src_share = float(np.mean(y[train] == top))
+                name = self.adapter if isinstance(self.adapter, str) else type(adapter).__name__
+                msg = (f"DAClassifier({name!r}) predicts class {top!r} for {counts.max()} of {len(pred)} target rows "
+                       f"({100 * share:.1f}%; {100 * src_share:.0f}% of the labeled source rows): a one-class model on "
+                       "the target; compare it with the majority class and with the estimator trained on the source "
+                       "rows alone (under label shift a mapping adapter can remove the class signal with the shift).")
+                diag["warnings"].append(msg)
+                warnings.warn(msg, TransferKitWarning, stacklevel=2)
+        self.diagnostics_ = diag
         return self
 
     def _adapt(self, X, sample_domain, method):

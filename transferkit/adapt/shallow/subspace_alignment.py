@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import linalg
+from sklearn.metrics import pairwise_distances
+from sklearn.utils import check_random_state
 
 from ..._registry import register
 from ..._validation import check_number
-from ._base import BaseMappingAdapter, split_domains
+from ...errors import ConfigError
+from ._base import BaseMappingAdapter, check_flag, check_random_state_param, pooled_scaling, split_domains
 
 
 def pca_basis(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -38,6 +43,49 @@ def pca_basis(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return mean, P * signs
 
 
+def mle_intrinsic_dimension(X: np.ndarray, k1: int = 10, k2: int = 20, max_samples: int = 2000,
+                            random_state=0) -> float | None:
+    r"""Levina & Bickel's maximum-likelihood estimate of the intrinsic dimension of the rows of ``X``.
+
+    With :math:`T_j(x)` the distance from :math:`x` to its :math:`j`-th nearest neighbour, each
+    row gives :math:`\hat m_k(x)^{-1} = \frac{1}{k-2} \sum_{j=1}^{k-1} \log \frac{T_k(x)}{T_j(x)}`
+    (the :math:`k-2` normalisation makes it unbiased); the inverses are averaged over the rows
+    (MacKay & Ghahramani's correction of the original average of :math:`\hat m_k(x)`), inverted,
+    and the result averaged over :math:`k = k_1, \ldots, k_2` (Levina & Bickel, 2004, Eq. 10).
+
+    Rows with a duplicate among their neighbours (:math:`T_1 = 0`) are left out. The estimate is
+    computed on a seeded subsample of at most ``max_samples`` rows.
+
+    Returns
+    -------
+    float or None
+        ``None`` when fewer than 4 distinct rows leave no neighbourhood to measure.
+    """
+    n = X.shape[0]
+    if n > max_samples:
+        X = X[np.sort(check_random_state(random_state).choice(n, max_samples, replace=False))]
+        n = max_samples
+    k2 = min(k2, n - 1)
+    k1 = max(3, min(k1, k2))
+    if k2 < 3:
+        return None
+    D = pairwise_distances(X)
+    np.fill_diagonal(D, np.inf)
+    T = np.partition(D, k2 - 1, axis=1)[:, :k2]
+    T.sort(axis=1)
+    T = T[T[:, 0] > 0]
+    if len(T) < 2:
+        return None
+    logT = np.log(T)
+    est = []
+    for k in range(k1, k2 + 1):
+        inv = (logT[:, k - 1:k] - logT[:, : k - 1]).sum(axis=1) / (k - 2)
+        mean_inv = float(inv.mean())
+        if mean_inv > 0:
+            est.append(1.0 / mean_inv)
+    return float(np.mean(est)) if est else None
+
+
 @register("shallow_da", "sa")
 class SubspaceAlignmentAdapter(BaseMappingAdapter):
     r"""Subspace Alignment: align the source PCA basis to the target PCA basis.
@@ -53,34 +101,73 @@ class SubspaceAlignmentAdapter(BaseMappingAdapter):
     .. math:: z_s = (x_s - \mu_s) P_s M^\star, \qquad z_t = (x_t - \mu_t) P_t .
 
     With :math:`k = d` the map is a rotation: :math:`P_s P_s^\top = I` so
-    :math:`z_s = (x_s - \mu_s) P_t`, and pairwise distances are preserved. The adaptation comes
-    from choosing :math:`k < d`.
+    :math:`z_s = (x_s - \mu_s) P_t`, and pairwise distances are preserved: SA then only
+    re-centres each domain on its own mean. The adaptation proper comes from :math:`k < d`.
 
     Parameters
     ----------
-    n_components : int or None, default 50
-        :math:`k`. Capped at ``min(n_source - 1, n_target - 1, n_features)`` (the most principal
-        directions the data define); ``None`` takes that cap. The value used is
-        ``n_components_``.
+    n_components : "auto", int or None, default "auto"
+        :math:`k`. ``"auto"``: the subspace size from the intrinsic dimension of the domains, the
+        rule SA's authors give for high-dimensional data (SA-MLE, Fernando et al., 2014): the
+        larger of the two domains' maximum-likelihood estimates
+        (:func:`mle_intrinsic_dimension`, Levina & Bickel, 2004), rounded up. When that is more
+        than half of ``n_features`` the data fill their space (a table of a few informative
+        columns), there is no low-dimensional subspace to align and dropping directions only
+        loses information (discriminative directions of a table are often low-variance ones),
+        so every direction is kept. An int: that many (``None``: all). Always capped at
+        ``min(n_source - 1, n_target - 1, n_features)``; the value used is ``n_components_``.
+    standardize : bool, default True
+        z-score the columns with the mean and standard deviation of all rows (source and target
+        pooled) before the PCA, as Fernando et al. normalise their features; otherwise the
+        principal directions are those of the columns with the largest units.
+        ``transform`` applies the same scaling.
+    random_state : int, RandomState or None, default 0
+        Seeds the subsample (at most 2000 rows per domain) the intrinsic dimension is estimated
+        on (``n_components="auto"`` only); the PCA is exact and uses every row.
 
     Attributes
     ----------
+    input_mean_, input_scale_ : ndarray of shape (n_features,)
+        The pooled scaling (0 and 1 without ``standardize``).
     mean_source_, mean_target_ : ndarray of shape (n_features,)
+        In the scaled space.
     components_source_, components_target_ : ndarray of shape (n_features, n_components_)
         :math:`P_s` and :math:`P_t`.
     alignment_ : ndarray of shape (n_components_, n_components_)
         :math:`M^\star = P_s^\top P_t`.
     n_components_ : int
+    intrinsic_dimension_ : tuple of (float or None) or None
+        The source and target estimates behind ``n_components="auto"`` (``None`` otherwise).
+    diagnostics_ : dict
+        See :mod:`transferkit.adapt.shallow._base` (``n_components``).
     n_features_in_ : int
 
     References
     ----------
     B. Fernando, A. Habrard, M. Sebban and T. Tuytelaars. "Unsupervised Visual Domain Adaptation
     Using Subspace Alignment." ICCV 2013.
+    B. Fernando, A. Habrard, M. Sebban and T. Tuytelaars. "Subspace Alignment For Domain
+    Adaptation." arXiv:1409.5241, 2014 (SA-MLE: the subspace size by maximum likelihood).
+    E. Levina and P. J. Bickel. "Maximum Likelihood Estimation of Intrinsic Dimension." NeurIPS
+    2004; D. J. C. MacKay and Z. Ghahramani, comment on it, 2005.
     """
 
-    def __init__(self, n_components: int | None = 50):
+    _key = "sa"
+
+    def __init__(self, n_components: int | str | None = "auto", standardize: bool = True, random_state=0):
         self.n_components = n_components
+        self.standardize = standardize
+        self.random_state = random_state
+
+    def _check_params(self) -> dict:
+        k = self.n_components
+        if isinstance(k, str):
+            if k != "auto":
+                raise ConfigError(f"n_components={k!r} is not valid; give 'auto', a whole number >= 1, or None (all).")
+        elif k is not None:
+            k = check_number("n_components", k, low=1, integer=True)
+        return {"n_components": k, "standardize": check_flag("standardize", self.standardize),
+                "random_state": check_random_state_param(self.random_state)}
 
     def fit(self, X, y=None, *, sample_domain=None) -> SubspaceAlignmentAdapter:
         """Fit both PCA bases and the alignment matrix.
@@ -100,16 +187,29 @@ class SubspaceAlignmentAdapter(BaseMappingAdapter):
         -------
         self
         """
-        if self.n_components is not None:
-            check_number("n_components", self.n_components, low=1, integer=True)
+        p = self._check_params()
         X, _, is_source, is_target = self._fit_input(X, y, sample_domain)
+        mean, scale = pooled_scaling(X, p["standardize"])
+        X = (X - mean) / scale
         Xs, Xt = split_domains(X, is_source, is_target)
-        cap = min(len(Xs) - 1, len(Xt) - 1, X.shape[1])
-        k = cap if self.n_components is None else min(int(self.n_components), cap)
+        d = X.shape[1]
+        cap = min(len(Xs) - 1, len(Xt) - 1, d)
+        ids = None
+        if p["n_components"] == "auto":
+            rng = check_random_state(p["random_state"])
+            ids = (mle_intrinsic_dimension(Xs, random_state=rng), mle_intrinsic_dimension(Xt, random_state=rng))
+            known = [v for v in ids if v is not None]
+            k_id = math.ceil(max(known)) if known else d
+            k = cap if k_id > d / 2 else max(1, min(k_id, cap))
+        else:
+            k = cap if p["n_components"] is None else min(p["n_components"], cap)
+        self.input_mean_, self.input_scale_ = mean, scale
         self.mean_source_, self.components_source_ = pca_basis(Xs, k)
         self.mean_target_, self.components_target_ = pca_basis(Xt, k)
         self.alignment_ = self.components_source_.T @ self.components_target_
         self.n_components_ = k
+        self.intrinsic_dimension_ = ids
+        self.diagnostics_ = self._diagnostics([], n_samples=len(X), n_fit_samples=len(X), n_components=k)
         return self
 
     def transform(self, X, sample_domain=None) -> np.ndarray:
@@ -126,6 +226,7 @@ class SubspaceAlignmentAdapter(BaseMappingAdapter):
         ndarray of shape (n_samples, n_components_)
         """
         X, is_source = self._new_input(X, sample_domain, default_source=False)
+        X = (X - self.input_mean_) / self.input_scale_
         out = np.empty((X.shape[0], self.n_components_))
         if is_source.any():
             out[is_source] = (X[is_source] - self.mean_source_) @ (self.components_source_ @ self.alignment_)

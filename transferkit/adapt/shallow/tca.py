@@ -10,7 +10,7 @@ from sklearn.utils import check_random_state
 from ..._registry import register
 from ..._validation import check_choice, check_number
 from ...nn.bandwidth import median_heuristic
-from ._base import BaseMappingAdapter
+from ._base import BaseMappingAdapter, check_flag, check_random_state_param, pooled_scaling
 
 
 def kernel_matrix(A: np.ndarray, B: np.ndarray, kernel: str, gamma: float) -> np.ndarray:
@@ -58,6 +58,10 @@ class TCAAdapter(BaseMappingAdapter):
     over the training rows (the constraint above, up to the factor :math:`n`). A row :math:`x` of
     either domain is embedded as :math:`z = k(x, X_{\text{fit}})\, W`.
 
+    The rows are z-scored first (``standardize``, pooled over both domains), so that the kernel
+    sees every column on one scale; otherwise the RBF bandwidth, and the embedding, are set by
+    the column with the largest units (an income in dollars next to an age in years).
+
     Parameters
     ----------
     n_components : int, default 30
@@ -67,7 +71,8 @@ class TCAAdapter(BaseMappingAdapter):
     gamma : float or None, default None
         RBF parameter in :math:`\exp(-\gamma \lVert x - x' \rVert^2)`. ``None``: median heuristic
         :math:`\gamma = 1 / (2\sigma^2)`, :math:`\sigma` the median pairwise distance of the pooled
-        rows (seeded by ``random_state``). Ignored for ``kernel="linear"``.
+        rows (seeded by ``random_state``). Ignored for ``kernel="linear"``. Distances are those of
+        the scaled rows when ``standardize`` is on.
     mu : float, default 1.0
         :math:`\mu > 0`, weight of :math:`\operatorname{tr}(W^\top W)`. Larger values keep more
         of the data's variance and align the means less. (skada's ``mu`` multiplies the MMD term
@@ -76,15 +81,23 @@ class TCAAdapter(BaseMappingAdapter):
     max_samples : int, default 2000
         The problem is an :math:`n \times n` dense eigenproblem (:math:`O(n^3)` time,
         :math:`O(n^2)` memory). With more rows than this, TCA is fitted on a seeded subsample of
-        ``max_samples`` landmark rows (both domains in proportion), and every row, including
-        the others, is embedded through its kernel with the landmarks.
-    random_state : int, RandomState or None, default None
-        Seeds the landmark subsample and the median-heuristic subsample.
+        ``max_samples`` landmark rows (both domains in proportion), every row, including the
+        others, is embedded through its kernel with the landmarks, ``n_fit_samples_`` says how
+        many rows were used, and a :class:`~transferkit.errors.TransferKitWarning` says so.
+    standardize : bool, default True
+        z-score the columns with the mean and standard deviation of all rows (source and target
+        pooled: unsupervised, and it moves neither domain towards the other) before the kernel;
+        ``transform`` applies the same scaling.
+    random_state : int, RandomState or None, default 0
+        Seeds the landmark subsample and the median-heuristic subsample (at most 1000 rows), so
+        that repeated fits are identical.
 
     Attributes
     ----------
+    input_mean_, input_scale_ : ndarray of shape (n_features,)
+        The pooled scaling (0 and 1 without ``standardize``).
     X_fit_ : ndarray of shape (n_fit, n_features)
-        The rows :math:`K` is built on (all rows, or the landmarks).
+        The rows :math:`K` is built on (all rows, or the landmarks), scaled.
     is_source_fit_ : ndarray of shape (n_fit,), bool
     components_ : ndarray of shape (n_fit, n_components_)
         :math:`W`.
@@ -93,6 +106,10 @@ class TCAAdapter(BaseMappingAdapter):
     gamma_ : float or None
         The RBF parameter used.
     n_components_ : int
+    n_fit_samples_ : int
+        Rows the kernel was built on (``min(n_samples, max_samples)``).
+    diagnostics_ : dict
+        See :mod:`transferkit.adapt.shallow._base` (``n_components``, ``n_fit_samples``).
     n_features_in_ : int
 
     Notes
@@ -107,14 +124,28 @@ class TCAAdapter(BaseMappingAdapter):
     Analysis." IEEE Transactions on Neural Networks 22(2), 2011.
     """
 
+    _key = "tca"
+
     def __init__(self, n_components: int = 30, kernel: str = "rbf", gamma: float | None = None, mu: float = 1.0,
-                 max_samples: int = 2000, random_state=None):
+                 max_samples: int = 2000, standardize: bool = True, random_state=0):
         self.n_components = n_components
         self.kernel = kernel
         self.gamma = gamma
         self.mu = mu
         self.max_samples = max_samples
+        self.standardize = standardize
         self.random_state = random_state
+
+    def _check_params(self) -> dict:
+        return {
+            "n_components": check_number("n_components", self.n_components, low=1, integer=True),
+            "kernel": check_choice("kernel", self.kernel, ("rbf", "linear")),
+            "gamma": None if self.gamma is None else check_number("gamma", self.gamma, low=0.0, low_inclusive=False),
+            "mu": check_number("mu", self.mu, low=0.0, low_inclusive=False),
+            "max_samples": check_number("max_samples", self.max_samples, low=4, integer=True),
+            "standardize": check_flag("standardize", self.standardize),
+            "random_state": check_random_state_param(self.random_state),
+        }
 
     def fit(self, X, y=None, *, sample_domain=None) -> TCAAdapter:
         """Solve the TCA eigenproblem.
@@ -134,17 +165,19 @@ class TCAAdapter(BaseMappingAdapter):
         -------
         self
         """
-        m = check_number("n_components", self.n_components, low=1, integer=True)
-        check_choice("kernel", self.kernel, ("rbf", "linear"))
-        if self.gamma is not None:
-            check_number("gamma", self.gamma, low=0.0, low_inclusive=False)
-        mu = check_number("mu", self.mu, low=0.0, low_inclusive=False)
-        max_samples = check_number("max_samples", self.max_samples, low=4, integer=True)
+        p = self._check_params()
+        m, mu, max_samples = p["n_components"], p["mu"], p["max_samples"]
         X, _, is_source, is_target = self._fit_input(X, y, sample_domain)
-        rng = check_random_state(self.random_state)
-        if X.shape[0] > max_samples:
+        notes = []
+        n_given = X.shape[0]
+        mean, scale = pooled_scaling(X, p["standardize"])
+        X = (X - mean) / scale
+        rng = check_random_state(p["random_state"])
+        if n_given > max_samples:
             idx = _landmarks(is_source, max_samples, rng, is_target)
             X, is_source, is_target = X[idx], is_source[idx], is_target[idx]
+            self._warn_subsample(notes, len(idx), n_given, "its kernel",
+                                 "an n x n kernel: O(n^2) memory, O(n^3) time")
         n = X.shape[0]
         ns, nt = int(is_source.sum()), int(is_target.sum())
         if self.kernel == "rbf":
@@ -175,9 +208,12 @@ class TCAAdapter(BaseMappingAdapter):
         m = len(lam)
         # eigh returns W^T A W = I; rescale to W^T K H K W = n I (unit-variance components)
         W = W * np.sqrt(n / np.maximum(lam, np.finfo(float).tiny))
+        self.input_mean_, self.input_scale_ = mean, scale
         self.X_fit_, self.is_source_fit_ = X, is_source
         self.components_, self.eigenvalues_ = W, lam
         self.n_components_ = m
+        self.n_fit_samples_ = n
+        self.diagnostics_ = self._diagnostics(notes, n_samples=n_given, n_fit_samples=n, n_components=m)
         return self
 
     def transform(self, X, sample_domain=None) -> np.ndarray:
@@ -194,4 +230,5 @@ class TCAAdapter(BaseMappingAdapter):
         ndarray of shape (n_samples, n_components_)
         """
         X, _ = self._new_input(X, sample_domain, default_source=False)
+        X = (X - self.input_mean_) / self.input_scale_
         return kernel_matrix(X, self.X_fit_, self.kernel, self.gamma_) @ self.components_
