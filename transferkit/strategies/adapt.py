@@ -39,7 +39,6 @@ from .base import (
     check_finite_tree,
     check_flag,
     check_option,
-    check_options_signature,
     check_param,
     check_unfreeze,
     n_backbone_groups,
@@ -305,10 +304,9 @@ class Adapt(Strategy):
                 if opts:
                     raise ConfigError(f"{lo} is set but {where}={m!r} takes no options; drop loss_options.")
                 return
-            from .._registry import get
+            from ..adapt.shallow import make_shallow
 
-            check_options_signature(lo, get("shallow_da", m), opts, what=f"shallow estimator {m!r}",
-                                    skip=("self", "random_state"))
+            make_shallow(m, opts, where=lo)  # unknown options and bad values fail here, before any data is read
             return
         parts = [x.strip() for x in m.split("+")]
         for part in parts:
@@ -525,7 +523,9 @@ class Adapt(Strategy):
         cls = get("shallow_da", method)
         # seeded: a default random_state=None would draw from the global NumPy state (kliep, tca)
         seeded_kw = {"random_state": self.seed} if "random_state" in inspect.signature(cls.__init__).parameters else {}
-        adapter = cls(**seeded_kw, **(self.loss_options or {}))  # the estimator's options, checked in validate
+        from ..adapt.shallow import make_shallow
+
+        adapter = make_shallow(method, {**seeded_kw, **(self.loss_options or {})}, where=self._p("loss_options"))
         y_masked = np.where(dom > 0, y, -1)
         adapter.fit(X, y_masked, sample_domain=dom)
         # what the fit did (convergence, effective sample size, subsampling): into results.json
