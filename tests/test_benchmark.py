@@ -44,7 +44,7 @@ def test_the_same_run_from_yaml_gives_the_same_accuracy(tmp_path):
     out = run_experiment(load_config(cfg_file), tmp_path / "run", echo=lambda *a: None)
     run = out["runs"][0]
     assert run["accuracy"] == pytest.approx(res["rows"][0]["accuracy_mean"], abs=1e-9)
-    assert run["n_train"] + run["n_test"] == 896 and run["selection"] == "dev"
+    assert run["n_unlabeled"] + run["n_test"] == 896 and run["n_train"] == 0 and run["selection"] == "dev"
     assert run["train_accuracy"] is None  # the training split has no visible labels
 
 

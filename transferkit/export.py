@@ -66,11 +66,16 @@ def _target_map(adapter):
 
     if adapter is None or isinstance(adapter, (CORALAdapter, OTMappingAdapter)):
         return nn.Identity()  # these leave target rows unchanged
+    # the pooled z-score the adapter fitted in (standardize=True), as a float64 linear map first
+    m, sc = getattr(adapter, "input_mean_", None), getattr(adapter, "input_scale_", None)
+    scale = (nn.Identity() if m is None or sc is None else
+             _linear(np.diag(1.0 / np.asarray(sc, dtype=np.float64)),
+                     -np.asarray(m, dtype=np.float64) / np.asarray(sc, dtype=np.float64), torch.float64))
     if isinstance(adapter, SubspaceAlignmentAdapter):
         P = np.asarray(adapter.components_target_, dtype=np.float64)
-        return _linear(P.T, -np.asarray(adapter.mean_target_, dtype=np.float64) @ P)
+        return nn.Sequential(scale, _linear(P.T, -np.asarray(adapter.mean_target_, dtype=np.float64) @ P))
     if isinstance(adapter, TCAAdapter):
-        return _KernelMap(adapter.X_fit_, adapter.components_, adapter.kernel, adapter.gamma_)
+        return nn.Sequential(scale, _KernelMap(adapter.X_fit_, adapter.components_, adapter.kernel, adapter.gamma_))
     raise ConfigError(f"export does not support the adapter {type(adapter).__name__}; predict with "
                       "'transferkit predict' or tk.load_run instead.")
 

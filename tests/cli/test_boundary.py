@@ -63,7 +63,7 @@ def test_a_degenerate_model_is_a_warning_in_the_results(tmp_path, capsys, monkey
     monkeypatch.setattr(FineTune, "predict", lambda self, ds: np.full(len(ds), 3))
     d = _finished(tmp_path, seeds=[0, 1])
     warned = json.loads((d / "results.json").read_text())["warnings"]
-    assert len(warned) == 2 and all("predicts class '3' for every test sample" in w for w in warned), warned
+    assert len(warned) == 2 and all("predicts class '3' for 100% of the test samples" in w for w in warned), warned
     assert "seed 0" in warned[0] and "seed 1" in warned[1]
     assert capsys.readouterr().err.count("transferkit: warning: scratch (seed") == 2
 
