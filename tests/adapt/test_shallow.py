@@ -679,11 +679,12 @@ def test_sa_auto_keeps_the_subspace_or_every_direction():
     B = np.linalg.qr(rng.normal(size=(40, 40)))[0][:, :3]
     low = lambda n, shift: rng.normal(size=(n, 3)) * [3, 2, 1] @ B.T + 0.01 * rng.normal(size=(n, 40)) + shift
     X, sd = domains(low(300, 0.0), low(300, 0.5))
-    sa = SubspaceAlignmentAdapter().fit(X, sample_domain=sd)
+    sa = SubspaceAlignmentAdapter(n_components="auto").fit(X, sample_domain=sd)
     assert sa.n_components_ == 3 == sa.diagnostics_["n_components"]
+    assert SubspaceAlignmentAdapter().fit(X, sample_domain=sd).n_components_ == 40  # the default keeps every direction
     assert all(2.5 < v <= 3.3 for v in sa.intrinsic_dimension_)
     X6, sd6 = domains(rng.normal(size=(200, 6)), rng.normal(size=(200, 6)) + 1)
-    assert SubspaceAlignmentAdapter().fit(X6, sample_domain=sd6).n_components_ == 6
+    assert SubspaceAlignmentAdapter(n_components="auto").fit(X6, sample_domain=sd6).n_components_ == 6
     assert SubspaceAlignmentAdapter(n_components=2).fit(X6, sample_domain=sd6).intrinsic_dimension_ is None
 
 

@@ -106,8 +106,11 @@ class SubspaceAlignmentAdapter(BaseMappingAdapter):
 
     Parameters
     ----------
-    n_components : "auto", int or None, default "auto"
-        :math:`k`. ``"auto"``: the subspace size from the intrinsic dimension of the domains, the
+    n_components : "auto", int or None, default None
+        :math:`k`; ``None`` (the default): every direction the rows allow. On the digits-shift
+        benchmark's 1,280-d EfficientNet features ``"auto"`` picked 12 components and scored
+        0.375 on ``rot30`` (seed 0) against 0.512 with all of them, so it is not the default.
+        ``"auto"``: the subspace size from the intrinsic dimension of the domains, the
         rule SA's authors give for high-dimensional data (SA-MLE, Fernando et al., 2014): the
         larger of the two domains' maximum-likelihood estimates
         (:func:`mle_intrinsic_dimension`, Levina & Bickel, 2004), rounded up. When that is more
@@ -154,7 +157,7 @@ class SubspaceAlignmentAdapter(BaseMappingAdapter):
 
     _key = "sa"
 
-    def __init__(self, n_components: int | str | None = "auto", standardize: bool = True, random_state=0):
+    def __init__(self, n_components: int | str | None = None, standardize: bool = True, random_state=0):
         self.n_components = n_components
         self.standardize = standardize
         self.random_state = random_state
