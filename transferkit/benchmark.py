@@ -13,6 +13,13 @@ alone; ``adabn`` is the ``source_only`` network with the target pool's BatchNorm
 its checkpoint chosen by the benchmark's scorer (both use target inputs, so it is an
 adaptation method).
 
+Label shift: the tasks of :data:`LABEL_SHIFT_TASKS` (not in the default run; ``--tasks priors
+rot30_priors``) change the target's class priors per seed by subsampling it
+(:func:`prior_subsample`: three random classes hold 70%) before the pool/test split; a method
+``M+mlls`` (or ``+bbse``, ``+bbse_soft``) is ``adapt``'s ``label_shift`` correction on top of
+``M`` (its cells also record the estimated priors' error against the pool's class frequencies,
+which nothing trains on); ``majority_class`` predicts the source's most frequent class.
+
 It runs strategies and experiments, so it sits with the other runners (``diagnostics``,
 ``assess``), above ``experiment``.
 """
@@ -36,6 +43,20 @@ DEEP = ["dan", "jan", "dann", "cdan", "cdan_e", "deep_coral", "mcc", "entropy", 
 SHALLOW = ["coral", "sa", "tca", "ot_mapping", "kmm", "kliep", "self_training"]
 DEFAULT_METHODS = ["source_only", "source_only_lr", "adabn"] + DEEP + SHALLOW + ["target_only"]
 
+#: Tasks whose target's class priors change per seed (:func:`prior_subsample` with
+#: :data:`PRIOR_PATTERN`): ``priors`` is pure label shift (the source's other half, unchanged
+#: images), ``rot30_priors`` label shift on top of a covariate shift. Run them by name.
+LABEL_SHIFT_TASKS = {
+    "priors": "digits:subset=1/2",
+    "rot30_priors": "digits:subset=1/2,rotate=30,seed=0",
+}
+#: How :func:`target_priors` draws a label-shift task's target priors.
+PRIOR_PATTERN = "top3"
+#: ``METHOD+SUFFIX``: ``adapt``'s ``label_shift`` correction on top of ``METHOD``.
+LABEL_SHIFT_SUFFIXES = ("mlls", "bbse", "bbse_soft")
+#: Methods that take no ``+mlls`` (not an ``adapt`` fit, or trained on the target's own priors).
+_NO_LABEL_SHIFT = ("source_only", "target_only", "majority_class")
+
 
 #: Scorers a benchmark may select checkpoints with (no target labels: the pool is unlabeled).
 SELECTIONS = ("dev", "iwcv", "snd", "entropy")
@@ -45,6 +66,60 @@ ARGS_FILE = "benchmark.json"
 
 #: Folder of a benchmark directory holding one JSON file per finished (task, method, seed) cell.
 CELLS_DIR = "cells"
+
+
+def split_label_shift(method: str) -> tuple[str, str | None]:
+    """``"coral+mlls"`` -> ``("coral", "mlls")``; a method without a label-shift suffix -> ``(method, None)``."""
+    base, _, last = str(method).rpartition("+")
+    return (base, last) if base and last in LABEL_SHIFT_SUFFIXES else (str(method), None)
+
+
+def target_priors(n_classes: int, seed: int, pattern: str = PRIOR_PATTERN):
+    """A label-shift task's target class priors for ``seed`` (an array of shape ``(n_classes,)``).
+
+    ``"top3"``: three classes drawn at random hold 70% of the target (0.7/3 each) and the others
+    share 30% equally (total variation 0.4 from uniform priors); ``"dirichlet"``: one draw from
+    Dirichlet(1, ..., 1), the uniform distribution on the simplex."""
+    import numpy as np
+
+    rng = np.random.default_rng([int(seed), 0x1AB3])
+    k = int(n_classes)
+    if pattern == "top3":
+        if k <= 3:
+            raise ConfigError(f"pattern='top3' needs more than 3 classes, got {k}; use pattern='dirichlet'.")
+        q = np.full(k, 0.3 / (k - 3))
+        q[rng.choice(k, 3, replace=False)] = 0.7 / 3
+        return q
+    if pattern == "dirichlet":
+        return rng.dirichlet(np.ones(k))
+    raise ConfigError(f"pattern={pattern!r} must be 'top3' or 'dirichlet'.")
+
+
+def prior_subsample(labels, seed: int, pattern: str = PRIOR_PATTERN):
+    """The largest subsample of ``labels`` with the class priors :func:`target_priors` draws for
+    ``seed``: ``(indices, priors)``, indices sorted.
+
+    Its size is :math:`\\min_k a_k / q_k` (``a``: the rows of class ``k``), rounded per class by
+    largest remainder (:func:`transferkit.adapt.label_shift.prior_matched_counts`); rows are drawn
+    without replacement within each class, seeded."""
+    import numpy as np
+
+    from .adapt.label_shift import prior_matched_counts
+
+    y = np.asarray(labels)
+    k = int(y.max()) + 1
+    avail = np.bincount(y, minlength=k)
+    q = target_priors(k, seed, pattern)
+    pos = q > 0
+    n = int(min(len(y), np.floor(np.min(avail[pos] / q[pos]) + 1e-9)))
+    counts = prior_matched_counts(n, q, avail)
+    rng = np.random.default_rng([int(seed), 0x1AB4])
+    idx = [rng.choice(np.flatnonzero(y == c), int(m), replace=False) for c, m in enumerate(counts) if m]
+    return np.sort(np.concatenate(idx)), q
+
+
+def _task_spec(task: str) -> str:
+    return TASKS[task] if task in TASKS else LABEL_SHIFT_TASKS[task]
 
 
 def check_benchmark_args(tasks=None, methods=None, seeds: int = 3, *, selection: str = "dev", epochs: int = 30,
@@ -59,17 +134,25 @@ def check_benchmark_args(tasks=None, methods=None, seeds: int = 3, *, selection:
     if not tasks or not methods:
         raise ConfigError(f"the benchmark needs at least one task and one method (tasks: {', '.join(TASKS)}; "
                           f"methods: {', '.join(DEFAULT_METHODS)}).")
+    all_tasks = [*TASKS, *LABEL_SHIFT_TASKS]
     for t in tasks:
-        if t not in TASKS:
-            raise ConfigError(f"unknown task {t!r}." + suggest(t, TASKS) + f" Tasks: {', '.join(TASKS)}.")
+        if t not in all_tasks:
+            raise ConfigError(f"unknown task {t!r}." + suggest(t, all_tasks) + f" Tasks: {', '.join(TASKS)}; "
+                              f"label shift: {', '.join(LABEL_SHIFT_TASKS)}.")
     deep = set(available("da_loss"))
-    known = list(dict.fromkeys([*DEFAULT_METHODS, *sorted(deep), *available("shallow_da")]))
+    known = list(dict.fromkeys([*DEFAULT_METHODS, "majority_class", *sorted(deep), *available("shallow_da")]))
     for m in methods:
-        parts = str(m).split("+")
-        if not isinstance(m, str) or (m not in known and not (len(parts) > 1 and all(x in deep for x in parts))):
+        base, ls = split_label_shift(m) if isinstance(m, str) else (m, None)
+        parts = str(base).split("+")
+        if not isinstance(m, str) or (base not in known and not (len(parts) > 1 and all(x in deep for x in parts))):
             raise ConfigError(f"unknown benchmark method {m!r}." + suggest(str(m), known)
-                              + " Methods: the defaults (" + ", ".join(DEFAULT_METHODS) + "), any deep loss of "
-                              "'transferkit list da_losses' or a sum of them (jan+mcc).")
+                              + " Methods: the defaults (" + ", ".join(DEFAULT_METHODS) + "), majority_class, any "
+                              "deep loss of 'transferkit list da_losses' or a sum of them (jan+mcc), each but "
+                              f"{', '.join(_NO_LABEL_SHIFT)} optionally with a label-shift correction "
+                              f"(+{', +'.join(LABEL_SHIFT_SUFFIXES)}: coral+mlls).")
+        if ls is not None and base in _NO_LABEL_SHIFT:
+            raise ConfigError(f"benchmark method {m!r}: {base} takes no label-shift correction (it is not an adapt "
+                              f"fit, or it trains on the target's own priors); use {base} alone.")
     for what, items in (("task", tasks), ("method", methods)):
         dup = sorted({x for x in items if items.count(x) > 1})
         if dup:
@@ -149,8 +232,10 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
     src = load_dataset(SOURCE)
     runs = []
     for task in tasks:
-        tgt = load_dataset(TASKS[task])
+        full = load_dataset(_task_spec(task))
         for seed in range(seeds):
+            # a label-shift task's target: this seed's prior-changed subsample, then the usual split
+            tgt = full.subset(prior_subsample(full.labels, seed)[0]) if task in LABEL_SHIFT_TASKS else full
             pool, test_idx = stratified_split(tgt.labels, [0.5, 0.5], seed=seed)
             labeled_pool, test = tgt.subset(pool), tgt.subset(test_idx)
             unlabeled = labeled_pool.without_labels()
@@ -163,7 +248,13 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
                     continue
                 t0 = time.perf_counter()
                 common = dict(backbone=backbone, image_size=a["image_size"], seed=seed, epochs=a["epochs"])
-                if m == "target_only":
+                base, ls = split_label_shift(m)
+                if ls is not None:
+                    common["label_shift"] = ls
+                if m == "majority_class":
+                    s = _MajorityClass(src)
+                    sel = s.selection_
+                elif m == "target_only":
                     # oracle: the same adapter trained on the labeled pool as its "source"
                     s = Adapt(**common, method=None, selection="dev").fit(unlabeled, source=labeled_pool)
                     sel = "oracle (target labels)"
@@ -171,18 +262,21 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
                     # no target input at all: the pool is not even handed over
                     s = SourceOnly(**common).fit(None, source=src)
                     sel = s.selection_
-                elif m == "adabn":
+                elif base == "adabn":
                     # no DA loss: the pool's BatchNorm statistics, checkpoint by the benchmark's scorer
                     s = Adapt(**common, method=None, selection=selection, domain_bn=True)
                     s.fit(unlabeled, source=src)
                     sel = s.selection_
                 else:
-                    s = Adapt(**common, method=m, selection=selection)
+                    s = Adapt(**common, method=base, selection=selection)
                     s.fit(unlabeled, source=src)
                     sel = s.selection_
                 acc = s.score(test)
                 row = {"task": task, "method": m, "seed": seed, "accuracy": acc, "selection": sel,
                        "seconds": time.perf_counter() - t0}
+                if ls is not None:  # evaluation only: the pool's labels score the estimate, nothing trains on them
+                    est = s.label_shift_.priors
+                    row["prior_error"] = prior_error(est, class_frequencies(labeled_pool.labels, len(est)))
                 if stored is not None:
                     from .train.rundir import write_json
 
@@ -197,11 +291,60 @@ def run_benchmark(tasks=None, methods=None, seeds: int = 3, *, backbone: str = "
             mean, std = mean_std([r["accuracy"] for r in rs])
             rows.append({"task": task, "method": m, "accuracy_mean": mean, "accuracy_std": std, "n_seeds": len(rs),
                          "selection": rs[0]["selection"]})
-    return {"rows": rows, "runs": runs, "source": SOURCE, "tasks": {t: TASKS[t] for t in tasks},
-            "protocol": "target split 50/50 per seed into an unlabeled pool and a test split; checkpoint selection "
-                        f"by '{selection}' (no target labels), except source_only: labeled source validation loss "
-                        "(source_val), no target input at all; target labels only score the test split and train "
-                        "the target_only oracle"}
+            if split_label_shift(m)[1] is not None:
+                for key in ("max_abs", "tv"):
+                    rows[-1][f"prior_{key}_mean"], rows[-1][f"prior_{key}_std"] = mean_std(
+                        [r["prior_error"][key] for r in rs])
+    protocol = ("target split 50/50 per seed into an unlabeled pool and a test split; checkpoint selection "
+                f"by '{selection}' (no target labels), except source_only: labeled source validation loss "
+                "(source_val), no target input at all; target labels only score the test split and train "
+                "the target_only oracle")
+    res = {"rows": rows, "runs": runs, "source": SOURCE, "tasks": {t: _task_spec(t) for t in tasks}}
+    shifted = [t for t in tasks if t in LABEL_SHIFT_TASKS]
+    if shifted:
+        res["target_priors"] = {t: f"{PRIOR_PATTERN}: per seed, 3 classes drawn at random hold 70% of the target "
+                                   "(the largest subsample of the spec's images with those priors), the others 30%"
+                                for t in shifted}
+        protocol += (f"; label-shift tasks ({', '.join(shifted)}): the target is subsampled per seed to changed "
+                     "class priors before the split; a +mlls/+bbse method's estimated priors are compared with the "
+                     "pool's class frequencies (max abs and total variation), which nothing trains on")
+    res["protocol"] = protocol
+    return res
+
+
+def prior_error(estimated, true) -> dict:
+    """How far estimated class priors are from the true ones (two vectors of shape ``(K,)``):
+    ``{"max_abs": max_k |q̂_k - q_k|, "tv": ½ Σ_k |q̂_k - q_k|}`` (total variation)."""
+    import numpy as np
+
+    d = np.abs(np.asarray(estimated, dtype=float) - np.asarray(true, dtype=float))
+    return {"max_abs": float(d.max()), "tv": float(0.5 * d.sum())}
+
+
+def class_frequencies(labels, n_classes: int):
+    """The class frequencies of the labeled entries (``>= 0``) of ``labels``, shape ``(n_classes,)``."""
+    import numpy as np
+
+    y = np.asarray(labels)
+    y = y[y >= 0]
+    return np.bincount(y, minlength=n_classes)[:n_classes] / max(len(y), 1)
+
+
+class _MajorityClass:
+    """Predicts the source's most frequent class (ties: the lowest index) for every sample;
+    reads no target input."""
+
+    selection_ = "none (constant: the source's most frequent labeled class)"
+
+    def __init__(self, source):
+        import numpy as np
+
+        y = source.labels[source.labels >= 0]
+        self.class_ = int(np.bincount(y).argmax())
+
+    def score(self, dataset) -> float:
+        mask = dataset.labels >= 0
+        return float((dataset.labels[mask] == self.class_).mean())
 
 
 def run_benchmark_dir(out_dir, tasks=None, methods=None, seeds: int = 3, *, backbone: str = "efficientnet_lite0",
@@ -276,10 +419,12 @@ def resume_benchmark(out_dir, *, echo=print) -> dict:
     return run_benchmark_dir(out_dir, resume=True, echo=echo)
 
 
+def _mean_std_text(mean: float, std: float, n_seeds: int) -> str:
+    return f"{mean:.3f} (1 seed)" if n_seeds == 1 else f"{mean:.3f} ± {std:.3f}"
+
+
 def _cell(r: dict) -> str:
-    if r["n_seeds"] == 1:
-        return f"{r['accuracy_mean']:.3f} (1 seed)"
-    return f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}"
+    return _mean_std_text(r["accuracy_mean"], r["accuracy_std"], r["n_seeds"])
 
 
 def markdown_table(res: dict) -> str:
@@ -289,4 +434,12 @@ def markdown_table(res: dict) -> str:
     lines = ["| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     for m in methods:
         lines.append(f"| {m} | " + " | ".join(_cell(cell[(t, m)]) for t in tasks) + " |")
+    corrected = [m for m in methods if split_label_shift(m)[1] is not None]
+    if corrected:  # the label-shift rows' prior estimates: total variation from the pool's class frequencies
+        lines += ["", "Estimated target priors, total variation from the pool's class frequencies (mean ± std):", "",
+                  "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+        for m in corrected:
+            tv = [_mean_std_text(cell[(t, m)]["prior_tv_mean"], cell[(t, m)]["prior_tv_std"], cell[(t, m)]["n_seeds"])
+                  for t in tasks]
+            lines.append(f"| {m} | " + " | ".join(tv) + " |")
     return "\n".join(lines)
