@@ -15,6 +15,7 @@ code.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
 import string
@@ -139,6 +140,54 @@ class HFBackbone(Backbone):
         # a plain dict (not BatchEncoding) so every caller sees the same type
         return {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
 
+    def tokenize(self, inputs, chunk: int = 8192) -> TokenizedTexts:
+        """Tokenize every text once, without padding: what :meth:`collate` pads per batch.
+
+        ``collate(tokenize(texts), idx)`` equals ``preprocess([texts[i] for i in idx])``
+        exactly (same truncation at ``max_length``, same padding to the batch's longest), so a
+        dataset is tokenized once per fit instead of once per batch and epoch, and batches of
+        similar lengths (:func:`length_batches`) pad little.
+
+        Parameters
+        ----------
+        inputs
+            A sequence of ``n`` strings.
+        chunk
+            Texts per tokenizer call (bounds the tokenizer's temporary lists).
+        """
+        if self.spec.modality != "text":
+            raise ConfigError(f"backbone {self.spec.name!r} is an image backbone; only text backbones tokenize.")
+        texts = _as_texts(inputs, self.spec.name)
+        tok = self.tokenizer
+        parts: dict[str, list[np.ndarray]] = {}
+        lengths = []
+        for s in range(0, len(texts), chunk):
+            enc = tok(texts[s : s + chunk], padding=False, truncation=True, max_length=self.max_length)
+            ids = enc["input_ids"]
+            lengths.append(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)))
+            for k, v in enc.items():
+                if v and isinstance(v[0], (list, tuple)) and (not v[0] or isinstance(v[0][0], int)):
+                    parts.setdefault(k, []).append(np.fromiter((t for row in v for t in row), dtype=np.int64))
+        lens = np.concatenate(lengths)
+        offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        fields: dict[str, np.ndarray | int] = {}
+        for k, chunks in parts.items():
+            flat = np.concatenate(chunks)
+            if k != "input_ids" and flat.size and (flat == flat[0]).all():
+                fields[k] = int(flat[0])  # a constant (attention_mask 1, token_type_ids 0): not stored per token
+            elif k != "input_ids" and not flat.size:
+                fields[k] = 0
+            else:
+                small = flat.size == 0 or (flat.min() >= np.iinfo(np.int32).min and flat.max() <= np.iinfo(np.int32).max)
+                fields[k] = flat.astype(np.int32) if small else flat
+        pads = {k: _pad_value(tok, k) for k in fields}
+        return TokenizedTexts(fields, offsets, pads, getattr(tok, "padding_side", "right"))
+
+    def collate(self, tokens: TokenizedTexts, idx) -> dict[str, torch.Tensor]:
+        """Rows ``idx`` of ``tokens`` padded to their longest: the dict :meth:`forward` takes."""
+        return tokens.batch(idx)
+
     # ---------------------------------------------------------------- forward
     def forward(self, batch: Mapping[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
         """Preprocessed batch -> features ``(n, feature_dim)``."""
@@ -205,6 +254,96 @@ class HFBackbone(Backbone):
         return [head] + [blocks[k] for k in sorted(blocks)] + [tail]
 
 
+class TokenizedTexts:
+    """``n`` texts' token ids, unpadded (from :meth:`HFBackbone.tokenize`).
+
+    Attributes
+    ----------
+    lengths : ndarray of int, (n,)
+        Tokens per text (special tokens included, after truncation).
+    fields : dict
+        Per tokenizer output (``input_ids``, ``attention_mask``, ``token_type_ids``...): the
+        concatenated tokens of every text (``offsets`` cut them), or one int when the field is
+        the same for every real token (an attention mask of ones, token types of zeros).
+    """
+
+    def __init__(self, fields: dict, offsets: np.ndarray, pad_values: dict, padding_side: str = "right"):
+        self.fields, self.offsets, self.pad_values = fields, offsets, pad_values
+        self.padding_side = padding_side
+        self.lengths = np.diff(offsets)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.offsets.nbytes + sum(v.nbytes for v in self.fields.values() if isinstance(v, np.ndarray)))
+
+    def batch(self, idx) -> dict[str, torch.Tensor]:
+        """Rows ``idx`` padded to the longest of them (on the tokenizer's padding side), int64,
+        exactly as the tokenizer pads with ``padding=True``."""
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if not len(idx):
+            return {k: torch.zeros(0, 0, dtype=torch.long) for k in self.fields}
+        lens = self.lengths[idx]
+        width = int(lens.max())
+        pos = np.arange(width)[None, :]
+        real = pos >= (width - lens)[:, None] if self.padding_side == "left" else pos < lens[:, None]
+        # positions of the rows' tokens in the flat arrays, row after row (the order of `real`)
+        total = int(lens.sum())
+        starts = np.repeat(self.offsets[idx] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+        gather = starts + np.arange(total)
+        out = {}
+        for k, v in self.fields.items():
+            a = np.full((len(idx), width), self.pad_values[k], dtype=np.int64)
+            a[real] = v[gather] if isinstance(v, np.ndarray) else v
+            out[k] = torch.from_numpy(a)
+        return out
+
+
+def _pad_value(tokenizer, field: str) -> int:
+    """What the tokenizer pads ``field`` with (transformers' ``_pad``)."""
+    if field == "input_ids":
+        pid = tokenizer.pad_token_id
+        if pid is None:
+            raise ConfigError(f"tokenizer {type(tokenizer).__name__} has no padding token; set tokenizer.pad_token.")
+        return int(pid)
+    if field == "token_type_ids":
+        return int(getattr(tokenizer, "pad_token_type_id", 0) or 0)
+    if field == "special_tokens_mask":
+        return 1
+    return 0
+
+
+def length_batches(lengths, batch_size: int, max_tokens: int | None = None, slack: float = 0.1) -> list[np.ndarray]:
+    """Indices ``0..n-1`` in batches of similar length, longest first (for evaluation).
+
+    The indices are sorted by ``lengths`` (descending, stable). A batch's width is its first
+    (longest) row; it takes the next rows while each is at least ``(1 - slack)`` of that width
+    and the batch holds at most ``max_tokens`` padded tokens (default ``batch_size *
+    max(lengths)``: never more than ``batch_size`` rows of the longest text, the memory of
+    input-order batches). So at most a fraction ``slack`` of a batch is padding, short texts
+    go in large batches and long ones in small ones. The caller puts the outputs back in input
+    order (the indices say where).
+    """
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    if not len(lengths):
+        return []
+    order = np.argsort(-lengths, kind="stable")
+    sl = lengths[order]
+    neg = -sl  # non-decreasing, for searchsorted
+    budget = int(max_tokens) if max_tokens is not None else int(batch_size) * max(int(sl[0]), 1)
+    out, s, n = [], 0, len(order)
+    while s < n:
+        w = max(int(sl[s]), 1)
+        # rows s..e-1 all have length >= (1 - slack) * w (the rows before s are longer still)
+        e = min(n, s + max(1, budget // w), int(np.searchsorted(neg, -math.ceil((1.0 - slack) * w), side="right")))
+        e = max(e, s + 1)
+        out.append(order[s:e])
+        s = e
+    return out
+
+
 def _block_stacks(model: nn.Module) -> list[str]:
     """Dotted names of the model's repeated-block stacks (``encoder.layer``...), in order.
 
@@ -259,6 +398,41 @@ def _offline() -> bool:
         return env or bool(constants.HF_HUB_OFFLINE)
     except ImportError:
         return env
+
+
+class _quiet_hf:
+    """transformers' and huggingface_hub's progress bars off and their loggers at ERROR for
+    the block (a model load), then both put back as they were.
+
+    One run loads a backbone per strategy and seed: a bar or a load report each time floods
+    stderr and log files (``--no-progress`` or not); what matters (tensors left randomly
+    initialized) transferkit reports itself."""
+
+    def __init__(self, transformers):
+        self.tf_log = transformers.utils.logging
+
+    def __enter__(self):
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+        from huggingface_hub.utils import logging as hub_log
+
+        self.hub_log, self.hub_bars_off = hub_log, are_progress_bars_disabled()
+        self.bar = self.tf_log.is_progress_bar_enabled()
+        self.levels = (self.tf_log.get_verbosity(), hub_log.get_verbosity())
+        self.tf_log.disable_progress_bar()  # turns off huggingface_hub's bars too
+        disable_progress_bars()
+        self.tf_log.set_verbosity_error()
+        hub_log.set_verbosity_error()
+        return self
+
+    def __exit__(self, *exc):
+        from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+        self.tf_log.set_verbosity(self.levels[0])
+        self.hub_log.set_verbosity(self.levels[1])
+        if self.bar:
+            self.tf_log.enable_progress_bar()  # (turns huggingface_hub's on too: set right below)
+        (disable_progress_bars if self.hub_bars_off else enable_progress_bars)()
+        return False
 
 
 def _looks_local(path: str) -> bool:
@@ -425,9 +599,8 @@ def hf_backbone(
 
     if pretrained:
         use_st = True if folder.is_dir() and any(folder.glob("*.safetensors")) else None
-        tf_log = transformers.utils.logging
-        bar = tf_log.is_progress_bar_enabled()
-        tf_log.disable_progress_bar()  # a "Loading weights" bar per load is noise on stderr and in logs
+        quiet = _quiet_hf(transformers)
+        quiet.__enter__()  # a "Loading weights" bar and load report per load are noise on stderr and in logs
         try:
             model, info = transformers.AutoModel.from_pretrained(
                 path, use_safetensors=use_st, dtype=torch.float32, output_loading_info=True, **hub,
@@ -447,8 +620,7 @@ def hf_backbone(
                 f"hf:{path}: a .safetensors weights file is damaged or truncated ({' '.join(str(exc).split())[:160]}); "
                 "download the model again or re-save it with save_pretrained.") from None
         finally:
-            if bar:
-                tf_log.enable_progress_bar()
+            quiet.__exit__(None, None, None)
         missing = [k for k in info.get("missing_keys", ()) if not k.startswith("pooler.")]
         if missing:
             _log.warning("hf:%s: %d tensors not in the checkpoint were randomly initialized (e.g. %s)",
@@ -462,7 +634,8 @@ def hf_backbone(
     extra_spec: dict[str, Any] = {}
     if modality == "text":
         try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(path, **hub)
+            with _quiet_hf(transformers):
+                tokenizer = transformers.AutoTokenizer.from_pretrained(path, **hub)
         except (OSError, ValueError) as exc:
             raise _load_error(path, "tokenizer", exc) from None
         max_length = max_length or _default_max_length(tokenizer, config, folder if folder.is_dir() else None)
@@ -626,4 +799,4 @@ def tiny_text(
     return bb
 
 
-__all__ = ["HFBackbone", "hf_backbone", "minilm", "tiny_text"]
+__all__ = ["HFBackbone", "TokenizedTexts", "hf_backbone", "length_batches", "minilm", "tiny_text"]

@@ -6,7 +6,10 @@ Two paths, chosen automatically per dataset (:func:`make_source`):
   preprocess once (below ``PREPARE_LIMIT`` bytes as float32) is preprocessed up front into one
   tensor, and a batch is an index into it. This is what makes small runs fast: no per-batch
   resize, no collate, no worker processes.
-- **streaming** (:class:`LoaderSource`): anything else (lazy image folders, IDX files, text,
+- **tokenized once** (:class:`TokenSource`): a text dataset is tokenized up front (unpadded
+  token ids); a batch is padded to its longest text, and evaluation batches group texts of
+  similar length (:func:`eval_batches`), so little compute goes to padding.
+- **streaming** (:class:`LoaderSource`): anything else (lazy image folders, IDX files, lazy text,
   large arrays) goes through a :class:`torch.utils.data.DataLoader` over a map-style
   :class:`DomainItems` with a collate that knows the modality (the model's ``preprocess`` on
   the raw batch: resize + normalise for images, tokenisation for text), optionally in worker
@@ -178,6 +181,63 @@ class LoaderSource:
         yield from zip(index_batches, loader)
 
 
+#: Text datasets are tokenized once per fit (:class:`TokenSource`) and evaluated in batches of
+#: similar length (:func:`eval_batches` with ``lengths``); ``False`` restores the per-batch
+#: tokenization and the input-order evaluation batches (``benchmarks/text_speed.py`` times both).
+TOKEN_CACHE = True
+LENGTH_BUCKETS = True
+
+
+class TokenSource:
+    """A text dataset tokenized once (unpadded token ids, :meth:`HFBackbone.tokenize`); a batch
+    is padded to its longest text, exactly what the per-batch tokenization gives."""
+
+    streaming = False
+
+    def __init__(self, backbone, dataset):
+        self.backbone = backbone
+        self.tokens = backbone.tokenize(dataset.inputs)
+        self.lengths = self.tokens.lengths
+
+    def batch(self, idx: np.ndarray):
+        return self.backbone.collate(self.tokens, idx)
+
+    def batches(self, index_batches) -> Iterator:
+        for idx in index_batches:
+            yield idx, self.batch(idx)
+
+
+def text_backbone(model):
+    """The text backbone whose tokenizer ``model.preprocess`` runs (the model itself, or its
+    ``backbone``/``model`` attribute, a few wrappers deep), else ``None``.
+
+    Every transferkit wrapper (``TransferModel``, the feature-level adapter's model) hands
+    ``preprocess`` to what it wraps, so tokenizing with that backbone gives the same inputs."""
+    m = model
+    for _ in range(4):
+        if m is None:
+            return None
+        spec = getattr(m, "spec", None)
+        if callable(getattr(m, "tokenize", None)) and callable(getattr(m, "collate", None)) \
+                and getattr(spec, "modality", None) == "text":
+            return m
+        m = getattr(m, "backbone", None) if hasattr(m, "backbone") else getattr(m, "model", None)
+    return None
+
+
+def token_source(model, dataset) -> TokenSource | None:
+    """A :class:`TokenSource` for a text dataset whose model tokenizes, else ``None`` (other
+    modalities, lazy inputs, or more than :data:`PREPARE_LIMIT` bytes of token ids at most)."""
+    if not TOKEN_CACHE or dataset.modality != "text" or not isinstance(dataset.inputs, (list, tuple, np.ndarray)):
+        return None
+    bb = text_backbone(model)
+    if bb is None or len(dataset) == 0:
+        return None
+    if 4 * len(dataset) * int(getattr(bb, "max_length", 512)) > PREPARE_LIMIT:
+        return None
+    return TokenSource(bb, dataset)
+
+
 def in_memory_tensor(model, dataset, batch: int = 256) -> torch.Tensor | None:
     """The whole dataset preprocessed once, or ``None`` when it should stream (lazy inputs,
     text, or more than :data:`PREPARE_LIMIT` bytes of model inputs)."""
@@ -193,12 +253,23 @@ def in_memory_tensor(model, dataset, batch: int = 256) -> torch.Tensor | None:
 
 
 def make_source(model, dataset, num_workers: int = 0):
-    """The in-memory path when the dataset is small enough, else the data-loader path."""
+    """The in-memory path when the dataset is small enough (text: tokenized once), else the
+    data-loader path."""
+    tok = token_source(model, dataset)
+    if tok is not None:
+        return tok
     t = in_memory_tensor(model, dataset)
     return TensorSource(t) if t is not None else LoaderSource(model, dataset, num_workers)
 
 
-def eval_batches(n: int, batch_size: int, rank: int = 0, world: int = 1) -> list[np.ndarray]:
-    """This rank's evaluation batches: a contiguous ``1/world`` of ``0..n-1`` in order."""
+def eval_batches(n: int, batch_size: int, rank: int = 0, world: int = 1, lengths=None) -> list[np.ndarray]:
+    """This rank's evaluation batches of a contiguous ``1/world`` of ``0..n-1``: in order, or,
+    with ``lengths`` (tokens per text), in batches of similar length, longest first (see
+    :func:`~transferkit.backbones.text.length_batches`): the caller puts the outputs back in
+    order by the returned indices."""
     part = shard(np.arange(n), rank, world)
+    if lengths is not None and LENGTH_BUCKETS and len(part):
+        from ..backbones.text import length_batches
+
+        return [part[b] for b in length_batches(np.asarray(lengths)[part], batch_size)]
     return [part[s : s + batch_size] for s in range(0, len(part), batch_size)]

@@ -509,7 +509,8 @@ class Trainer:
         # selection and early stopping run before the row is logged; the user's callbacks and the
         # progress line after it (they see the logged row)
         self._builtin = cbs
-        self._user = [*self.callbacks, callbacks.ProgressLogger(self.tag, self.epochs, self.progress)]
+        self._progress = callbacks.ProgressLogger(self.tag, self.epochs, self.progress)
+        self._user = [*self.callbacks, self._progress]
         self._callbacks = [*self._builtin, *self._user]
         self._logger = callbacks.MetricsLogger(self.run_dir) if self.run_dir is not None else None
         self._checkpointer = (Checkpointer(Path(self.run_dir) / CHECKPOINT, self.checkpoint_every,
@@ -555,6 +556,7 @@ class Trainer:
             if last_micro:
                 self._optimizer_step()
             sums += torch.tensor([loss * len(idx), float((logits.argmax(1) == yb).sum()), len(idx)], dtype=torch.float64)
+            self._progress.tick(self, "train", i + 1, len(local))
             fault_point(f"{self.fault_prefix}.step")
         bad_param = _first_nonfinite(self.model)
         if bad_param is not None:  # the last step's update: caught before it is validated or saved
@@ -807,9 +809,18 @@ class Trainer:
         # the processes share the work unless this one evaluates alone (_dist.local_only: the main
         # process writing artifacts after the fit)
         rank, world = (self.rank, self.world) if _dist.world_size() > 1 else (0, 1)
-        out = [fn(to_channels_last(self.model.move_inputs(x, self.device))).float().cpu()
-               for _, x in src.batches(data.eval_batches(len(dataset), self.eval_batch_size, rank, world))]
+        # text: batches of similar length (little padding), the outputs put back in order below
+        batches = data.eval_batches(len(dataset), self.eval_batch_size, rank, world, getattr(src, "lengths", None))
+        progress = getattr(self, "_progress", None)
+        out = []
+        for i, (_, x) in enumerate(src.batches(batches)):
+            out.append(fn(to_channels_last(self.model.move_inputs(x, self.device))).float().cpu())
+            if progress is not None:
+                progress.tick(self, "eval", i + 1, len(batches))
         local = torch.cat(out) if out else None
+        order = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
+        if local is not None and (np.diff(order) < 0).any():
+            local = local[torch.from_numpy(np.argsort(order, kind="stable"))]
         if world > 1:
             import torch.distributed as dist
 

