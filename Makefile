@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/forgetting.py
 	$(PY) benchmarks/sample_efficiency.py --seeds 3
 	$(PY) benchmarks/label_shift.py --out runs/bench-label-shift.json
+	$(PY) benchmarks/text_speed.py
 	$(VENV)/bin/transferkit benchmark digits-shift --seeds 3 --out runs/bench-digits-shift --overwrite
 
 clean:
