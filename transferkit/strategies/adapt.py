@@ -43,6 +43,7 @@ from .base import (
     check_unfreeze,
     n_backbone_groups,
     resolve_backbone,
+    softmax,
     seeded,
 )
 
@@ -62,11 +63,6 @@ SOURCE_ONLY_SELECTIONS = ("source_val", "last")
 #: 2002), black-box shift estimation (Lipton et al. 2018) with hard or soft confusions.
 LABEL_SHIFT_METHODS = (None, "mlls", "bbse", "bbse_soft")
 
-
-def _softmax(z) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
 
 
 def _method_strategy(name: str):
@@ -441,16 +437,16 @@ class Adapt(Strategy):
 
         k = self.n_classes_
         ps = np.bincount(ys, minlength=k) / len(ys)  # the classifier's training priors
-        Pt = _softmax(self._feature_logits(Ft))
+        Pt = softmax(self._feature_logits(Ft))
         Ps = None
         if self.label_shift != "mlls":
             if hasattr(self, "model_") and self.domain_bn:  # source rows normalized as the source
                 model = copy.deepcopy(self.model_)
                 model.set_bn_statistics(torch.as_tensor(Fs, dtype=torch.float32))
                 with torch.no_grad():
-                    Ps = _softmax(model.eval()(torch.as_tensor(Fsv, dtype=torch.float32)).numpy())
+                    Ps = softmax(model.eval()(torch.as_tensor(Fsv, dtype=torch.float32)).numpy())
             else:
-                Ps = _softmax(self._feature_logits(Fsv, target=False))
+                Ps = softmax(self._feature_logits(Fsv, target=False))
         est = estimate_target_priors(Ps, ysv if Ps is not None else None, Pt, method=self.label_shift, n_classes=k,
                                      source_priors=ps if self.label_shift == "mlls" else None, seed=self.seed)
         self.label_shift_ = est

@@ -206,8 +206,11 @@ def seeded(seed: int):
             random.setstate(py_state)
 
 
-#: Backbone names that mean "no network: the table's columns are the features".
-NO_BACKBONE = ("identity", "none")
+def softmax(z) -> np.ndarray:
+    """Row-wise softmax of logits ``(n, K)`` in float64."""
+    z = np.asarray(z, dtype=np.float64)
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
 
 
 def resolve_backbone(backbone, pretrained: bool = True, image_size: int | None = None, data=None):
@@ -217,8 +220,9 @@ def resolve_backbone(backbone, pretrained: bool = True, image_size: int | None =
     table the strategy is fitted on, as ``backbone: auto`` does in an experiment file."""
     from ..backbones import create_backbone
     from ..backbones import resolve_backbone as _resolve
+    from ..config import NO_BACKBONE_NAMES
 
-    if isinstance(backbone, str) and backbone in NO_BACKBONE and data is not None and data.modality == "tabular":
+    if isinstance(backbone, str) and backbone in NO_BACKBONE_NAMES and data is not None and data.modality == "tabular":
         return create_backbone("identity", in_features=int(np.shape(data.inputs)[1]))
     return _resolve(backbone, pretrained, image_size)
 
@@ -372,9 +376,7 @@ class Strategy:
     def predict_proba(self, dataset) -> np.ndarray:
         """Class probabilities ``(n, K)``: the softmax of :meth:`predict_logits` (for the
         closed-form heads, whose logits are log-probabilities, the classifier's own)."""
-        z = np.asarray(self.predict_logits(dataset), dtype=np.float64)
-        z = np.exp(z - z.max(1, keepdims=True))
-        return z / z.sum(1, keepdims=True)
+        return softmax(self.predict_logits(dataset))
 
     def score(self, dataset, y_pred=None) -> float:
         """Accuracy on the labeled samples of ``dataset`` (``y_pred``: its predictions, when
