@@ -49,26 +49,24 @@ def make_splits(target, split=None, seed: int = 0, load=None, **split_options) -
         tr, rest = sample_per_class(y, split.labels_per_class, seed, dataset=target.name)
     else:
         tr, rest = stratified_split(y, [split.train_fraction, 1 - split.train_fraction], seed, dataset=target.name)
-    if split.unlabeled_fraction >= 1:  # every remaining row adapts, its labels hidden
-        unl, rest = rest, np.array([], dtype=int)
+    if split.unlabeled_fraction > 0:  # part (or all) of the rest trains with its labels hidden (domain adaptation)
+        if split.unlabeled_fraction >= 1:
+            unl, rest = rest, np.array([], dtype=int)
+        else:
+            un, rest2 = stratified_split(y[rest], [split.unlabeled_fraction, 1 - split.unlabeled_fraction], seed,
+                                         dataset=target.name)
+            unl, rest = rest[un], rest[rest2]
         order = np.r_[tr, unl]
         train = target.subset(idx[order], name=f"{target.name}/train")
         train.labels = np.where(np.arange(len(order)) < len(tr), train.labels, -1)
-        if split.test is None:  # the transductive protocol: scored on the rows it adapted on, labels unseen
-            test = target.subset(idx[unl], name=f"{target.name}/test (= the unlabeled training rows)")
-            test.meta = {**(test.meta or {}), "transductive": True}
+        if split.unlabeled_fraction >= 1 and split.test is None:
+            # the transductive protocol: scored on the rows it adapted on, labels unseen
             if len(unl) == 0:
                 raise DataError(f"target {target.name!r}: split.unlabeled_fraction=1 leaves no unlabeled rows to adapt "
                                 "on and score; use fewer labels per class or give split.test.")
-            val = load(split.val) if split.val is not None else None
-            return train, val, test
-    elif split.unlabeled_fraction > 0:  # part of the rest trains with its labels hidden (domain adaptation)
-        un, rest2 = stratified_split(y[rest], [split.unlabeled_fraction, 1 - split.unlabeled_fraction], seed,
-                                     dataset=target.name)
-        unl, rest = rest[un], rest[rest2]
-        order = np.r_[tr, unl]
-        train = target.subset(idx[order], name=f"{target.name}/train")
-        train.labels = np.where(np.arange(len(order)) < len(tr), train.labels, -1)
+            test = target.subset(idx[unl], name=f"{target.name}/test (= the unlabeled training rows)")
+            test.meta = {**(test.meta or {}), "transductive": True}
+            return train, load(split.val) if split.val is not None else None, test
     else:
         train = target.subset(idx[tr], name=f"{target.name}/train")
     rest_idx = idx[rest]
