@@ -43,7 +43,38 @@ def _initialized(start: bool = False):
         from accelerate import PartialState
 
         PartialState(cpu=not torch.cuda.is_available())
+    if dist.is_initialized():
+        clean_exit()
     return dist if dist.is_initialized() else None
+
+
+_EXIT_HOOK = [False]
+
+
+def clean_exit() -> None:
+    """Tear the process group down before the interpreter does (registered once, at exit).
+
+    A process that ends with its gloo group still up can die with SIGABRT ("terminate called
+    without an active exception"): gloo's worker threads still hold finished work whose tensors
+    are freed while the interpreter is already being torn down (pytorch/pytorch#179291). A
+    launcher then reports a failed rank for a run that finished. Destroying the group while the
+    interpreter is whole avoids it; a group the user destroyed already is left alone."""
+    if _EXIT_HOOK[0]:
+        return
+    import atexit
+
+    _EXIT_HOOK[0] = True
+    atexit.register(_destroy_group)
+
+
+def _destroy_group() -> None:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - exiting anyway; a failed teardown must not mask the exit status
+        pass
 
 
 def _env_int(name: str, default: int) -> int:

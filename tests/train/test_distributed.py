@@ -205,3 +205,32 @@ def test_two_process_run_writes_one_run_and_resumes_after_sigkill(tmp_path):
     rc, out, err = _run_cli(tmp_path, ["run", "--resume", "killed", "--num-processes", "2", "--threads", "2"], env)
     assert rc == 0, err[-3000:]
     assert _metrics(tmp_path / "killed") == _metrics(ref)
+
+
+EXIT_CHILD = textwrap.dedent('''
+    import atexit, sys
+    import torch.distributed as dist
+    from transferkit import _dist
+
+    dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+
+    def report():  # exit handlers run last-registered first: this one runs after transferkit's
+        with open(sys.argv[2], "w") as f:
+            f.write(str(dist.is_initialized()))
+
+    atexit.register(report)
+    _dist.clean_exit()
+    _dist.clean_exit()  # registered once
+''')
+
+
+def test_the_process_group_is_destroyed_before_the_interpreter_exits(tmp_path):
+    """A process that exits with its gloo group up can abort (SIGABRT, pytorch/pytorch#179291) and
+    fail a finished run; the exit hook tears the group down while the interpreter is whole."""
+    script = tmp_path / "child.py"
+    script.write_text(EXIT_CHILD)
+    flag = tmp_path / "initialized.txt"
+    rc, out, err = _call([sys.executable, str(script), str(tmp_path / "store"), str(flag)], _clean_env(tmp_path),
+                         timeout=120)
+    assert rc == 0, err[-3000:]
+    assert flag.read_text() == "False"

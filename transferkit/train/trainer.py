@@ -398,6 +398,8 @@ class Trainer:
         self.accelerator = Accelerator(cpu=cpu, mixed_precision=self.mixed_precision, kwargs_handlers=[ddp])
         self.device = self.accelerator.device
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        if self.world > 1:
+            _dist.clean_exit()
         if device is not None:
             want = torch.device(device)
             got = torch.device(self.device)
