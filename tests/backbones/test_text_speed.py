@@ -14,7 +14,8 @@ import torch
 
 from transferkit._compat import ensure_torchvision
 from transferkit.backbones import create_backbone
-from transferkit.backbones.text import HFBackbone, _tiny_vocab, hf_backbone, length_batches
+from transferkit.backbones import text as tk_text
+from transferkit.backbones.text import HFBackbone, _tiny_vocab, hf_backbone, length_batches, pad_groups
 from transferkit.data import DomainDataset
 from transferkit.nn import TransferModel
 from transferkit.train import Trainer
@@ -122,6 +123,68 @@ def test_length_batches_cover_every_index_longest_first_within_the_token_budget(
     same = length_batches(np.full(10, 7), 4)
     assert [b.tolist() for b in same] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert length_batches([], 4) == []
+
+
+def _partitions(n):
+    """Every split of 0..n-1 into contiguous runs."""
+    for mask in range(2 ** (n - 1)):
+        cuts = [0] + [i + 1 for i in range(n - 1) if mask >> i & 1] + [n]
+        yield [(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pad_groups_is_the_cheapest_split_of_the_sorted_lengths(seed):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 300, size=int(rng.integers(1, 10)))
+    overhead = int(rng.choice([0, 16, 64, 400]))
+    groups = pad_groups(lengths, overhead=overhead)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(len(lengths)))
+    assert all(lengths[g[0]] == lengths[g].max() for g in groups)
+    cost = sum(len(g) * int(lengths[g[0]]) + overhead for g in groups)
+    sl = np.sort(lengths)[::-1]
+    brute = min(sum((b - a) * int(sl[a]) + overhead for a, b in part) for part in _partitions(len(sl)))
+    assert cost == brute
+    assert pad_groups([], 64) == []
+    assert len(pad_groups([50] * 7, 64)) == 1  # equal lengths: one group, nothing to save
+
+
+def test_a_padded_text_batch_runs_in_length_groups_with_the_same_features_and_gradients(monkeypatch, one_thread):
+    """Long-tailed lengths: the encoder runs on groups cut to their own longest row (well under
+    the padded batch's positions) and the pooled features and the gradients are the whole
+    batch's, row for row, to float noise; a short-circuited grouping would fail both checks."""
+    bb = create_backbone("tiny_text", max_length=48).eval()  # eval: no dropout, so gradients compare
+    batch = bb.preprocess(_texts(24, seed=11))
+    widths = []
+    real = bb.model.forward
+    monkeypatch.setattr(bb.model, "forward", lambda **kw: widths.append(kw["input_ids"].shape) or real(**kw))
+
+    def run(grouped):
+        monkeypatch.setattr(tk_text, "GROUP_BY_LENGTH", grouped)
+        bb.zero_grad()
+        widths.clear()
+        f = bb(batch)
+        (f * torch.linspace(-1, 1, f.shape[1])).sum().backward()
+        return f.detach(), {k: p.grad.clone() for k, p in bb.named_parameters() if p.grad is not None}, list(widths)
+
+    (whole, g_whole, w_whole), (grouped, g_grouped, w_grouped) = run(False), run(True)
+    assert len(w_whole) == 1 and len(w_grouped) > 1
+    assert sum(a * b for a, b in w_grouped) < 0.75 * w_whole[0][0] * w_whole[0][1]
+    torch.testing.assert_close(grouped, whole, rtol=0, atol=1e-5)
+    assert (whole[1:] - whole[:-1]).abs().max() > 1e-3  # rows differ: a lost reordering would show
+    assert g_whole.keys() == g_grouped.keys()
+    for k in g_whole:
+        torch.testing.assert_close(g_grouped[k], g_whole[k], rtol=1e-4, atol=1e-5)
+
+
+def test_length_groups_only_where_they_are_exact_and_worth_it():
+    bb = create_backbone("tiny_text", max_length=48)
+    right = torch.tensor([[1] * 40, [1] * 3 + [0] * 37, [1] * 2 + [0] * 38, [1] * 4 + [0] * 36])
+    assert bb._length_groups(right) is not None
+    assert bb._length_groups(right.flip(1)) is None  # left padding: positions would shift
+    assert bb._length_groups(torch.ones(4, 40, dtype=torch.long)) is None  # nothing to save
+    assert bb._length_groups(right[:1]) is None
+    bb.pooling = "pooler"
+    assert bb._length_groups(right) is None
 
 
 def _trainer(model, **kw):
