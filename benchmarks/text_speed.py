@@ -15,19 +15,23 @@ An epoch's seconds are timed from its start to the end of its validation (the tr
 plus the scoring). The two paths, in the same process, alternating (old, new, old, new...) so the
 machine's drift hits both:
 
-- **old**: what transferkit did before (``transferkit.train.data.TOKEN_CACHE = False`` and
-  ``LENGTH_BUCKETS = False``): every batch tokenized again, every epoch; evaluation in the
+- **old**: what transferkit did before (``transferkit.train.data.TOKEN_CACHE = False``,
+  ``LENGTH_BUCKETS = False``, ``transferkit.backbones.text.GROUP_BY_LENGTH = False``): every
+  batch tokenized again, every epoch, and run padded to its longest review; evaluation in the
   split's order in batches of 64, each padded to its longest review (almost always 256 tokens).
-- **new** (the default): each split tokenized once per fit; training batches padded to their
-  longest review (as before); evaluation in batches of similar length (at most 10% padding),
-  longest first, the outputs put back in order; ``torch.inference_mode``.
+- **new** (the default): each split tokenized once per fit; a training batch runs in groups of
+  similar length (``transferkit.backbones.text.GROUP_BY_LENGTH``: each group padded to its own
+  longest review, the features put back in order); evaluation in batches of similar length
+  (at most 10% padding), longest first, the outputs put back in order; ``torch.inference_mode``.
 
 Printed: seconds per epoch (median over the epochs after the first) of each run, the ratio
 old / new per pair and its mean, and the largest difference of the validation loss between the
-paired runs (the same training, so float noise only). Then what finetune's default schedule
-(``val_every="auto"``) makes of it over a 30-epoch fit: validation as often as keeps it at about
-a tenth of the training work (on 20 training and 500 validation reviews: once, after the last
-epoch), from the measured training and scoring seconds.
+paired runs (the same training up to float noise and dropout draws: the new path runs a padded
+batch in length groups). Then a ``--default-epochs`` (30) fit with finetune's default schedule
+(``val_every="auto"``: validation as often as keeps it at about a tenth of the training work; on
+20 training and 500 validation reviews, once, after the last epoch), timed end to end, against
+the old path validating every epoch (what a user got before), and both paths on that schedule
+like for like (from the pairs' training and scoring seconds).
 """
 
 from __future__ import annotations
@@ -86,24 +90,28 @@ class EpochClock:
         self.val_loss.append(row.get("val_loss"))
 
 
-def fit(train, val, *, old: bool, epochs: int, max_length: int | None = None) -> EpochClock:
+def fit(train, val, *, old: bool, epochs: int, max_length: int | None = None, val_every="1") -> EpochClock:
     from transferkit.backbones import create_backbone
+    from transferkit.backbones import text as tk_text
     from transferkit.finetune import build_param_groups
     from transferkit.nn import TransferModel
     from transferkit.train import Trainer
     from transferkit.train import data as tk_data
 
-    tk_data.TOKEN_CACHE = tk_data.LENGTH_BUCKETS = not old
+    tk_data.TOKEN_CACHE = tk_data.LENGTH_BUCKETS = tk_text.GROUP_BY_LENGTH = not old
     try:
+        t0 = time.perf_counter()
         torch.manual_seed(0)
         model = TransferModel(create_backbone("minilm", max_length=max_length), train.n_classes)
         groups = build_param_groups(model, 1e-3, backbone_lr_mult=0.1, weight_decay=0.01)
         clock = EpochClock()
         Trainer(model, groups, epochs=epochs, batch_size=32, optimizer="adamw", schedule="cosine",
-                warmup_epochs=1.0, grad_clip=1.0, device="cpu", progress=False, val_every=1, seed=0,
+                warmup_epochs=1.0, grad_clip=1.0, device="cpu", progress=False,
+                val_every=int(val_every) if str(val_every).isdigit() else val_every, seed=0,
                 callbacks=[clock], tag="old" if old else "new").fit(train, val)
+        clock.total = time.perf_counter() - t0
     finally:
-        tk_data.TOKEN_CACHE = tk_data.LENGTH_BUCKETS = True
+        tk_data.TOKEN_CACHE = tk_data.LENGTH_BUCKETS = tk_text.GROUP_BY_LENGTH = True
     return clock
 
 
@@ -120,6 +128,8 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=2, help="old/new pairs")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: a fair share of a busy machine)")
     p.add_argument("--n-val", type=int, default=500, help="validation reviews")
+    p.add_argument("--default-epochs", type=int, default=30,
+                   help="epochs of the fit timed with finetune's default schedule (0: skip it)")
     p.add_argument("--max-length", type=int, default=None,
                    help="also time the new path at this token cap (e.g. 128, the length MiniLM was trained at)")
     args = p.parse_args(argv)
@@ -154,12 +164,19 @@ def main(argv=None) -> None:
               "of the last pairs' mean; predictions change for longer reviews)")
     from transferkit.train.trainer import auto_val_every
 
-    every = auto_val_every(len(val), len(train), 30)
-    n_scored = len([e for e in range(30) if (e + 1) % every == 0 or e == 29])
-    auto = tn + (en - tn) * n_scored / 30
-    print(f"finetune's default val_every='auto' over 30 epochs (every {every}: {n_scored} scoring(s)): "
-          f"{auto:.2f} s/epoch = {eo / auto:.1f}x the old path validating every epoch; "
-          f"old path with the same schedule {to + (eo - to) * n_scored / 30:.2f} s/epoch")
+    E = args.default_epochs
+    every = auto_val_every(len(val), len(train), E)
+    n_scored = len([e for e in range(E) if (e + 1) % every == 0 or e == E - 1])
+    if E:
+        auto = fit(train, val, old=False, epochs=E, val_every="auto")
+        measured = auto.total / E
+        print(f"finetune's default schedule (val_every='auto', every {every} of {E} epochs: {n_scored} scoring(s)), "
+              f"measured end to end (model load, tokenizing and every step included): {auto.total:.1f} s = "
+              f"{measured:.2f} s/epoch = {eo / measured:.1f}x the old path validating every epoch")
+    old_same = to + (eo - to) * n_scored / max(E, 1)
+    new_same = tn + (en - tn) * n_scored / max(E, 1)
+    print(f"like for like on that schedule (from the pairs' parts): old {old_same:.2f} s/epoch, new {new_same:.2f} "
+          f"s/epoch: {old_same / new_same:.1f}x")
     cap = min(128, len(val))
     capped = tn + (en - tn) * cap / len(val)
     print(f"every epoch on a {cap}-review stratified sample (val_max_samples={cap}): about {capped:.2f} s/epoch = "
