@@ -58,13 +58,27 @@ def clean_exit() -> None:
     without an active exception"): gloo's worker threads still hold finished work whose tensors
     are freed while the interpreter is already being torn down (pytorch/pytorch#179291). A
     launcher then reports a failed rank for a run that finished. Destroying the group while the
-    interpreter is whole avoids it; a group the user destroyed already is left alone."""
+    interpreter is whole avoids it; a group the user destroyed already is left alone. On gloo the
+    processes first wait for each other (at most 30 s), so none tears down while another still
+    talks to it; a process ending in an uncaught error does not wait."""
     if _EXIT_HOOK[0]:
         return
     import atexit
 
     _EXIT_HOOK[0] = True
     atexit.register(_destroy_group)
+    import sys
+
+    previous = sys.excepthook
+
+    def note_failure(*exc):  # a process dying of an error does not wait for the others at exit
+        _FAILED[0] = True
+        previous(*exc)
+
+    sys.excepthook = note_failure
+
+
+_FAILED = [False]
 
 
 def _destroy_group() -> None:
@@ -72,6 +86,15 @@ def _destroy_group() -> None:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
+            if dist.get_world_size() > 1 and dist.get_backend() == "gloo" and not _FAILED[0]:
+                import datetime
+
+                # every process reaches its exit before any group is torn down (a bounded wait:
+                # a process that died already must not hold the others up)
+                try:
+                    dist.monitored_barrier(timeout=datetime.timedelta(seconds=30))
+                except Exception:  # noqa: BLE001 - a missing peer: tear down this process's group anyway
+                    pass
             dist.destroy_process_group()
     except Exception:  # noqa: BLE001 - exiting anyway; a failed teardown must not mask the exit status
         pass

@@ -12,6 +12,15 @@ Values are parsed as ``int``, ``float``, ``true``/``false``, ``none``, or kept a
 range ``22..45`` and a part ``0/2`` stay strings. A list is written in brackets:
 ``table.csv:features=[age,income],label=churn``.
 
+Every image dataset (registered, a folder, an ``.npz`` or IDX pair) takes three more options,
+applied after loading (:mod:`transferkit.data.corruptions`, CIFAR-10-C-style):
+``corrupt=NAME`` (or a list ``[fog,pixelate]``, applied in order), ``severity=1..5`` (default
+3) and ``corrupt_seed=`` (default 0), e.g. ``digits:corrupt=motion_blur,severity=3``. They are
+checked before loading (``severity`` or ``corrupt_seed`` without ``corrupt`` is an error, as is
+``corrupt`` on a table or a text dataset); array inputs are corrupted at once, lazy ones (IDX
+files, image folders) per image on access, image ``i`` always from seed
+``(corrupt_seed, i)``. The dataset's name gets a suffix such as ``[gaussian_noise@5]``.
+
 A registered name wins over a file or folder of the same name; write ``./digits`` for the
 folder. A path that itself contains ``:`` is read as a path when the whole string (or the part
 before an option list) exists.
@@ -299,14 +308,52 @@ def load_dataset(spec: str | dict, **overrides: Any) -> DomainDataset:
     name, options = parse_spec(spec)
     options.update(overrides)
     loader, what, takes_path = _resolve(name)
+    given = dict(options)
+    corruption = _pop_corruption(options, what)
     _check_options(loader, options, what)
     if what.startswith("table ") and "label" in options and options["label"] is None:
         options["label"] = False  # ``label=none`` written out: an unlabeled table (left out: the usual names)
     ds = loader(name, **options) if takes_path else loader(**options)
+    if corruption is not None:
+        ds = _apply_corruption(ds, corruption, what)
     if isinstance(spec, str) and not overrides:
         ds.spec = spec.strip()
     else:
-        ds.spec = format_spec(name, options)
+        ds.spec = format_spec(name, given)
+    return ds
+
+
+#: Options every image dataset takes (:mod:`transferkit.data.corruptions`); removed before the loader is called.
+CORRUPTION_OPTIONS = ("corrupt", "severity", "corrupt_seed")
+
+
+def _pop_corruption(options: dict[str, Any], what: str) -> tuple | None:
+    """Remove and check ``corrupt``/``severity``/``corrupt_seed``: ``(names, severity, seed)`` or ``None``."""
+    got = {k: options.pop(k) for k in CORRUPTION_OPTIONS if k in options}
+    if not got:
+        return None
+    if got.get("corrupt") is None:
+        extra = ", ".join(f"{k}={_format_value(v)}" for k, v in got.items())
+        raise ConfigError(f"{what}: {extra} given without corrupt=; add a corruption (e.g. corrupt=gaussian_noise) "
+                          "or remove it.")
+    if what.startswith("table "):
+        raise ConfigError(f"{what}: corrupt= applies to image datasets only, and a table holds text or numeric "
+                          "features; remove corrupt, severity and corrupt_seed.")
+    from .corruptions import check_corruption
+
+    return check_corruption(got["corrupt"], got.get("severity"), got.get("corrupt_seed", 0), what=what)
+
+
+def _apply_corruption(ds: DomainDataset, corruption: tuple, what: str) -> DomainDataset:
+    from .corruptions import corrupt_inputs, describe
+
+    names, severity, seed = corruption
+    if ds.modality != "image":
+        raise ConfigError(f"{what}: corrupt= applies to image datasets only, and this one is {ds.modality}; "
+                          "remove corrupt, severity and corrupt_seed.")
+    ds.inputs = corrupt_inputs(ds.inputs, names, severity, seed)
+    ds.name = ds.name + describe(names, severity)
+    ds.meta = {**ds.meta, "corruption": {"names": list(names), "severity": severity, "seed": seed}}
     return ds
 
 
