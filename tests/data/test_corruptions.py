@@ -270,6 +270,10 @@ def test_idx_lazy_equals_eager(tmp_path, name):
     sub = lazy.subset([4, 20, 11])  # a subset keeps each image's own seed
     np.testing.assert_allclose(np.stack([sub.inputs[k] for k in range(3)]), eager.inputs[[4, 20, 11]], atol=1e-6)
     assert sub.inputs.fingerprint() != lazy.inputs.fingerprint() != lazy.inputs.base.fingerprint()
+    base = lazy.inputs.base  # the feature cache key tells corruptions, severities and seeds apart
+    fps = {CorruptedImages(base, *args).fingerprint() for args in
+           ((["fog"], 4, 7), ([name], 3, 7), ([name], 4, 8), ([name], 4, 7))}
+    assert len(fps) == 4 and lazy.inputs.fingerprint() in fps
     import pickle
 
     again = pickle.loads(pickle.dumps(lazy.inputs))
