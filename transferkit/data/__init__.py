@@ -5,6 +5,8 @@ from .digits import load_digits_domain
 from .domain import UNLABELED, DomainDataset
 from .folder import ImageFolderInputs, load_image_folder
 from .idx import IdxImages, load_idx
+from .real import (drug_review_conditions, load_animal_mnist, load_drug_reviews, load_fashion_mnist, load_fine_foods,
+                   load_flavia)
 from .spec import list_datasets, load_dataset, parse_spec
 from .splits import sample_per_class, sample_prior_matched, stratified_split
 from .tables import load_table
@@ -16,9 +18,15 @@ __all__ = [
     "ImageFolderInputs",
     "Shift",
     "UNLABELED",
+    "drug_review_conditions",
     "list_datasets",
     "load_dataset",
+    "load_animal_mnist",
     "load_digits_domain",
+    "load_drug_reviews",
+    "load_fashion_mnist",
+    "load_fine_foods",
+    "load_flavia",
     "load_idx",
     "load_image_folder",
     "load_npz",

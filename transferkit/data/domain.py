@@ -36,6 +36,10 @@ class DomainDataset:
         Class names, index-aligned with the label values.
     spec
         The spec string the dataset was built from, when it came from one.
+    meta
+        Free-form facts about the domain. ``meta["attributes"]``, when present, maps an
+        attribute name (``"condition"``) to an array of one value per row; :meth:`subset`
+        keeps it aligned with the rows.
     """
 
     inputs: Any
@@ -101,6 +105,9 @@ class DomainDataset:
             inputs = self.inputs.subset(idx)
         else:
             inputs = [self.inputs[i] for i in idx]
+        meta = dict(self.meta)
+        if isinstance(meta.get("attributes"), dict):  # per-row attributes follow their rows
+            meta["attributes"] = {k: np.asarray(v)[idx] for k, v in meta["attributes"].items()}
         return DomainDataset(
             inputs=inputs,
             labels=None if self.labels is None else self.labels[idx],
@@ -108,7 +115,7 @@ class DomainDataset:
             modality=self.modality,
             classes=self.classes,
             spec=self.spec,
-            meta=dict(self.meta),
+            meta=meta,
         )
 
     def without_labels(self) -> DomainDataset:
