@@ -110,6 +110,8 @@ def test_fashion_size_n_and_per_image_shift():
     full = load_dataset("fashion_mnist:split=test,size=32,rotate=10..40,seed=3")
     j = int(ds.inputs.index[7])
     np.testing.assert_array_equal(ds.inputs[7], full.inputs[j])
+    np.testing.assert_array_equal(ds.inputs[:10][7], ds.inputs[7])  # a batch shifts each image as alone
+    np.testing.assert_array_equal(full.inputs[[j - 1, j]][1], full.inputs[j])
     plain = load_dataset("fashion_mnist:split=test,size=32")
     assert not np.allclose(full.inputs[j], plain.inputs[j])
     assert ds.inputs.fingerprint() != load_dataset("fashion_mnist:split=test,size=32,n=200,rotate=10..40,seed=4"
