@@ -99,6 +99,7 @@ def test_fashion_subset_parts_are_disjoint_stratified_and_cover_the_split():
     full = load_dataset("fashion_mnist:split=test")
     np.testing.assert_array_equal(a.inputs[:5], full.inputs[ra[:5]])
     np.testing.assert_array_equal(a.labels, full.labels[ra])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(a.inputs))[3], a.inputs[3])  # DataLoader workers
 
 
 @needs_fashion
