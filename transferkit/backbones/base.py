@@ -109,10 +109,17 @@ class Backbone(nn.Module):
             return {k: v.to(device) for k, v in batch.items()}
         return batch.to(device)
 
+    #: The classifier of the source task, when the backbone keeps it: ``(weight (K, d), bias (K,))``.
+    source_head: tuple[torch.Tensor, torch.Tensor] | None = None
+
     def source_probs(self, features):
-        """Class probabilities of the source task from features, or ``None`` when the
-        backbone carries no source classifier (then LEEP/NCE fall back to N-LEEP)."""
-        return None
+        """Source-task class probabilities ``softmax(f W^T + b)`` from features ``(n, d)``, or
+        ``None`` when the backbone carries no source classifier (then LEEP/NCE fall back to N-LEEP)."""
+        if self.source_head is None:
+            return None
+        w, b = self.source_head
+        logits = torch.as_tensor(features, dtype=torch.float32) @ w.T + b
+        return torch.softmax(logits, dim=1).numpy()
 
     # ----------------------------------------------------------------- groups
     def _raw_groups(self) -> list[list[str]]:

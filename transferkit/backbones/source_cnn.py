@@ -118,18 +118,9 @@ class SourceCNN(Backbone):
         self.features = features
         dropout = bn  # the USPS and SVHN nets were trained with dropout 0.3 before each linear layer
         self.fc = nn.Sequential(*([nn.Dropout(0.3)] if dropout else []), nn.Linear(flat, hidden), nn.ReLU())
-        self.source_head: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x).flatten(1))
-
-    def source_probs(self, features):
-        """The source classifier's digit probabilities ``softmax(f W^T + b)`` from features ``(n, d)``."""
-        if self.source_head is None:
-            return None
-        w, b = self.source_head
-        logits = torch.as_tensor(features, dtype=torch.float32) @ w.T + b
-        return torch.softmax(logits, dim=1).numpy()
 
     def _raw_groups(self) -> list[list[str]]:
         names = [n for n, _ in self.named_parameters()]

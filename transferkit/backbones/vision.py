@@ -36,18 +36,6 @@ class TimmBackbone(Backbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    # the pretrained classifier of the source task, when known: (weight (K, d), bias (K,))
-    source_head: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def source_probs(self, features):
-        """Source-task class probabilities ``softmax(f W^T + b)`` from features ``(n, d)``,
-        or ``None`` when the backbone's source classifier is unknown (LEEP/NCE need it)."""
-        if self.source_head is None:
-            return None
-        w, b = self.source_head
-        logits = torch.as_tensor(features, dtype=torch.float32) @ w.T + b
-        return torch.softmax(logits, dim=1).numpy()
-
     def _raw_groups(self) -> list[list[str]]:
         from timm.models import group_parameters
 

@@ -350,6 +350,32 @@ def _check_images_header(h: IdxHeader, shown: str) -> None:
         )
 
 
+def sequence_positions(key, n: int) -> np.ndarray:
+    """Positions ``0..n-1`` that ``key`` (a slice, a 1-D integer array with negatives from the
+    end, or a boolean mask of length ``n``) selects in a sequence of ``n`` images, int64; an
+    ``IndexError`` naming the problem otherwise. Shared by the lazy image sequences."""
+    if isinstance(key, slice):
+        pos = np.arange(*key.indices(n), dtype=np.int64)
+    else:
+        key = np.asarray(key)
+        if key.dtype == bool:
+            if key.shape != (n,):
+                raise IndexError(f"boolean index of shape {key.shape} for {n} images")
+            pos = np.flatnonzero(key)
+        elif key.size == 0:
+            pos = np.zeros(0, dtype=np.int64)
+        elif key.dtype.kind in "iu" and key.ndim == 1:
+            pos = key.astype(np.int64)
+            pos = np.where(pos < 0, pos + n, pos)
+            if len(pos) and (pos.min() < 0 or pos.max() >= n):
+                bad = key[(pos < 0) | (pos >= n)][0]
+                raise IndexError(f"image index {int(bad)} out of range for {n} images")
+        else:
+            raise IndexError(f"images are indexed by an int, a slice or a 1-D integer or boolean array, "
+                             f"not {key.dtype} of shape {key.shape}")
+    return pos
+
+
 class IdxImages(Sequence):
     """Images of an IDX file, memory-mapped and decoded one at a time.
 
@@ -433,26 +459,7 @@ class IdxImages(Sequence):
 
     def _rows(self, key) -> np.ndarray:
         """File rows selected by a slice, an integer array or a boolean mask of this sequence."""
-        n = len(self)
-        if isinstance(key, slice):
-            pos = np.arange(*key.indices(n), dtype=np.int64)
-        else:
-            key = np.asarray(key)
-            if key.dtype == bool:
-                if key.shape != (n,):
-                    raise IndexError(f"boolean index of shape {key.shape} for {n} images")
-                pos = np.flatnonzero(key)
-            elif key.size == 0:
-                pos = np.zeros(0, dtype=np.int64)
-            elif key.dtype.kind in "iu" and key.ndim == 1:
-                pos = key.astype(np.int64)
-                pos = np.where(pos < 0, pos + n, pos)
-                if len(pos) and (pos.min() < 0 or pos.max() >= n):
-                    bad = key[(pos < 0) | (pos >= n)][0]
-                    raise IndexError(f"image index {int(bad)} out of range for {n} images")
-            else:
-                raise IndexError(f"images are indexed by an int, a slice or a 1-D integer or boolean array, "
-                                 f"not {key.dtype} of shape {key.shape}")
+        pos = sequence_positions(key, len(self))
         return pos if self.index is None else self.index[pos]
 
     def __getitem__(self, i):

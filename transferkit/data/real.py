@@ -220,24 +220,9 @@ class PackagedImages(Sequence):
         return len(self.source) if self.index is None else len(self.index)
 
     def _rows(self, key) -> np.ndarray:
-        n = len(self)
-        if isinstance(key, slice):
-            pos = np.arange(*key.indices(n), dtype=np.int64)
-        else:
-            key = np.asarray(key)
-            if key.dtype == bool:
-                if key.shape != (n,):
-                    raise IndexError(f"boolean index of shape {key.shape} for {n} images")
-                pos = np.flatnonzero(key)
-            elif key.size == 0:
-                pos = np.zeros(0, dtype=np.int64)
-            elif key.dtype.kind in "iu" and key.ndim == 1:
-                pos = np.where(key < 0, key + n, key).astype(np.int64)
-                if pos.min() < 0 or pos.max() >= n:
-                    raise IndexError(f"image index out of range for {n} images")
-            else:
-                raise IndexError(f"images are indexed by an int, a slice or a 1-D integer or boolean array, "
-                                 f"not {key.dtype} of shape {key.shape}")
+        from .idx import sequence_positions
+
+        pos = sequence_positions(key, len(self))
         return pos if self.index is None else self.index[pos]
 
     def _decode(self, rows: np.ndarray) -> np.ndarray:
