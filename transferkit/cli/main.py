@@ -138,8 +138,9 @@ def _build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
     _add_threads(a)
 
-    bm = sub.add_parser("benchmark", help="benchmark domain adaptation methods (digits-shift)")
-    bm.add_argument("suite", nargs="?", choices=["digits-shift"], help="the suite (not with --resume)")
+    bm = sub.add_parser("benchmark", help="benchmark transfer methods (digits-shift; real-shift: real data and source "
+                                          "models)")
+    bm.add_argument("suite", nargs="?", choices=["digits-shift", "real-shift"], help="the suite (not with --resume)")
     bm.add_argument("--resume", metavar="DIR",
                     help="continue an interrupted benchmark in DIR with its stored arguments (finished cells are kept)")
     bm.add_argument("--tasks", nargs="+", default=None, help="tasks (default: all)")
@@ -431,6 +432,8 @@ def _cmd_benchmark(args) -> int:
     from ..errors import ConfigError
     from ..train.rundir import check_output_dir
 
+    if args.suite == "real-shift" and not args.resume:
+        return _cmd_real_shift(args)
     if args.resume:
         _resume_alone(args, "benchmark", "the arguments",
                       (("the suite", args.suite), ("--tasks", args.tasks), ("--methods", args.methods),
@@ -453,6 +456,26 @@ def _cmd_benchmark(args) -> int:
     print(table)
     print(f"\n{res['protocol']}\nwritten: {os.path.join(res['output_dir'], 'results.json')}")
     _report(res["output_dir"], args)
+    return 0
+
+
+def _cmd_real_shift(args) -> int:
+    from ..errors import ConfigError
+    from ..realshift import check_real_args, markdown_table, run_real_shift_dir
+
+    fixed = [f for f, v in (("--selection", args.selection), ("--backbone", args.backbone),
+                            ("--image-size", args.image_size)) if v is not None]
+    if fixed:
+        raise ConfigError(f"benchmark real-shift: {fixed[0]} is fixed per task (each task has its own backbone, input "
+                          "size and label-free selection); leave it out.")
+    kw = check_real_args(args.tasks, args.methods, **{k: v for k, v in (("seeds", args.seeds),
+                                                                          ("epochs", args.epochs)) if v is not None})
+    out = args.out or f"runs/real-shift-{time.strftime('%Y%m%d-%H%M%S')}"
+    res = run_real_shift_dir(out, overwrite=args.overwrite, **kw)
+    print()
+    print(markdown_table(res))
+    print(f"\n{res['protocol']}\nwritten: {os.path.join(res['output_dir'], 'results.json')} and results.md "
+          f"({res['seconds'] / 60:.1f} min)")
     return 0
 
 
