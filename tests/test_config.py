@@ -273,3 +273,14 @@ def test_check_number_refuses_bools_and_non_finite_values():
         with pytest.raises(ConfigError, match="must be a (finite )?number"):
             check_number("p", bad, integer=True)  # int(inf) raised OverflowError before
     assert check_number("p", "1e3", integer=True) == 1000 and check_number("p", "1e-3") == 0.001
+
+
+def test_suggestions_list_equally_close_names_in_their_natural_order():
+    from transferkit._validation import suggest
+
+    names = ["efficientnet_lite2", "efficientnet_lite0", "tiny_cnn", "efficientnet_lite1"]
+    assert suggest("efficientnet_lite9", names) == (
+        " Did you mean 'efficientnet_lite0', 'efficientnet_lite1' or 'efficientnet_lite2'?")
+    # the closest comes first whatever the order of the choices
+    assert suggest("tiny_cn", ["tiny_mlp", "tiny_cnn"]).startswith(" Did you mean 'tiny_cnn'")
+    assert suggest("zzz", names) == "" and suggest("tiny_cnm", names) == " Did you mean 'tiny_cnn'?"

@@ -216,6 +216,12 @@ def test_model_card_licences():
     from transferkit.modelcard import backbone_licence
 
     assert backbone_licence("efficientnet_lite0") == "Apache-2.0" == backbone_licence("minilm")
+    from transferkit.backbones import available
+
+    # every registered backbone with pretrained weights has a known licence
+    for name in available("backbone"):
+        assert not backbone_licence(name).startswith("unknown"), name
+    assert backbone_licence("efficientnet_lite2") == "Apache-2.0" and "MIT" in backbone_licence("usps_cnn")
     assert backbone_licence("identity").startswith("n/a") and backbone_licence("tiny_cnn").startswith("n/a")
     assert backbone_licence("timm:resnet18") == "see the model's own card" == backbone_licence("hf:x")
 

@@ -13,10 +13,22 @@ from .errors import ConfigError, DataError, MissingDependencyError
 
 def suggest(name: str, choices: Iterable[str]) -> str:
     """Return a ``" Did you mean 'x'?"`` hint, or an empty string."""
-    close = difflib.get_close_matches(str(name), list(choices), n=3, cutoff=0.5)
+    name = str(name)
+    scored = []
+    for choice in dict.fromkeys(str(c) for c in choices):
+        matcher = difflib.SequenceMatcher(None, name, choice)
+        if matcher.real_quick_ratio() >= 0.5 and matcher.quick_ratio() >= 0.5:
+            score = matcher.ratio()
+            if score >= 0.5:
+                scored.append((-score, choice))
+    # Closest first; equally close names in their natural order (lite0 before lite1 before lite2),
+    # not difflib's reverse-alphabetical tie order.
+    close = [c for _, c in sorted(scored)[:3]]
     if not close:
         return ""
-    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+    quoted = [repr(c) for c in close]
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return " Did you mean " + listed + "?"
 
 
 def check_choice(param: str, value: Any, choices: Iterable[str]) -> str:

