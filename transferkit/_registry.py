@@ -1,7 +1,7 @@
 """One registry for every pluggable kind.
 
 Kinds: ``backbone``, ``dataset``, ``strategy``, ``da_loss``, ``shallow_da``, ``penalty``,
-``divergence``, ``transferability``, ``scorer``. A method registers itself with
+``divergence``, ``transferability``, ``scorer``, ``fewshot``. A method registers itself with
 ``@register("strategy", "finetune")`` next to its definition (timm's ``@register_model``).
 Unknown names fail with the nearest valid names.
 """
@@ -25,6 +25,7 @@ KINDS = (
     "divergence",
     "transferability",
     "scorer",
+    "fewshot",
 )
 
 # Modules whose import fills each kind; imported lazily so `import transferkit` stays light.
@@ -38,6 +39,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "da_loss": ("transferkit.adapt.deep",),
     "shallow_da": ("transferkit.adapt.shallow",),
     "penalty": ("transferkit.finetune.penalties",),
+    "fewshot": ("transferkit.fewshot",),
 }
 
 _REGISTRY: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
