@@ -247,3 +247,22 @@ def test_stratified_split_small_class_in_every_part():
 def test_stratified_split_bad_fractions():
     with pytest.raises(DataError, match=r"fractions \[0.5, 0.6\] must be >= 0 and sum to 1"):
         stratified_split(np.array([0, 1]), [0.5, 0.6])
+
+
+def test_pad_frames_the_digit_inside_an_empty_border():
+    import numpy as np
+
+    from transferkit.data import load_dataset
+    from transferkit.errors import ConfigError
+
+    framed = load_dataset("digits:size=28,pad=4")
+    inner = load_dataset("digits:size=20")
+    assert framed.inputs.shape == (1797, 28, 28)
+    # the MNIST framing: the 20x20 resize, centred, and nothing outside it
+    np.testing.assert_array_equal(framed.inputs[:, 4:24, 4:24], inner.inputs)
+    border = np.ones((28, 28), bool)
+    border[4:24, 4:24] = False
+    assert framed.inputs[:, border].max() == 0.0
+    np.testing.assert_array_equal(load_dataset("digits:size=28,pad=0").inputs, load_dataset("digits:size=28").inputs)
+    with pytest.raises(ConfigError, match=r"digits: pad=13 .*at most 12 for size=28"):
+        load_dataset("digits:size=28,pad=13")
