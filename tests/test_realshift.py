@@ -88,6 +88,15 @@ def test_the_cli_runs_a_cell_store_that_continues_and_refuses_other_arguments(tm
     assert len(cells) == 2
     assert main(argv) == 0  # the same arguments: the stored cells are kept
     assert "(complete, kept)" in capsys.readouterr().out
+    # a cell measured under another task definition (the code changed) is measured again
+    cell = next((out / "cells").rglob("*adabn*.json"))
+    row = json.loads(cell.read_text())
+    cell.write_text(json.dumps({**row, "definition": {**row["definition"], "target": "digits:size=17"}}))
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "adabn          seed 0  stored under another task definition: run again" in printed
+    assert printed.count("(complete, kept)") == 1
+    assert json.loads(cell.read_text())["definition"] == realshift.REAL_TASKS["usps_digits"]
     with pytest.raises(ConfigError, match="other arguments"):
         realshift.run_real_shift_dir(out, tasks=["usps_digits"], methods=["source_only"], seeds=2)
     assert main(["benchmark", "real-shift", "--backbone", "tiny_cnn", "--out", str(tmp_path / "x")]) != 0
