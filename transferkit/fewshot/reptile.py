@@ -1,0 +1,133 @@
+"""Reptile (Nichol, Achiam, Schulman 2018): move the initialisation towards the adapted weights.
+
+For each of ``meta_batch`` meta-train episodes, ``inner_steps`` optimiser steps from
+``theta`` give ``phi_i`` (no graph is kept: Reptile is first order by construction); then::
+
+    theta <- theta + epsilon_t * (1/B) sum_i (phi_i - theta)
+
+with ``epsilon_t = outer_lr * (1 - t / steps)`` (linear annealing to 0, as in the paper's code)
+or ``outer_lr`` throughout (``anneal=False``). Prediction is the MAML one: ``inner_steps_test``
+steps of the same inner optimiser on the support set from ``theta``, then the query forward.
+
+Shares the model (encoder + linear head, ``head_init``), the :func:`torch.func.functional_call`
+inner loop, the BatchNorm rule (batch statistics everywhere, running statistics never used or
+updated) and the meta-val checkpoint selection with :mod:`transferkit.fewshot.maml`.
+
+References
+----------
+Nichol, Achiam, Schulman, "On first-order meta-learning algorithms", arXiv:1803.02999, 2018.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .._registry import register
+from .._validation import check_choice, check_number
+from .base import MetaData
+from .maml import GradientMetaLearner, Params, _check_bool, batch_statistics
+
+INNER_OPTIMIZERS = ("sgd", "adam")
+TRAIN_ON = ("episode", "support")
+#: Adam of the inner loop: beta1 = 0 as in Nichol et al.'s code (momentum would carry across
+#: nothing useful in a handful of steps), beta2 = 0.999, eps = 1e-8.
+ADAM_BETAS = (0.0, 0.999)
+ADAM_EPS = 1e-8
+
+
+@register("fewshot", "reptile")
+class Reptile(GradientMetaLearner):
+    """Reptile (Nichol et al. 2018): theta <- theta + eps (phi - theta), phi from inner SGD/Adam steps.
+
+    Parameters
+    ----------
+    inner_steps
+        Inner optimiser steps per meta-train episode.
+    inner_lr
+        Inner learning rate.
+    outer_lr
+        ``epsilon``, the outer step size (the initial one when ``anneal``).
+    meta_batch
+        Episodes whose ``phi_i - theta`` are averaged per outer step.
+    inner_optimizer
+        ``"adam"`` (betas ``(0, 0.999)``, as in the paper) or ``"sgd"``; used at prediction too.
+    train_on
+        Rows of a meta-train episode the inner loop trains on: ``"episode"`` (support and query
+        together, one batch: Nichol et al. train on more shots than they test with) or
+        ``"support"``.
+    anneal
+        Decay ``epsilon`` linearly from ``outer_lr`` to 0 over the meta-training steps.
+    inner_steps_test
+        Inner steps at prediction; ``None``: ``inner_steps``.
+    head_init
+        ``"zero"`` (the head starts at zero in every episode) or ``"learned"`` (its initialisation
+        is moved by the Reptile update like every other parameter).
+    """
+
+    _label = "reptile"
+    first_order = True  # no second-order terms: phi is computed without a graph
+
+    def __init__(self, inner_steps: int = 5, inner_lr: float = 1e-3, outer_lr: float = 1.0, meta_batch: int = 4,
+                 inner_optimizer: str = "adam", train_on: str = "episode", anneal: bool = True,
+                 inner_steps_test: int | None = None, head_init: str = "zero") -> None:
+        self.inner_steps = inner_steps
+        self.inner_lr = inner_lr
+        self.outer_lr = outer_lr
+        self.meta_batch = meta_batch
+        self.inner_optimizer = inner_optimizer
+        self.train_on = train_on
+        self.anneal = anneal
+        self.inner_steps_test = inner_steps_test
+        self.head_init = head_init
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_number("outer_lr", self.outer_lr, low=0, high=1, low_inclusive=False)
+        check_choice("inner_optimizer", self.inner_optimizer, INNER_OPTIMIZERS)
+        check_choice("train_on", self.train_on, TRAIN_ON)
+        _check_bool("anneal", self.anneal)
+
+    def _update(self, sub: Params, g: Params, state: dict) -> Params:
+        if self.inner_optimizer == "sgd":
+            return super()._update(sub, g, state)
+        # Adam, functionally: m_t = b1 m + (1 - b1) g, v_t = b2 v + (1 - b2) g^2,
+        # phi <- phi - lr * (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t)) + eps).
+        b1, b2 = ADAM_BETAS
+        t = state["t"] = state.get("t", 0) + 1
+        m = state.setdefault("m", {k: torch.zeros_like(v) for k, v in g.items()})
+        v = state.setdefault("v", {k: torch.zeros_like(x) for k, x in g.items()})
+        out = {}
+        for k in sub:
+            m[k] = b1 * m[k] + (1 - b1) * g[k]
+            v[k] = b2 * v[k] + (1 - b2) * g[k] * g[k]
+            mhat = m[k] / (1 - b1 ** t)
+            vhat = v[k] / (1 - b2 ** t)
+            out[k] = sub[k] - self.inner_lr * mhat / (vhat.sqrt() + ADAM_EPS)
+        return out
+
+    def _make_optimizer(self):
+        return None  # the outer update is the interpolation below, not an optimiser step
+
+    def _outer_step(self, data: MetaData, episodes: list, optimizer, progress: float) -> float:
+        """``theta += epsilon_t * mean_i (phi_i - theta)``; returns the mean query loss at ``phi_i``."""
+        theta = self._meta_params()
+        delta = {k: torch.zeros_like(v) for k, v in theta.items()}
+        total = 0.0
+        with batch_statistics(self.encoder_, train=True):
+            for ep in episodes:
+                xs, ys, xq, yq = self._episode_tensors(*data.rows(ep))
+                if self.train_on == "episode":
+                    xt, yt = torch.cat([xs, xq]), torch.cat([ys, yq])
+                else:
+                    xt, yt = xs, ys
+                phi = self.adapt(self._start(ep.n_way, detach=True), xt, yt, self.inner_steps, first_order=True)
+                with torch.no_grad():
+                    for k in delta:
+                        delta[k] += phi[k] - theta[k]
+                    total += float(F.cross_entropy(self._logits(phi, xq), yq))
+        eps = self.outer_lr * (1.0 - progress) if self.anneal else self.outer_lr
+        with torch.no_grad():
+            for k, p in theta.items():
+                p.add_(delta[k], alpha=eps / len(episodes))
+        return total / len(episodes)
