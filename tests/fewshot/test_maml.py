@@ -193,23 +193,27 @@ def test_anil_meta_gradient_reaches_the_encoder_through_the_outer_loop(head_init
 @pytest.mark.parametrize("train_on", ["episode", "support"])
 def test_reptile_update_is_interpolation_towards_sgd_adapted_weights(head_init, train_on):
     data = tiny_data()
-    ep = data.train.episode(0)
-    m = Reptile(inner_steps=3, inner_lr=0.2, inner_optimizer="sgd", outer_lr=0.4, meta_batch=1, anneal=False,
+    eps = [data.train.episode(0), data.train.episode(1)]
+    m = Reptile(inner_steps=3, inner_lr=0.2, inner_optimizer="sgd", outer_lr=0.4, meta_batch=2, anneal=False,
                 train_on=train_on, head_init=head_init).setup(tiny_encoder(), feature_dim=5, seed=3)
     m._init_head(3)
     P = theta_of(m)
-    xs, ys, xq, yq = data.rows(ep)
-    x, y = (torch.cat([xs, xq]), torch.cat([ys, yq])) if train_on == "episode" else (xs, ys)
-    phi = {k: v.detach() for k, v in P.items()}
-    for _ in range(3):
-        phi = {k: v.requires_grad_() for k, v in phi.items()}
-        g = torch.autograd.grad(ref_loss(phi, x, y), list(phi.values()))
-        phi = {k: (v - 0.2 * gi).detach() for (k, v), gi in zip(phi.items(), g)}
-    m._outer_step(data, [ep], None, 0.0)
+    phis = []
+    for ep in eps:
+        xs, ys, xq, yq = data.rows(ep)
+        x, y = (torch.cat([xs, xq]), torch.cat([ys, yq])) if train_on == "episode" else (xs, ys)
+        phi = {k: v.detach() for k, v in P.items()}
+        for _ in range(3):
+            phi = {k: v.requires_grad_() for k, v in phi.items()}
+            g = torch.autograd.grad(ref_loss(phi, x, y), list(phi.values()))
+            phi = {k: (v - 0.2 * gi).detach() for (k, v), gi in zip(phi.items(), g)}
+        phis.append(phi)
+    m._outer_step(data, eps, None, 0.0)
     new = m._meta_params()
     assert set(new) == {k for k in P if k.startswith("encoder.") or head_init == "learned"}
     for k, v in new.items():
-        expect = P[k].detach() + 0.4 * (phi[k] - P[k].detach())
+        t = P[k].detach()
+        expect = t + 0.4 * ((phis[0][k] - t) + (phis[1][k] - t)) / 2  # theta + eps * mean_i (phi_i - theta)
         assert torch.allclose(v.detach(), expect, atol=1e-10, rtol=0), k
 
 
