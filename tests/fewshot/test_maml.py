@@ -18,7 +18,7 @@ from transferkit._registry import describe, get
 from transferkit.errors import ConfigError
 from transferkit.fewshot import EpisodeSampler, MetaData, mlp, split_classes
 from transferkit.fewshot.maml import ANIL, FOMAML, MAML, batch_statistics
-from transferkit.fewshot.reptile import Reptile
+from transferkit.fewshot.reptile import Reptile, minibatches
 
 EPS_BN = 1e-5
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -189,23 +189,29 @@ def test_anil_meta_gradient_reaches_the_encoder_through_the_outer_loop(head_init
 
 
 # ----------------------------------------------------------------------------- Reptile
-@pytest.mark.parametrize("head_init", ["learned", "zero"])
-@pytest.mark.parametrize("train_on", ["episode", "support"])
-def test_reptile_update_is_interpolation_towards_sgd_adapted_weights(head_init, train_on):
+@pytest.mark.parametrize("head_init,train_on,inner_batch", [
+    ("learned", "episode", None), ("zero", "episode", None), ("learned", "support", None), ("zero", "support", None),
+    ("learned", "episode", 4), ("zero", "support", 4),
+])
+def test_reptile_update_is_interpolation_towards_sgd_adapted_weights(head_init, train_on, inner_batch):
     data = tiny_data()
     eps = [data.train.episode(0), data.train.episode(1)]
     m = Reptile(inner_steps=3, inner_lr=0.2, inner_optimizer="sgd", outer_lr=0.4, meta_batch=2, anneal=False,
-                train_on=train_on, head_init=head_init).setup(tiny_encoder(), feature_dim=5, seed=3)
+                train_on=train_on, inner_batch=inner_batch, head_init=head_init).setup(tiny_encoder(), feature_dim=5,
+                                                                                         seed=3)
     m._init_head(3)
     P = theta_of(m)
     phis = []
     for ep in eps:
         xs, ys, xq, yq = data.rows(ep)
         x, y = (torch.cat([xs, xq]), torch.cat([ys, yq])) if train_on == "episode" else (xs, ys)
+        rows = [slice(None)] * 3
+        if inner_batch is not None:  # the documented minibatches: seeded by (seed, episode index)
+            rows = minibatches(len(y), 3, inner_batch, np.random.default_rng([3, ep.index]))
         phi = {k: v.detach() for k, v in P.items()}
-        for _ in range(3):
+        for j in range(3):
             phi = {k: v.requires_grad_() for k, v in phi.items()}
-            g = torch.autograd.grad(ref_loss(phi, x, y), list(phi.values()))
+            g = torch.autograd.grad(ref_loss(phi, x[rows[j]], y[rows[j]]), list(phi.values()))
             phi = {k: (v - 0.2 * gi).detach() for (k, v), gi in zip(phi.items(), g)}
         phis.append(phi)
     m._outer_step(data, eps, None, 0.0)
@@ -215,6 +221,17 @@ def test_reptile_update_is_interpolation_towards_sgd_adapted_weights(head_init, 
         t = P[k].detach()
         expect = t + 0.4 * ((phis[0][k] - t) + (phis[1][k] - t)) / 2  # theta + eps * mean_i (phi_i - theta)
         assert torch.allclose(v.detach(), expect, atol=1e-10, rtol=0), k
+
+
+def test_minibatches_cover_each_pass_once():
+    rng = np.random.default_rng(0)
+    b = minibatches(10, 7, 4, rng)
+    assert [len(r) for r in b] == [4] * 7
+    for start in (0, 2, 4):  # pass = two batches of 4 out of 10 rows (2 left over, dropped)
+        both = torch.cat(b[start:start + 2]).tolist()
+        assert len(set(both)) == 8 and set(both) <= set(range(10))
+    again = minibatches(10, 7, 4, np.random.default_rng(0))
+    assert all(torch.equal(u, v) for u, v in zip(b, again))
 
 
 def test_reptile_functional_adam_equals_torch_adam_and_annealing():
@@ -398,6 +415,7 @@ def test_best_meta_val_checkpoint_is_restored(monkeypatch):
     ("reptile", {"outer_lr": 2.0}, "outer_lr"),
     ("reptile", {"inner_optimizer": "rmsprop"}, "inner_optimizer"),
     ("reptile", {"train_on": "query"}, "train_on"),
+    ("reptile", {"inner_batch": 1}, "inner_batch"),
 ])
 def test_bad_parameters_are_refused_at_setup(name, kw, match):
     with pytest.raises(ConfigError, match=match):

@@ -136,6 +136,8 @@ class GradientMetaLearner(FewShotMethod):
         return int(self.inner_steps if self.inner_steps_test is None else self.inner_steps_test)
 
     def _init_head(self, n_way: int) -> None:
+        if self.head_ is not None and self.n_way_ == int(n_way):
+            return  # meta_train called again: continue from the learned head
         self.n_way_ = int(n_way)
         if self.head_init == "learned":
             ref = next(iter(self.encoder_.parameters()), None)
@@ -200,32 +202,37 @@ class GradientMetaLearner(FewShotMethod):
         return {k: sub[k] - self.inner_lr * g[k] for k in sub}
 
     def adapt(self, params: Params, xs: torch.Tensor, ys: torch.Tensor, steps: int, *,
-              first_order: bool) -> Params:
+              first_order: bool, batches: list[torch.Tensor] | None = None) -> Params:
         """``phi_J``: ``steps`` inner steps on ``(xs, ys)`` from ``params``.
 
         Differentiable in ``params`` (second order) unless ``first_order``, where each inner
         gradient is computed at detached parameters, so ``d phi_J / d params`` is the identity.
-        BatchNorm follows the caller's :func:`batch_statistics` context.
+        ``batches``: the row indices of each step (Reptile's minibatches); ``None``: every row at
+        every step. BatchNorm follows the caller's :func:`batch_statistics` context.
         """
         keys = self._inner_keys(params)
         fixed = {k: v for k, v in params.items() if k not in keys}
         if self.inner_scope == "head":
+            assert batches is None, "minibatches are for inner loops that adapt the encoder"
             # The encoder is not adapted: its support features are the same at every step.
             feats = self._features(fixed, xs)
             if first_order:
                 feats = feats.detach()
 
-            def loss_fn(sub: Params) -> torch.Tensor:
+            def loss_fn(sub: Params, j: int) -> torch.Tensor:
                 return F.cross_entropy(self._head(sub, feats), ys)
         else:
-            def loss_fn(sub: Params) -> torch.Tensor:
-                return F.cross_entropy(self._logits({**fixed, **sub}, xs), ys)
+            def loss_fn(sub: Params, j: int) -> torch.Tensor:
+                if batches is None:
+                    return F.cross_entropy(self._logits({**fixed, **sub}, xs), ys)
+                rows = batches[j]
+                return F.cross_entropy(self._logits({**fixed, **sub}, xs[rows]), ys[rows])
 
         sub = {k: params[k] for k in keys}
         state: dict = {}
-        for _ in range(steps):
+        for j in range(steps):
             at = {k: v.detach() for k, v in sub.items()} if first_order else sub
-            g = grad(loss_fn)(at)
+            g = grad(loss_fn)(at, j)
             sub = self._update(sub, g, state)
         return {**fixed, **sub}
 
@@ -306,7 +313,8 @@ class GradientMetaLearner(FewShotMethod):
         ``val_episodes`` episodes of ``data.val`` (the same episodes every time) before training,
         every ``eval_every`` steps and after the last; the parameters with the best accuracy
         (the earliest on ties, the initial ones included) are restored at the end. Without
-        ``data.val`` the last parameters are kept. ``data.test`` is never read.
+        ``data.val`` the last parameters are kept. ``data.test`` is never read. A second call
+        continues from the current parameters (a fresh Adam state, episodes from index 0 again).
 
         Returns
         -------

@@ -20,6 +20,7 @@ Nichol, Achiam, Schulman, "On first-order meta-learning algorithms", arXiv:1803.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -34,6 +35,20 @@ TRAIN_ON = ("episode", "support")
 #: nothing useful in a handful of steps), beta2 = 0.999, eps = 1e-8.
 ADAM_BETAS = (0.0, 0.999)
 ADAM_EPS = 1e-8
+
+
+def minibatches(n_rows: int, steps: int, batch: int, rng: np.random.Generator) -> list[torch.Tensor]:
+    """Row indices of each inner step: consecutive ``batch``-row slices of ``rng.permutation(n_rows)``;
+    when fewer than ``batch`` rows of the current permutation are left, a new one is drawn (so
+    within a pass every row is used at most once, and the leftover is dropped)."""
+    out: list[torch.Tensor] = []
+    perm, pos = rng.permutation(n_rows), 0
+    for _ in range(steps):
+        if pos + batch > n_rows:
+            perm, pos = rng.permutation(n_rows), 0
+        out.append(torch.as_tensor(perm[pos:pos + batch], dtype=torch.long))
+        pos += batch
+    return out
 
 
 @register("fewshot", "reptile")
@@ -54,8 +69,12 @@ class Reptile(GradientMetaLearner):
         ``"adam"`` (betas ``(0, 0.999)``, as in the paper) or ``"sgd"``; used at prediction too.
     train_on
         Rows of a meta-train episode the inner loop trains on: ``"episode"`` (support and query
-        together, one batch: Nichol et al. train on more shots than they test with) or
-        ``"support"``.
+        together: Nichol et al. train on more shots than they test with) or ``"support"``.
+    inner_batch
+        Rows per inner step during meta-training (Nichol et al.'s inner batch, e.g. 10):
+        consecutive slices of a permutation of the training rows, seeded by
+        ``(seed, episode index)``, see :func:`minibatches`. ``None``: every row at every step
+        (full batch). Prediction always takes full-batch steps on the support set.
     anneal
         Decay ``epsilon`` linearly from ``outer_lr`` to 0 over the meta-training steps.
     inner_steps_test
@@ -69,14 +88,15 @@ class Reptile(GradientMetaLearner):
     first_order = True  # no second-order terms: phi is computed without a graph
 
     def __init__(self, inner_steps: int = 5, inner_lr: float = 1e-3, outer_lr: float = 1.0, meta_batch: int = 4,
-                 inner_optimizer: str = "adam", train_on: str = "episode", anneal: bool = True,
-                 inner_steps_test: int | None = None, head_init: str = "zero") -> None:
+                 inner_optimizer: str = "adam", train_on: str = "episode", inner_batch: int | None = None,
+                 anneal: bool = True, inner_steps_test: int | None = None, head_init: str = "zero") -> None:
         self.inner_steps = inner_steps
         self.inner_lr = inner_lr
         self.outer_lr = outer_lr
         self.meta_batch = meta_batch
         self.inner_optimizer = inner_optimizer
         self.train_on = train_on
+        self.inner_batch = inner_batch
         self.anneal = anneal
         self.inner_steps_test = inner_steps_test
         self.head_init = head_init
@@ -86,6 +106,9 @@ class Reptile(GradientMetaLearner):
         check_number("outer_lr", self.outer_lr, low=0, high=1, low_inclusive=False)
         check_choice("inner_optimizer", self.inner_optimizer, INNER_OPTIMIZERS)
         check_choice("train_on", self.train_on, TRAIN_ON)
+        if self.inner_batch is not None:
+            # BatchNorm on batch statistics needs two rows at least
+            check_number("inner_batch", self.inner_batch, low=2, integer=True)
         _check_bool("anneal", self.anneal)
 
     def _update(self, sub: Params, g: Params, state: dict) -> Params:
@@ -121,7 +144,12 @@ class Reptile(GradientMetaLearner):
                     xt, yt = torch.cat([xs, xq]), torch.cat([ys, yq])
                 else:
                     xt, yt = xs, ys
-                phi = self.adapt(self._start(ep.n_way, detach=True), xt, yt, self.inner_steps, first_order=True)
+                batches = None
+                if self.inner_batch is not None and self.inner_batch < len(yt):
+                    rng = np.random.default_rng([self.seed_, ep.index])
+                    batches = minibatches(len(yt), self.inner_steps, self.inner_batch, rng)
+                phi = self.adapt(self._start(ep.n_way, detach=True), xt, yt, self.inner_steps, first_order=True,
+                                 batches=batches)
                 with torch.no_grad():
                     for k in delta:
                         delta[k] += phi[k] - theta[k]
