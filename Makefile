@@ -42,6 +42,9 @@ bench: $(STAMP) data
 	$(PY) benchmarks/label_shift.py --out runs/bench-label-shift.json
 	$(PY) benchmarks/text_speed.py
 	$(VENV)/bin/transferkit benchmark digits-shift --seeds 3 --out runs/bench-digits-shift --overwrite
+	$(PY) benchmarks/source_models.py
+	$(VENV)/bin/transferkit benchmark real-shift --seeds 3 --out runs/bench-real-shift --overwrite
+	$(VENV)/bin/transferkit run examples/real/fashion_fog.yaml --out runs/bench-fashion-fog --overwrite
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
