@@ -221,13 +221,12 @@ def _evaluate_point(method, data, step, losses, val_episodes, t0, where, steps, 
         acc, ci = val_accuracy(method, data, val_episodes)
     else:
         acc, ci = None, None
-    loss = float(np.mean(losses)) if losses else None
+    loss = float(np.mean(losses)) if losses else float("nan")
     rec = {"step": int(step), "loss": loss, "val_accuracy": acc, "val_ci95": ci,
            "seconds": time.perf_counter() - t0}
     if log is not None:
-        ls = "-" if loss is None else f"{loss:.4f}"
         va = "no meta-val classes" if acc is None else f"meta-val accuracy {acc:.4f} +- {ci:.4f}"
-        log(f"{where}: step {step}/{steps}: loss {ls}, {va} ({rec['seconds']:.1f} s)")
+        log(f"{where}: step {step}/{steps}: loss {loss:.4f}, {va} ({rec['seconds']:.1f} s)")
     return rec
 
 
@@ -264,6 +263,7 @@ def _selection_loop(method: EpisodeMethod, data: MetaData, *, steps: int, eval_e
     else:
         best_step = steps
     method.best_step_ = int(best_step)
+    method.best_val_accuracy_ = None if best_state is None else float(best_acc)
     method.history_ = history
     for rec in history:
         rec["best"] = rec["step"] == best_step
@@ -285,8 +285,9 @@ def train_episodic(method: EpisodeMethod, data: MetaData, *, steps: int, lr: flo
     encoder. Checkpoints are selected on the first ``val_episodes`` episodes of ``data.val``.
 
     Returns the history (see :func:`_selection_loop`): one dict per evaluation with ``step``,
-    ``loss`` (mean training loss since the previous evaluation; ``None`` at step 0), ``val_accuracy``,
-    ``val_ci95``, ``seconds`` and ``best``.
+    ``loss`` (mean training loss since the previous evaluation; NaN at step 0), ``val_accuracy``
+    (``None`` without meta-val classes), ``val_ci95``, ``seconds`` and ``best`` (the restored one);
+    ``method.best_step_`` and ``method.best_val_accuracy_`` record the restored checkpoint.
     """
     method._check_meta_train_data(data)
     steps, eval_every, val_episodes = check_meta_train_args(steps, eval_every, val_episodes)
@@ -325,13 +326,14 @@ def meta_train_rows(data: MetaData) -> tuple[np.ndarray, np.ndarray]:
 
 
 def supervised_pretrain(method: EpisodeMethod, data: MetaData, *, steps: int, lr: float, batch_size: int,
-                        classifier: nn.Module, eval_every: int, val_episodes: int, log=None) -> list[dict]:
+                        make_classifier: Callable[[int], nn.Module], eval_every: int, val_episodes: int,
+                        log=None) -> list[dict]:
     """Supervised pre-training on all meta-train classes (Chen et al. 2019, "Baseline" training).
 
     Step ``t`` draws ``batch_size`` meta-train rows without replacement from
-    ``numpy.random.default_rng([seed, t])`` and takes one Adam step (encoder and ``classifier``,
-    encoder in train mode) on ``cross_entropy(classifier(encoder(x)), y)`` over the ``C`` meta-train
-    classes. Checkpoints are selected on meta-val episodes with ``method._select_predict`` (the
+    ``numpy.random.default_rng([seed, t])`` and takes one Adam step (encoder and the classifier
+    ``make_classifier(C)``, created under ``torch.manual_seed(seed)``; encoder in train mode) on
+    ``cross_entropy(classifier(encoder(x)), y)`` over the ``C`` meta-train classes. Checkpoints are selected on meta-val episodes with ``method._select_predict`` (the
     per-episode head the method uses at test time); the classifier is discarded afterwards.
     """
     method._check_meta_train_data(data)
@@ -344,7 +346,7 @@ def supervised_pretrain(method: EpisodeMethod, data: MetaData, *, steps: int, lr
     dev = device_of(encoder)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(method.seed_)
-        classifier = classifier.to(device=dev, dtype=dtype_of(encoder))
+        classifier = make_classifier(len(data.train.classes)).to(device=dev, dtype=dtype_of(encoder))
         params = [p for p in encoder.parameters() if p.requires_grad] + list(classifier.parameters())
         opt = torch.optim.Adam(params, lr=lr)
         targets_t = torch.as_tensor(targets, dtype=torch.long)
@@ -384,10 +386,8 @@ class Pretrained(EpisodeMethod):
         check_meta_train_args(steps, eval_every, val_episodes)
         history: list[dict] = []
         if has_trainable(self.encoder_) and steps > 0:
-            self._check_meta_train_data(data)
-            n_classes = len(data.train.classes)
             history = supervised_pretrain(self, data, steps=steps, lr=self.pretrain_lr, batch_size=self.batch_size,
-                                          classifier=self._pretrain_classifier(n_classes), eval_every=eval_every,
+                                          make_classifier=self._pretrain_classifier, eval_every=eval_every,
                                           val_episodes=val_episodes, log=log)
         self.meta_trained_ = True
         return history
@@ -442,44 +442,91 @@ def head_loss_grad(zs: torch.Tensor, ys: torch.Tensor, W: torch.Tensor, b: torch
     return loss, dW, db
 
 
+HEAD_OPTIMIZERS = ("lbfgs", "adam")
+
+
 def fit_head(zs: torch.Tensor, ys: torch.Tensor, n_way: int, *, steps: int, lr: float, weight_decay: float,
-             generator: torch.Generator, cosine: bool = False, scale: float = 10.0):
-    """Fit a new head on one episode's support features; return ``head(z) -> logits``.
+             generator: torch.Generator, cosine: bool = False, scale: float = 10.0,
+             optimizer: str = "lbfgs") -> Head:
+    """Fit a new head on one episode's support features; return it (:class:`Head`, ``head(z) -> logits``).
 
     Linear (Chen et al. 2019, Baseline): ``logits = z W^T + b``; cosine (Baseline++):
-    ``logits = s cos(z, w_k)``, no bias. ``W`` starts from :func:`init_head`. Full-batch Adam
-    (``torch.optim.Adam``'s update, betas 0.9 / 0.999, eps 1e-8, written out with the analytic
-    gradient of :func:`head_loss_grad`) for ``steps`` steps on
+    ``logits = s cos(z, w_k)``, no bias. ``W`` starts from :func:`init_head`. The objective is
 
     .. math:: \\frac1n \\sum_i \\mathrm{CE}(\\mathrm{head}(z_i), y_i) + \\frac{\\lambda}{2}\\lVert W\\rVert_F^2,
 
     which for the linear head is scikit-learn's ``LogisticRegression(C)`` objective divided by
-    ``C n`` when ``lambda = 1 / (C n)`` (so both have the same minimiser).
+    ``C n`` when ``lambda = 1 / (C n)`` (so both have the same minimiser), minimised full-batch with
+    the analytic gradient of :func:`head_loss_grad` by
+
+    - ``optimizer="lbfgs"``: ``torch.optim.LBFGS`` (strong-Wolfe line search, history 20) for at most
+      ``steps`` iterations, the linear head on mean-centred support features (an exact
+      reparametrisation); ``lr`` is not used. Invariant to the scale of the features, so it
+      reaches the minimiser on raw 1280-d backbone features, where Adam's per-coordinate steps of
+      size ``lr`` make the support loss vanish along a poor direction long before;
+    - ``optimizer="adam"``: ``steps`` steps of ``torch.optim.Adam``'s update (betas 0.9 / 0.999,
+      eps 1e-8) written out.
     """
     zs = zs.detach()
+    ys = ys.to(zs.device).long()
     with torch.no_grad():
         W, b = init_head(zs.shape[1], n_way, generator, zs, bias=not cosine)
         W, b = W.detach(), b.detach()
-        ys = ys.to(zs.device).long()
-        b1, b2, eps = 0.9, 0.999, 1e-8
-        mW, vW = torch.zeros_like(W), torch.zeros_like(W)
-        mb, vb = torch.zeros_like(b), torch.zeros_like(b)
-        for t in range(1, steps + 1):
-            _, dW, db = head_loss_grad(zs, ys, W, b, weight_decay=weight_decay, cosine=cosine, scale=scale)
-            c1, c2 = 1 - b1 ** t, (1 - b2 ** t) ** 0.5
-            for p, g, m, v in ((W, dW, mW, vW), (b, db, mb, vb)):
-                if cosine and p is b:
-                    continue
-                m.mul_(b1).add_(g, alpha=1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                p.addcdiv_(m, v.sqrt().div_(c2).add_(eps), value=-lr / c1)
+    if optimizer == "lbfgs":
+        # Linear head: fit on support features centred at their mean mu, an exact
+        # reparametrisation (W z + b = W (z - mu) + b', b = b' - W mu; the penalty is on W only) that
+        # takes the mean direction, nearly collinear with the bias on non-negative backbone features,
+        # out of the problem's conditioning.
+        mu = zs.mean(0) if not cosine else None
+        z_fit = zs - mu if not cosine else zs
+        params = [W] + ([] if cosine else [b])
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=steps, max_eval=2 * steps + 5, history_size=20,
+                                tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
-    def head(z):
-        if cosine:
-            return scale * cosine_similarity(z, W)
-        return z @ W.T + b
+        def closure():
+            with torch.no_grad():
+                loss, dW, db = head_loss_grad(z_fit, ys, W, b, weight_decay=weight_decay, cosine=cosine,
+                                              scale=scale)
+                W.grad = dW
+                if not cosine:
+                    b.grad = db
+            return loss
 
-    return head
+        opt.step(closure)
+        W.grad = b.grad = None
+        if not cosine:
+            b = b - W @ mu
+    elif optimizer == "adam":
+        with torch.no_grad():
+            b1, b2, eps = 0.9, 0.999, 1e-8
+            mW, vW = torch.zeros_like(W), torch.zeros_like(W)
+            mb, vb = torch.zeros_like(b), torch.zeros_like(b)
+            for t in range(1, steps + 1):
+                _, dW, db = head_loss_grad(zs, ys, W, b, weight_decay=weight_decay, cosine=cosine, scale=scale)
+                c1, c2 = 1 - b1 ** t, (1 - b2 ** t) ** 0.5
+                for p, g, m, v in ((W, dW, mW, vW), (b, db, mb, vb)):
+                    if cosine and p is b:
+                        continue
+                    m.mul_(b1).add_(g, alpha=1 - b1)
+                    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                    p.addcdiv_(m, v.sqrt().div_(c2).add_(eps), value=-lr / c1)
+    else:
+        raise ConfigError(f"optimizer={optimizer!r} is not valid; choose one of {', '.join(map(repr, HEAD_OPTIMIZERS))}.")
+
+    return Head(W, b, cosine, scale)
+
+
+class Head:
+    """A fitted per-episode head: ``head(z)`` gives the logits; ``weight`` ``(N, d)`` and ``bias``
+    ``(N,)`` (zero and unused for a cosine head) are plain tensors."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, cosine: bool, scale: float):
+        self.weight, self.bias, self.cosine, self.scale = weight, bias, cosine, scale
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        if self.cosine:
+            return self.scale * cosine_similarity(z, self.weight)
+        return z @ self.weight.T + self.bias
 
 
 # ------------------------------------------------------------------------------------------ layer groups

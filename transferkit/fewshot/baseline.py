@@ -1,7 +1,7 @@
 """Baseline and Baseline++ (Chen et al. 2019): a new head fitted per episode on frozen features.
 
 For each episode the encoder's features of the support rows (eval mode, no gradient) train a new
-head from a seeded start for ``steps`` full-batch Adam steps on
+head from a seeded start, full-batch, on
 
 .. math:: \\frac1n \\sum_{i \\in S} \\mathrm{CE}(h(f(x_i)), y_i) + \\frac{\\lambda}{2}\\lVert W\\rVert_F^2,
 
@@ -12,8 +12,12 @@ and the query rows get ``h(f(x))``:
 - ``baseline_pp``: cosine, :math:`h_k(z) = s \\cos(z, w_k)` with a fixed scale ``s``, which
   reduces intra-class variation (Chen et al.'s Baseline++).
 
-Chen et al. use SGD with batches of 4 for 100 epochs; one support set is a few dozen rows at most,
-so full-batch Adam reaches the same kind of solution in fewer, deterministic steps.
+Chen et al. use SGD with batches of 4 for 100 epochs. One support set is a few dozen rows at most,
+so the head is fitted full-batch and deterministically, by default with L-BFGS (``optimizer="lbfgs"``,
+at most ``steps`` iterations), which reaches the minimiser whatever the scale of the features; Adam
+(``optimizer="adam"``, ``steps`` steps of size ``lr``) is kept for comparison: on raw 1280-d
+backbone features its per-coordinate steps drive the support loss to zero along a poor direction
+(synthetic 1280-d check: 5-way 1-shot query accuracy 0.45 with Adam at lr 0.01, 1.00 with L-BFGS).
 
 Their optional :meth:`meta_train` is ordinary supervised pre-training of the encoder with a linear
 (Baseline) or cosine (Baseline++) classifier over all meta-train classes, cross-entropy on batches of
@@ -29,8 +33,8 @@ from __future__ import annotations
 import torch
 
 from .._registry import register
-from .._validation import check_number
-from ._episodic import CosineClassifier, Pretrained, embed, fit_head
+from .._validation import check_choice, check_number
+from ._episodic import HEAD_OPTIMIZERS, CosineClassifier, Pretrained, embed, fit_head
 
 
 class _PerEpisodeHead(Pretrained):
@@ -39,6 +43,7 @@ class _PerEpisodeHead(Pretrained):
     cosine = False
 
     def _check_params(self) -> None:
+        check_choice("optimizer", self.optimizer, HEAD_OPTIMIZERS)
         check_number("steps", self.steps, low=1, integer=True)
         check_number("lr", self.lr, low=0, low_inclusive=False)
         check_number("weight_decay", self.weight_decay, low=0)
@@ -53,7 +58,7 @@ class _PerEpisodeHead(Pretrained):
         zs, zq = z[: len(support_x)], z[len(support_x):]
         head = fit_head(zs, support_y, n_way, steps=int(self.steps), lr=float(self.lr),
                         weight_decay=float(self.weight_decay), generator=self._generator(), cosine=self.cosine,
-                        scale=self._head_scale())
+                        scale=self._head_scale(), optimizer=self.optimizer)
         return head(zq)
 
 
@@ -63,9 +68,11 @@ class Baseline(_PerEpisodeHead):
 
     Parameters
     ----------
+    optimizer
+        ``"lbfgs"`` (the default) or ``"adam"``, fitting the per-episode head full-batch.
     steps, lr, weight_decay
-        Full-batch Adam steps, learning rate and L2 coefficient ``lambda`` on ``W`` of the
-        per-episode head.
+        Iterations (L-BFGS) or steps (Adam), Adam's learning rate (unused by L-BFGS, which
+        searches its step) and the L2 coefficient ``lambda`` on ``W`` of the per-episode head.
     pretrain_lr, batch_size
         Adam learning rate and batch size of the optional supervised pre-training
         (:meth:`meta_train`, a linear classifier over the meta-train classes).
@@ -77,8 +84,9 @@ class Baseline(_PerEpisodeHead):
     BatchNorm: features in eval mode (running statistics).
     """
 
-    def __init__(self, steps: int = 100, lr: float = 0.01, weight_decay: float = 1e-3,
+    def __init__(self, optimizer: str = "lbfgs", steps: int = 100, lr: float = 0.01, weight_decay: float = 1e-3,
                  pretrain_lr: float = 1e-3, batch_size: int = 64):
+        self.optimizer = optimizer
         self.steps = steps
         self.lr = lr
         self.weight_decay = weight_decay
@@ -95,16 +103,17 @@ class BaselinePP(_PerEpisodeHead):
     scale
         The scale ``s`` of the cosine logits ``s cos(z, w_k)`` (per-episode head and pre-training
         classifier).
-    steps, lr, weight_decay, pretrain_lr, batch_size
+    optimizer, steps, lr, weight_decay, pretrain_lr, batch_size
         As for :class:`Baseline` (``weight_decay`` defaults to 0: the norm of ``W`` does not change
         cosine logits).
     """
 
     cosine = True
 
-    def __init__(self, scale: float = 10.0, steps: int = 100, lr: float = 0.01, weight_decay: float = 0.0,
-                 pretrain_lr: float = 1e-3, batch_size: int = 64):
+    def __init__(self, scale: float = 10.0, optimizer: str = "lbfgs", steps: int = 100, lr: float = 0.01,
+                 weight_decay: float = 0.0, pretrain_lr: float = 1e-3, batch_size: int = 64):
         self.scale = scale
+        self.optimizer = optimizer
         self.steps = steps
         self.lr = lr
         self.weight_decay = weight_decay
