@@ -255,7 +255,8 @@ def test_reptile_functional_adam_equals_torch_adam_and_annealing():
         opt.zero_grad()
         F.cross_entropy(head(enc(x)), y).backward()
         opt.step()
-    phi = {**{f"encoder.{k}": v for k, v in enc.named_parameters()}, **{f"head.{k}": v for k, v in head.named_parameters()}}
+    phi = {f"encoder.{k}": v for k, v in enc.named_parameters()}
+    phi.update({f"head.{k}": v for k, v in head.named_parameters()})
     m._outer_step(data, [ep], None, 0.75)  # annealed: epsilon = 1.0 * (1 - 0.75)
     for k, v in m._meta_params().items():
         assert torch.allclose(v.detach(), theta0[k] + 0.25 * (phi[k].detach() - theta0[k]), atol=1e-9, rtol=0), k
@@ -431,6 +432,9 @@ def test_usage_errors():
     with pytest.raises(ConfigError, match="no meta-train classes"):
         m.meta_train(MetaData(data.inputs, data.labels, val=data.val), steps=1)
     m.meta_train(data, steps=1, val_episodes=1)
+    head = m.head_
+    m.meta_train(data, steps=1, val_episodes=1)  # a second call continues: the learned head is kept
+    assert m.head_ is head
     with pytest.raises(ConfigError, match="4 outputs but the episode is 3-way"):
         m.predict_episode(xs[:3], ys[:3], xq[:15], 3)
     zero = MAML().setup(mlp(32, hidden=8, depth=1), feature_dim=8)
