@@ -160,7 +160,10 @@ def test_logits_shape_and_same_seed_same_logits(name, kind):
         assert kind == "identity" and "\n" not in str(exc), exc
         pytest.skip(f"{name} refuses an nn.Identity encoder: {exc}")
     b = _trained(name, kind, enc2, d, seed=5)
+    state = {k: v.clone() for k, v in a.encoder_.state_dict().items()}
     la, lb = _predict(a, kind), _predict(b, kind)
+    for k, v in a.encoder_.state_dict().items():  # prediction leaves the encoder (and BN statistics) alone
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0, msg=f"{name}: predict_episode changed {k}")
     for x, y in zip(la, lb):
         assert x.shape == (N_WAY * Q_QUERY, N_WAY)
         assert torch.isfinite(x).all()

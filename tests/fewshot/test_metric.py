@@ -42,6 +42,26 @@ class _NoTest:
         raise AssertionError("meta-training iterated data.test")
 
 
+# ------------------------------------------------------------------------------------------ all of these
+@pytest.mark.parametrize("name", ["protonet", "matching", "simpleshot", "baseline", "baseline_pp", "finetune"])
+def test_a_query_is_predicted_alone(name):
+    """BatchNorm in eval mode at prediction: a query's logits do not depend on the other queries."""
+    torch.manual_seed(0)
+    enc = conv4(1, 4)
+    with torch.no_grad():  # running statistics away from their (0, 1) start
+        for m in enc.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    m = _method(name, enc, d=4, seed=0, **({"steps": 5} if name == "finetune" else {}))
+    m.meta_trained_ = True  # the encoder counts as (meta-)trained
+    g = torch.Generator().manual_seed(0)
+    xs, xq = torch.rand(6, 1, 16, 16, generator=g), torch.rand(8, 1, 16, 16, generator=g) * 3
+    ys = torch.tensor([0, 0, 1, 1, 2, 2])
+    full = m.predict_episode(xs, ys, xq, 3)
+    torch.testing.assert_close(m.predict_episode(xs, ys, xq[:3], 3), full[:3], rtol=1e-5, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------ ProtoNet
 def test_protonet_one_shot_is_nearest_neighbour_sqeuclidean():
     for seed in range(5):
