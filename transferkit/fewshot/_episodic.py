@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_number
+from .._validation import check_choice, check_number
 from ..errors import ConfigError, DataError
 from .base import FewShotMethod, MetaData, snapshot
 from .episodes import mean_ci95
@@ -333,7 +333,8 @@ def supervised_pretrain(method: EpisodeMethod, data: MetaData, *, steps: int, lr
     Step ``t`` draws ``batch_size`` meta-train rows without replacement from
     ``numpy.random.default_rng([seed, t])`` and takes one Adam step (encoder and the classifier
     ``make_classifier(C)``, created under ``torch.manual_seed(seed)``; encoder in train mode) on
-    ``cross_entropy(classifier(encoder(x)), y)`` over the ``C`` meta-train classes. Checkpoints are selected on meta-val episodes with ``method._select_predict`` (the
+    ``cross_entropy(classifier(encoder(x)), y)`` over the ``C`` meta-train classes. Checkpoints are
+    selected on meta-val episodes with ``method._select_predict`` (the
     per-episode head the method uses at test time); the classifier is discarded afterwards.
     """
     method._check_meta_train_data(data)
@@ -511,7 +512,7 @@ def fit_head(zs: torch.Tensor, ys: torch.Tensor, n_way: int, *, steps: int, lr: 
                     v.mul_(b2).addcmul_(g, g, value=1 - b2)
                     p.addcdiv_(m, v.sqrt().div_(c2).add_(eps), value=-lr / c1)
     else:
-        raise ConfigError(f"optimizer={optimizer!r} is not valid; choose one of {', '.join(map(repr, HEAD_OPTIMIZERS))}.")
+        check_choice("optimizer", optimizer, HEAD_OPTIMIZERS)
 
     return Head(W, b, cosine, scale)
 

@@ -2,7 +2,8 @@
 
 With the meta-train feature mean :math:`\\bar x`, a feature ``f(x)`` is transformed by
 
-- ``norm="cl2n"`` (centring then L2 normalisation): :math:`\\phi(x) = \\frac{f(x) - \\bar x}{\\lVert f(x) - \\bar x\\rVert}`;
+- ``norm="cl2n"`` (centring then L2 normalisation):
+  :math:`\\phi(x) = \\frac{f(x) - \\bar x}{\\lVert f(x) - \\bar x\\rVert}`;
 - ``norm="l2"``: :math:`\\phi(x) = f(x) / \\lVert f(x)\\rVert`;
 - ``norm="none"``: :math:`\\phi(x) = f(x)`;
 
