@@ -18,6 +18,25 @@ from _badinput import (BASE, ROWS, Evil, _cfg, _csv, _folder, _npz, _run, _tab, 
 from transferkit.cli import main
 from transferkit.errors import TransferKitError
 
+def _fs(t, **changes):
+    """A few-shot experiment on a 12-class table (25 rows per class; 6 / 3 / 3 classes)."""
+    import yaml
+
+    rng = np.random.default_rng(0)
+    np.savez(t / "fs.npz", x=rng.normal(size=(300, 4)).astype(np.float32), y=np.repeat(np.arange(12), 25),
+             classes=np.array([f"c{i}" for i in range(12)]))
+    data = {"name": "fs", "data": str(t / "fs.npz"), "classes": {"train": 0.5, "val": 0.25, "test": 0.25},
+            "encoder": "mlp", "methods": ["simpleshot"], "settings": [{"n_way": 3, "k_shot": 1}], "q_query": 5,
+            "meta_train_steps": 2, **changes}
+    (t / "fs.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(t / "fs.yaml")
+
+
+def _fsrun(t, cfg, *extra):
+    """``fewshot CFG --out existing --overwrite``: the old run must survive the bad input."""
+    return ["fewshot", cfg, "--out", str(t / "existing"), "--overwrite", "--no-report", *extra]
+
+
 def _other_run(t):
     """A second finished run (its marker is what makes it one)."""
     d = t / "other"
@@ -276,6 +295,47 @@ CASES = {
     "diagnose: --seeds 1": lambda t: (
         ["diagnose", _cfg(t), "--seeds", "1", "--out", str(t / "existing"), "--overwrite"],
         ["--seeds", "between 2 and"]),
+    "fewshot: n_way larger than a split's classes": lambda t: (
+        _fsrun(t, _fs(t, settings=[{"n_way": 4, "k_shot": 1}])),
+        ["settings[0] (4-way 1-shot)", "n_way=4 is larger than the 3 meta-val classes", "classes.val"]),
+    "fewshot: k_shot + q_query larger than a class's rows": lambda t: (
+        _fsrun(t, _fs(t, settings=[{"n_way": 3, "k_shot": 21}])),
+        ["k_shot + q_query = 21 + 5 = 26 is larger than the 25 rows", "lower k_shot or q_query"]),
+    "fewshot: overlapping class splits": lambda t: (
+        _fsrun(t, _fs(t, classes={"train": ["c0", "c1", "c2", "c3"], "val": ["c3", "c4", "c5"],
+                                  "test": ["c6", "c7", "c8"]})),
+        ["classes.train and classes.val overlap ('c3')", "must be disjoint"]),
+    "fewshot: a meta-training method without meta-train classes": lambda t: (
+        _fsrun(t, _fs(t, classes={"val": ["c3", "c4", "c5"], "test": ["c6", "c7", "c8"]},
+                      methods=["simpleshot", "protonet"])),
+        ["method 'protonet' needs meta-training but classes has no train split", "classes.train"]),
+    "fewshot: unknown method": lambda t: (
+        _fsrun(t, _fs(t, methods=["protonett"])), ["unknown fewshot 'protonett'", "Did you mean 'protonet'"]),
+    "fewshot: unknown key": lambda t: (
+        _fsrun(t, _fs(t, setings=[])), ["unknown key 'setings'", "Did you mean 'settings'"]),
+    "fewshot: fewer than 600 test episodes": lambda t: (
+        _fsrun(t, _fs(t, test_episodes=100)), ["test_episodes must be >= 600, got 100"]),
+    "fewshot: conv4 on a table": lambda t: (
+        _fsrun(t, _fs(t, encoder="conv4")), ["encoder conv4 takes raw images but the data is tabular"]),
+    "fewshot: without a config": lambda t: (["fewshot"], ["needs a few-shot experiment file", "--resume DIR"]),
+    "fewshot: --resume with a config": lambda t: (
+        ["fewshot", _fs(t), "--resume", str(t / "existing")],
+        ["--resume continues a fewshot with the config stored in it", "drop a config file"]),
+    "fewshot: --resume on another kind of run": lambda t: (
+        ["fewshot", "--resume", str(t / "existing")], ["has no fewshot.yaml", "transferkit fewshot CONFIG"]),
+    "fewshot: --out is the working directory": lambda t: (
+        ["fewshot", _fs(t), "--out", "."], ["is the current directory or holds it", "--out runs/NAME"]),
+    "benchmark few-shot: unknown task": lambda t: (
+        ["benchmark", "few-shot", "--tasks", "flavai", "--out", str(t / "existing"), "--overwrite"],
+        ["unknown few-shot task 'flavai'", "Did you mean 'flavia'"]),
+    "benchmark few-shot: unknown method": lambda t: (
+        ["benchmark", "few-shot", "--methods", "protonett", "--out", str(t / "existing"), "--overwrite"],
+        ["unknown few-shot method 'protonett'", "Did you mean 'protonet'"]),
+    "benchmark few-shot: --epochs": lambda t: (
+        ["benchmark", "few-shot", "--epochs", "3", "--out", str(t / "existing"), "--overwrite"],
+        ["benchmark few-shot: --epochs is fixed per task", "leave it out"]),
+    "benchmark few-shot: --out is the working directory": lambda t: (
+        ["benchmark", "few-shot", "--tasks", "flavia", "--out", "."], ["output directory '.'", "--out runs/NAME"]),
     "demo: --seeds 0": lambda t: (["demo", "--seeds", "0", "--out", str(t / "existing")], ["--seeds", "between 1 and"]),
     "demo: --out is the working directory": lambda t: (["demo", "--out", "."], ["output directory '.'"]),
     "groups: unknown backbone": lambda t: (["groups", "tiny_cnm"], ["unknown backbone 'tiny_cnm'", "Did you mean"]),

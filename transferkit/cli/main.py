@@ -139,8 +139,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_threads(a)
 
     bm = sub.add_parser("benchmark", help="benchmark transfer methods (digits-shift; real-shift: real data and source "
-                                          "models)")
-    bm.add_argument("suite", nargs="?", choices=["digits-shift", "real-shift"], help="the suite (not with --resume)")
+                                          "models; few-shot: every few-shot method on offline data)")
+    bm.add_argument("suite", nargs="?", choices=["digits-shift", "real-shift", "few-shot"],
+                    help="the suite (not with --resume)")
     bm.add_argument("--resume", metavar="DIR",
                     help="continue an interrupted benchmark in DIR with its stored arguments (finished cells are kept)")
     bm.add_argument("--tasks", nargs="+", default=None, help="tasks (default: all)")
@@ -154,6 +155,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--overwrite", action="store_true")
     bm.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
     _add_threads(bm)
+
+    _add_fewshot_parser(sub)
 
     dg = sub.add_parser("diagnose", help="negative transfer, sample efficiency, convergence and sharpness "
                                          "(the config's optional 'diagnose:' section)")
@@ -200,9 +203,10 @@ def _build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _add_threads(ex)
 
-    ls = sub.add_parser("list", help="list backbones, datasets, strategies, divergences or transferability scores")
+    ls = sub.add_parser("list", help="list backbones, datasets, strategies, divergences, transferability scores or "
+                                     "few-shot methods")
     ls.add_argument("kind", choices=["backbones", "datasets", "strategies", "divergences", "transferability",
-                                     "da_losses", "shallow_da", "scorers", "penalties"])
+                                     "da_losses", "shallow_da", "scorers", "penalties", "fewshot"])
 
     g = sub.add_parser("groups", help="print a backbone's layer groups")
     g.add_argument("backbone")
@@ -434,6 +438,8 @@ def _cmd_benchmark(args) -> int:
 
     if args.suite == "real-shift" and not args.resume:
         return _cmd_real_shift(args)
+    if args.suite == "few-shot" or (args.resume and _is_fewshot_bench(args.resume)):
+        return _cmd_fewshot_bench(args)
     if args.resume:
         _resume_alone(args, "benchmark", "the arguments",
                       (("the suite", args.suite), ("--tasks", args.tasks), ("--methods", args.methods),
@@ -476,6 +482,90 @@ def _cmd_real_shift(args) -> int:
     print(markdown_table(res))
     print(f"\n{res['protocol']}\nwritten: {os.path.join(res['output_dir'], 'results.json')} and results.md "
           f"({res['seconds'] / 60:.1f} min)")
+    return 0
+
+
+def _add_fewshot_parser(sub) -> None:
+    fs = sub.add_parser("fewshot", help="few-shot learning: meta-train, select on meta-val episodes, test on >= 600 "
+                                        "meta-test episodes (mean and 95%% interval per N-way K-shot)")
+    fs.add_argument("config", nargs="?", help="few-shot experiment YAML file (not with --resume); see examples/fewshot/")
+    fs.add_argument("--resume", metavar="DIR",
+                    help="continue an interrupted few-shot run in DIR with its stored config (finished cells are kept)")
+    fs.add_argument("--out", help="output directory (default: config's output_dir or runs/NAME-TIMESTAMP)")
+    fs.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    fs.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set meta_train_steps=200 (repeatable)")
+    fs.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
+    _add_threads(fs)
+
+
+def _fewshot_report(out, args) -> None:
+    """The few-shot report after a run; a failure warns (the results are on disk already)."""
+    if getattr(args, "no_report", False):
+        return
+    from ..reports.fewshot import write_fewshot_report
+
+    t0 = time.perf_counter()
+    try:
+        paths = write_fewshot_report(out)
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"transferkit: warning: report not written ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return
+    print(f"report: {paths['html']}   ({time.perf_counter() - t0:.0f}s)")
+
+
+def _cmd_fewshot(args) -> int:
+    from ..errors import ConfigError
+    from ..fewshot.run import format_results, run_fewshot
+
+    if args.resume:
+        _resume_alone(args, "fewshot", "the config", (("a config file", args.config), ("--out", args.out),
+                                                        ("--overwrite", args.overwrite), ("--set", args.set)))
+        res = run_fewshot(None, args.resume, resume=True)
+    else:
+        if not args.config:
+            raise ConfigError("'transferkit fewshot' needs a few-shot experiment file (transferkit fewshot exp.yaml, "
+                              "see examples/fewshot/) or --resume DIR to continue an interrupted run.")
+        res = run_fewshot(args.config, args.out, overwrite=args.overwrite, overrides=args.set)
+    print()
+    print(format_results(res))
+    print(f"\nresults: {os.path.join(res['output_dir'], 'results.json')}")
+    _fewshot_report(res["output_dir"], args)
+    return 0
+
+
+def _is_fewshot_bench(path) -> bool:
+    from ..fewshot.bench import is_fewshot_bench_dir
+
+    return is_fewshot_bench_dir(path)
+
+
+def _cmd_fewshot_bench(args) -> int:
+    from ..errors import ConfigError
+    from ..fewshot.bench import markdown, run_fewshot_bench
+
+    fixed = [f for f, v in (("--selection", args.selection), ("--backbone", args.backbone),
+                            ("--image-size", args.image_size), ("--epochs", args.epochs)) if v is not None]
+    if fixed:
+        raise ConfigError(f"benchmark few-shot: {fixed[0]} is fixed per task (encoders, input sizes and "
+                          "meta-training steps are set in transferkit/fewshot/bench.py; selection is on meta-val "
+                          "episodes); leave it out.")
+    if args.resume:
+        _resume_alone(args, "benchmark", "the arguments",
+                      (("the suite", args.suite), ("--tasks", args.tasks), ("--methods", args.methods),
+                       ("--seeds", args.seeds), ("--out", args.out), ("--overwrite", args.overwrite)))
+        res = run_fewshot_bench(args.resume, resume=True)
+    else:
+        out = args.out or f"runs/fewshot-benchmark-{time.strftime('%Y%m%d-%H%M%S')}"
+        res = run_fewshot_bench(out, args.tasks, args.methods, 1 if args.seeds is None else args.seeds,
+                                overwrite=args.overwrite)
+    print()
+    print(markdown(res))
+    print(f"\nwritten: {os.path.join(res['output_dir'], 'results.json')} and results.md "
+          f"({res['seconds'] / 60:.1f} min)")
+    _fewshot_report(res["output_dir"], args)
     return 0
 
 
@@ -574,7 +664,8 @@ def _dispatch(args) -> int:
             configure_threads(args.threads)
         return {"run": _cmd_run, "demo": _cmd_demo, "assess": _cmd_assess, "benchmark": _cmd_benchmark,
                 "list": _cmd_list, "report": _cmd_report, "diagnose": _cmd_diagnose,
-                "groups": _cmd_groups, "predict": _cmd_predict, "export": _cmd_export}[args.command](args)
+                "groups": _cmd_groups, "predict": _cmd_predict, "export": _cmd_export,
+                "fewshot": _cmd_fewshot}[args.command](args)
     except (TransferKitError, OSError) as exc:
         # OSError: a path that cannot be written or read (permissions, full disk), not a bug
         if args.debug:

@@ -243,7 +243,7 @@ class MetaPlan:
                     f"or q_query, or leave such classes out (min_rows: {need}).")
 
     # ------------------------------------------------------------------ inputs
-    def materialize(self, encoder: str, *, backbone_image_size: int | None = None, cache_dir=None,
+    def materialize(self, encoder, *, backbone_image_size: int | None = None, cache_dir=None,
                     progress: bool = False, log=None) -> tuple[torch.Tensor, dict]:
         """The inputs of every row and what they are.
 
@@ -251,7 +251,7 @@ class MetaPlan:
         ----------
         encoder
             ``conv4`` (raw images), ``identity`` / ``mlp`` (table rows, standardized on the
-            meta-train rows), or a backbone name (frozen features, cached).
+            meta-train rows), or a backbone (a name or a built instance: frozen features, cached).
         backbone_image_size
             Input side of an image backbone.
         cache_dir
@@ -290,15 +290,16 @@ class MetaPlan:
                        "standardized_on": SPLIT_NAMES[on] if on else None}
         from ..features import FeatureExtractor
 
+        name = encoder if isinstance(encoder, str) else getattr(getattr(encoder, "spec", None), "name", "backbone")
         feats = []
         fe = FeatureExtractor(backbone=encoder, image_size=backbone_image_size, cache_dir=cache_dir,
                               progress=progress).fit()
         for p in self.parts:
             if log is not None:
-                log(f"features: {encoder} on {len(p.dataset)} rows of {p.dataset.name}")
+                log(f"features: {name} on {len(p.dataset)} rows of {p.dataset.name}")
             feats.append(fe.transform(p.dataset))
         x = np.concatenate(feats).astype(np.float32)
-        return torch.from_numpy(x), {"kind": f"{encoder} features", "shape": (x.shape[1],),
+        return torch.from_numpy(x), {"kind": f"{name} features", "shape": (x.shape[1],),
                                      "feature_dim": int(x.shape[1])}
 
     def meta_data(self, inputs: torch.Tensor, *, n_way: int, k_shot: int, q_query: int, seed: int,

@@ -334,6 +334,12 @@ class Prepared:
     encoder: str  # identity | mlp | conv4 | a backbone name (auto resolved)
     methods: list  # (MethodConfig, class)
     trains: dict  # method key -> whether it meta-trains / pre-trains here
+    backbone: object = None  # the feature backbone, built and checked once
+
+    def materialize(self, cache_dir, log=None):
+        """The inputs of every row (see :meth:`transferkit.fewshot.data.MetaPlan.materialize`)."""
+        return self.plan.materialize(self.encoder if self.backbone is None else self.backbone,
+                                     backbone_image_size=self.cfg.encoder.image_size, cache_dir=cache_dir, log=log)
 
 
 def _instance(m: MethodConfig, cls):
@@ -367,14 +373,19 @@ def prepare(cfg: FewShotConfig, *, load=None, check_backbone: bool = True) -> Pr
     if "test" not in plan.splits:
         raise ConfigError("classes has no test split: the run evaluates on meta-test classes; add classes.test "
                           "(class names or a fraction).")
+    enc = cfg.encoder.name
+    if enc == "auto":
+        enc = AUTO_ENCODER[plan.modality]
+    probe = _probe_encoder("identity" if enc == "identity" else cfg.encoder.head if enc not in ENCODERS else enc)
     for m, _, inst in methods:
+        try:  # some methods need meta-training only with a trainable encoder
+            inst.setup(probe, feature_dim=1, seed=0)
+        except (RuntimeError, ValueError, TypeError, AttributeError):
+            pass  # a method whose setup needs the real encoder: its class attribute decides
         if getattr(inst, "needs_meta_training", False) and "train" not in plan.splits:
             raise ConfigError(
                 f"method {m.key!r} needs meta-training but classes has no train split; give classes.train (class "
                 "names or a fraction), or use methods that need no meta-training (e.g. simpleshot).")
-    enc = cfg.encoder.name
-    if enc == "auto":
-        enc = AUTO_ENCODER[plan.modality]
     if enc == "conv4" and plan.modality != "image":
         raise ConfigError(f"encoder conv4 takes raw images but the data is {plan.modality}; use "
                           + ("mlp or identity" if plan.modality == "tabular" else "a text backbone such as minilm")
@@ -385,7 +396,7 @@ def prepare(cfg: FewShotConfig, *, load=None, check_backbone: bool = True) -> Pr
                              else "a text backbone such as minilm") + ".")
     if enc not in ENCODERS and check_backbone:
         from ..config import BackboneConfig
-        from ..experiment import _check_inputs
+        from ..experiment import _check_inputs, check_backbone_input
 
         bb = BackboneConfig(name=enc, image_size=cfg.encoder.image_size)
 
@@ -393,8 +404,12 @@ def prepare(cfg: FewShotConfig, *, load=None, check_backbone: bool = True) -> Pr
             return bb.build(pretrained=pretrained)
 
         factory.name = enc
-        for p in plan.parts:  # the wrong modality, or an image size the backbone cannot take
-            _check_inputs("few-shot data", p.dataset, factory)
+        # the wrong modality, or an image size the backbone cannot take (built once, kept for the features)
+        backbone = _check_inputs("few-shot data", plan.parts[0].dataset, factory)
+        for p in plan.parts[1:]:
+            check_backbone_input(backbone, "few-shot data", p.dataset, enc)
+    else:
+        backbone = None
     trains = {m.key: _trains(inst) and "train" in plan.splits for m, _, inst in methods}
     any_trains = any(trains.values())
     splits = [s for s in ("train", "val", "test") if s != "train" or any_trains]
@@ -405,7 +420,16 @@ def prepare(cfg: FewShotConfig, *, load=None, check_backbone: bool = True) -> Pr
         plan.meta_data(_empty_inputs(plan), n_way=s.n_way, k_shot=s.k_shot, q_query=cfg.q_query, seed=cfg.seeds[0],
                        train_episodes=1, val_episodes=1, test_episodes=1, val_n_way=cfg.val_n_way,
                        where=f"settings[{i}] ({s.title})")
-    return Prepared(cfg=cfg, plan=plan, encoder=enc, methods=[(m, cls) for m, cls, _ in methods], trains=trains)
+    return Prepared(cfg=cfg, plan=plan, encoder=enc, methods=[(m, cls) for m, cls, _ in methods], trains=trains,
+                    backbone=backbone)
+
+
+def _probe_encoder(kind: str):
+    """A stand-in for the cell's encoder: parameter-free for ``identity``, trainable otherwise (a
+    method's ``needs_meta_training`` may depend on it)."""
+    from torch import nn
+
+    return nn.Identity() if kind == "identity" else nn.Linear(1, 1)
 
 
 def _empty_inputs(plan: MetaPlan):
@@ -517,8 +541,10 @@ def run_cells(prep: Prepared, inputs, info: dict, cells_dir: Path | None, *, pre
                 t0 = time.perf_counter()
                 history = []
                 if prep.trains[m.key] and md.train is not None:
-                    log(f"{name}: meta-training {steps} steps")
-                    history = method.meta_train(md, steps=steps, log=lambda x, n=name: log(f"{n}: {x}"),
+                    log(f"{name}: {'meta-training' if method.needs_meta_training else 'pre-training'} {steps} steps")
+                    # meta-training sees no meta-test sampler at all: selection can only use meta-val
+                    history = method.meta_train(dataclasses.replace(md, test=None), steps=steps,
+                                                log=lambda x, n=name: log(f"{n}: {x}"),
                                                 eval_every=cfg.eval_every, val_episodes=cfg.val_episodes) or []
                 meta_s = time.perf_counter() - t0
                 val = evaluate(method, md, md.val) if md.val is not None else None
@@ -747,10 +773,10 @@ def run_fewshot(config, out=None, *, overwrite: bool = False, resume: bool = Fal
     else:
         raise ConfigError(f"run_fewshot needs a config (a path, a mapping or a FewShotConfig), got "
                           f"{type(config).__name__}.")
-    prep = prepare(cfg, load=load)  # every check, before anything is written
     final = Path(out or cfg.output_dir or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     read = [*_config_inputs(cfg), *inputs]
     check_output_dir(final, overwrite=overwrite, inputs=read, resume=resume)
+    prep = prepare(cfg, load=load)  # every check, before anything is written
     if cfg.cache_dir is not None:
         from ..features import check_cache_dir
         from ..train.rundir import is_inside
@@ -769,8 +795,7 @@ def run_fewshot(config, out=None, *, overwrite: bool = False, resume: bool = Fal
         log = _Log(d / LOG_FILE, echo)
         log(("resuming " if resume else "few-shot run ") + f"{final}: {len(cfg.methods)} method(s) x "
             f"{len(cfg.settings)} setting(s) x {len(cfg.seeds)} seed(s)")
-        inputs_t, info = prep.plan.materialize(prep.encoder, backbone_image_size=cfg.encoder.image_size,
-                                               cache_dir=cfg.cache_dir or str(d / "feature-cache"), log=log)
+        inputs_t, info = prep.materialize(cfg.cache_dir or str(d / "feature-cache"), log=log)
         log(f"inputs: {info['kind']} {tuple(inputs_t.shape)}")
         cells = run_cells(prep, inputs_t, info, d / CELLS_DIR, log=log)
         res = results_of(prep, cells, info, seconds=time.perf_counter() - t_start)
