@@ -460,7 +460,7 @@ def fit_head(zs: torch.Tensor, ys: torch.Tensor, n_way: int, *, steps: int, lr: 
     ``C n`` when ``lambda = 1 / (C n)`` (so both have the same minimiser), minimised full-batch with
     the analytic gradient of :func:`head_loss_grad` by
 
-    - ``optimizer="lbfgs"``: ``torch.optim.LBFGS`` (strong-Wolfe line search, history 20) for at most
+    - ``optimizer="lbfgs"``: ``torch.optim.LBFGS`` (strong-Wolfe line search, history 10) for at most
       ``steps`` iterations, the linear head on mean-centred support features (an exact
       reparametrisation); ``lr`` is not used. Invariant to the scale of the features, so it
       reaches the minimiser on raw 1280-d backbone features, where Adam's per-coordinate steps of
@@ -481,7 +481,7 @@ def fit_head(zs: torch.Tensor, ys: torch.Tensor, n_way: int, *, steps: int, lr: 
         mu = zs.mean(0) if not cosine else None
         z_fit = zs - mu if not cosine else zs
         params = [W] + ([] if cosine else [b])
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=steps, max_eval=2 * steps + 5, history_size=20,
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=steps, max_eval=2 * steps + 5, history_size=10,
                                 tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
         def closure():
