@@ -126,6 +126,18 @@ def test_resume_keeps_cells(small_run, tmp_path):
             [r["accuracy_mean"] for r in res["tasks"][task]["table"]]
 
 
+def test_worker_processes_give_the_same_results(small_run, tmp_path):
+    """Two spawned worker processes (one thread each) reproduce the in-process cells exactly."""
+    from transferkit.fewshot.bench import run_fewshot_bench
+
+    _, res, _ = small_run
+    par = run_fewshot_bench(tmp_path / "p", ["flavia"], jobs=2, echo=None, **SMALL)
+    assert par["jobs"] == 2 and not (tmp_path / "p" / "inputs").exists()
+    key = ("method", "setting", "accuracy_mean", "ci95", "val_accuracy_mean")
+    assert [tuple(r[k] for k in key) for r in par["tasks"]["flavia"]["table"]] == \
+        [tuple(r[k] for k in key) for r in res["tasks"]["flavia"]["table"]]
+
+
 def test_versus_simpleshot_and_overall_default():
     from transferkit.fewshot.bench import overall_default, versus_simpleshot
 

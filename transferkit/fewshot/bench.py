@@ -85,23 +85,35 @@ TASKS: dict[str, dict] = {
                         "classes": DRUG_CLASSES, "encoder": {"name": "minilm", "head": "mlp"}, "q_query": 5},
 }
 
-#: Meta-training (or pre-training) steps per method and encoder kind; each run is timed in the
-#: results (the budgets keep every one under 10 minutes on one thread, the whole suite under 45).
-STEPS: dict[str, dict[str, int]] = {
-    "default": {"mlp": 1000, "conv4": 1000},
-    "protonet": {"mlp": 1000, "conv4": 1000},
-    "matching": {"mlp": 1000, "conv4": 1000},
-    "simpleshot": {"mlp": 1000, "conv4": 1000},
-    "baseline": {"mlp": 1000, "conv4": 1000},
-    "baseline_pp": {"mlp": 1000, "conv4": 1000},
-    "finetune": {"mlp": 1000, "conv4": 1000},
-    "maml": {"mlp": 300, "conv4": 200},
-    "fomaml": {"mlp": 300, "conv4": 300},
-    "anil": {"mlp": 500, "conv4": 300},
-    "reptile": {"mlp": 500, "conv4": 300},
+#: Not in the default run (``--tasks fashion_animal_lite0_frozen``): the Lite0 features used as they
+#: are (no trained module; metric methods then have nothing to meta-train, SimpleShot is CL2N
+#: nearest centroid on the ImageNet features themselves).
+EXTRA_TASKS: dict[str, dict] = {
+    "fashion_animal_lite0_frozen": {**TASKS["fashion_animal_lite0"],
+                                    "encoder": {"name": "efficientnet_lite0", "image_size": LITE0_SIZE,
+                                                "head": "identity"}},
 }
-#: Parameters the benchmark gives a method (the rest are its defaults).
-PARAMS: dict[str, dict] = {}
+ALL_TASKS = {**TASKS, **EXTRA_TASKS}
+
+#: Meta-training (or pre-training) steps per method and trained module (``mlp`` on table rows or
+#: frozen features, ``conv4`` on raw images): one step is one meta-train episode (MAML, FOMAML,
+#: ANIL and Reptile: one meta-batch of 4) or one batch of 64 rows (the pre-trained baselines).
+#: Set from CPU seconds measured per step and per test episode on one thread (the conv4 MAML
+#: family costs 0.5 to 1.6 s a step), so that every run stays under 10 minutes on one thread and
+#: the suite under 45 minutes on 2 cores (two worker processes).
+STEPS: dict[str, dict[str, int]] = {
+    "default": {"mlp": 1000, "conv4": 800},
+    "maml": {"mlp": 300, "conv4": 100},
+    "fomaml": {"mlp": 300, "conv4": 200},
+    "anil": {"mlp": 500, "conv4": 300},
+    "reptile": {"mlp": 300, "conv4": 100},
+}
+#: Meta-val evaluations per meta-training run (the checkpoint is chosen among them; step 0 too).
+EVALUATIONS = 5
+#: Parameters the benchmark gives a method, per trained module (the rest are its defaults):
+#: fine-tuning takes 50 SGD steps per episode instead of 100 (its 600 test episodes are the
+#: costliest part of the suite: 0.1 s an episode on features, 0.3 to 0.5 s on conv4 at 100 steps).
+PARAMS: dict[str, dict[str, dict]] = {"finetune": {"mlp": {"steps": 50}, "conv4": {"steps": 50}}}
 
 ANCHORS = ("Omniglot and mini-ImageNet do not ship offline, so learn2learn's anchors are for scale only: MAML 99.1% "
            "(Omniglot 5-way 1-shot), 48.3% / 65.4% (mini-ImageNet 5-way 1 / 5-shot); ProtoNets 49.1% / 66.5%.")
@@ -127,9 +139,9 @@ def check_bench_args(tasks=None, methods=None, seeds: int = 1, *, test_episodes:
         raise ConfigError(f"the few-shot benchmark needs at least one task and one method (tasks: {', '.join(TASKS)}; "
                           f"methods: {', '.join(all_methods)}).")
     for t in tasks:
-        if t not in TASKS:
-            raise ConfigError(f"unknown few-shot task {t!r}." + suggest(str(t), list(TASKS))
-                              + f" Tasks: {', '.join(TASKS)}.")
+        if t not in ALL_TASKS:
+            raise ConfigError(f"unknown few-shot task {t!r}." + suggest(str(t), list(ALL_TASKS))
+                              + f" Tasks: {', '.join(TASKS)}; also {', '.join(EXTRA_TASKS)}.")
     for m in methods:
         if m not in all_methods:
             raise ConfigError(f"unknown few-shot method {m!r}." + suggest(str(m), all_methods)
@@ -151,18 +163,18 @@ def check_bench_args(tasks=None, methods=None, seeds: int = 1, *, test_episodes:
 
 def task_config(task: str, args: dict) -> dict:
     """The few-shot experiment of ``task`` under the benchmark's arguments (a plain mapping)."""
-    t = copy.deepcopy(TASKS[task])
-    kind = "conv4" if t["encoder"]["name"] == "conv4" else "mlp"  # what the methods train: conv4 or an mlp
+    t = copy.deepcopy(ALL_TASKS[task])
+    kind = "conv4" if t["encoder"]["name"] == "conv4" else "mlp"  # budgets: conv4, or an mlp (or nothing) on rows
     methods = []
     for m in args["methods"]:
         steps = args["steps"] or STEPS.get(m, STEPS["default"])[kind]
-        methods.append({"name": m, "meta_train_steps": steps, **PARAMS.get(m, {})})
+        methods.append({"name": m, "meta_train_steps": steps, "eval_every": max(1, steps // EVALUATIONS),
+                        **PARAMS.get(m, {}).get(kind, {})})
     if args["rows_per_class"] is not None:
         for part in ([t["data"]] if "spec" in t["data"] else list(t["data"].values())):
             part["rows_per_class"] = min(part.get("rows_per_class") or args["rows_per_class"], args["rows_per_class"])
     return {"name": task, "seeds": args["seeds"], **t, "methods": methods, "settings": SETTINGS,
-            "test_episodes": args["test_episodes"], "val_episodes": args["val_episodes"],
-            "eval_every": max(1, min(100, (args["steps"] or 1000) // 5))}
+            "test_episodes": args["test_episodes"], "val_episodes": args["val_episodes"]}
 
 
 def _prepare_all(args: dict) -> dict:
@@ -243,8 +255,12 @@ def markdown(res: dict) -> str:
 
 def run_fewshot_bench(out, tasks=None, methods=None, seeds: int = 1, *, test_episodes: int = TEST_EPISODES,
                       steps: int | None = None, rows_per_class: int | None = None, val_episodes: int = VAL_EPISODES,
-                      overwrite: bool = False, resume: bool = False, echo=_stderr) -> dict:
+                      overwrite: bool = False, resume: bool = False, jobs: int | None = None, echo=_stderr) -> dict:
     """Run the few-shot benchmark into the benchmark directory ``out``; return the results.
+
+    ``jobs``: cells run in this many worker processes of one torch thread each (default: the
+    torch threads this command was given, i.e. the free cores or ``--threads N``); 1 runs them
+    in this process. Every cell seeds itself, so the results do not depend on ``jobs``.
 
     Arguments and every task's data are checked first (nothing is written when one is wrong).
     The directory obeys :func:`transferkit.train.rundir.open_run_dir` (kind ``benchmark``). It
@@ -256,6 +272,11 @@ def run_fewshot_bench(out, tasks=None, methods=None, seeds: int = 1, *, test_epi
     from ..train.rundir import (check_output_dir, completed, locate_resume, mark_complete, mark_incomplete,
                                 open_run_dir, write_json, write_text)
     from .run import LOG_FILE, _Log, results_of, run_cells
+
+    if jobs is not None:
+        from .._validation import check_number
+
+        jobs = check_number("jobs", jobs, low=1, high=256, integer=True)
 
     final = Path(out)
     if resume:
@@ -277,14 +298,19 @@ def run_fewshot_bench(out, tasks=None, methods=None, seeds: int = 1, *, test_epi
             mark_incomplete(d)
             write_json(d / ARGS_FILE, {"suite": SUITE, **args})
         log = _Log(d / LOG_FILE, echo)
+        jobs = _jobs(jobs)
         per_task = {}
-        for task, prep in preps.items():
-            cfg = prep.cfg
-            log(f"task {task}: {len(cfg.methods)} methods x {len(cfg.settings)} settings x {len(cfg.seeds)} seed(s)")
-            x, info = prep.materialize(str(d / "feature-cache"), log=log)
-            ts = time.perf_counter()
-            cells = run_cells(prep, x, info, d / "cells", prefix=task, log=log)
-            per_task[task] = results_of(prep, cells, info, seconds=time.perf_counter() - ts)
+        if jobs == 1:
+            for task, prep in preps.items():
+                cfg = prep.cfg
+                log(f"task {task}: {len(cfg.methods)} methods x {len(cfg.settings)} settings x {len(cfg.seeds)} "
+                    "seed(s)")
+                x, info = prep.materialize(str(d / "feature-cache"), log=log)
+                ts = time.perf_counter()
+                cells = run_cells(prep, x, info, d / "cells", prefix=task, log=log)
+                per_task[task] = results_of(prep, cells, info, seconds=time.perf_counter() - ts)
+        else:
+            per_task = _run_parallel(preps, args, d, jobs, log)
         reduced = []
         if args["test_episodes"] < TEST_EPISODES:
             reduced.append(f"{args['test_episodes']} test episodes")
@@ -292,7 +318,7 @@ def run_fewshot_bench(out, tasks=None, methods=None, seeds: int = 1, *, test_epi
             reduced.append(f"{args['steps']} meta-training steps for every method")
         if args["rows_per_class"] is not None:
             reduced.append(f"at most {args['rows_per_class']} rows per class")
-        res = {"kind": "fewshot-benchmark", "suite": SUITE, "arguments": args, "tasks": per_task,
+        res = {"kind": "fewshot-benchmark", "suite": SUITE, "arguments": args, "jobs": jobs, "tasks": per_task,
                "methods": args["methods"], "test_episodes": args["test_episodes"],
                "versus_simpleshot": versus_simpleshot(per_task),
                "default_method": overall_default(per_task, args["methods"]),
@@ -304,6 +330,116 @@ def run_fewshot_bench(out, tasks=None, methods=None, seeds: int = 1, *, test_epi
         mark_complete(d)
         log(f"done: {final / 'results.json'} ({res['seconds'] / 60:.1f} min)")
     return res
+
+
+def _jobs(jobs: int | None) -> int:
+    if jobs is not None:
+        return int(jobs)
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+def _run_parallel(preps: dict, args: dict, d: Path, jobs: int, log) -> dict:
+    """Every missing cell of every task in ``jobs`` spawned worker processes (one torch thread each).
+
+    The parent computes each task's inputs once (backbone features go to the feature cache) and
+    saves them under ``inputs/``; a worker prepares a task from its config (labels only, no
+    backbone) and memory-maps its inputs the first time it meets it. The costliest cells are
+    submitted first. A worker writes its cell file itself (as in one process), so a killed
+    benchmark keeps every finished cell."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import numpy as np
+
+    from ..train.rundir import write_json
+    from .run import _valid_cell, cell_specs, load_cell, results_of
+
+    pending, kept, infos, t0 = [], {}, {}, time.perf_counter()
+    for task, prep in preps.items():
+        cfg = prep.cfg
+        log(f"task {task}: {len(cfg.methods)} methods x {len(cfg.settings)} settings x {len(cfg.seeds)} seed(s)")
+        specs = cell_specs(prep, task)
+        todo = []
+        for spec in specs:
+            row = load_cell(d / "cells" / f"{spec.name}.json", spec.key)
+            if row is not None:
+                kept[(task, spec.index)] = row
+                log(f"{spec.name}: {row['accuracy']:.4f} +- {row['ci95']:.4f} (complete, kept)")
+            else:
+                todo.append(spec)
+        if not todo:
+            continue
+        x, info = prep.materialize(str(d / "feature-cache"), log=log)
+        infos[task] = info
+        path = d / "inputs" / f"{task}.npy"
+        path.parent.mkdir(exist_ok=True)
+        np.save(path, x.numpy())
+        write_json(path.with_suffix(".json"), info)
+        pending += [(task, spec) for spec in todo]
+    pending.sort(key=lambda ts: -_cost(preps[ts[0]], ts[1]))
+    total = len(kept) + len(pending)
+    if pending:
+        log(f"{len(pending)} cell(s) in {jobs} worker processes")
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process that has started torch threads
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(str(d / "fewshot.log"),)) as pool:
+            futures = {pool.submit(_worker_cell, task, task_config(task, args), min(args["test_episodes"], 600),
+                                   str(d), spec.index): (task, spec) for task, spec in pending}
+            for f in as_completed(futures):
+                task, spec = futures[f]
+                row = f.result()
+                if not _valid_cell(row, spec.key):
+                    raise RuntimeError(f"worker returned an invalid cell for {spec.name}")
+                kept[(task, spec.index)] = row
+                log(f"{spec.name}: done [{len(kept)} of {total} cells, {(time.perf_counter() - t0) / 60:.1f} min]")
+    out = {}
+    for task, prep in preps.items():
+        cells = [kept[(task, spec.index)] for spec in cell_specs(prep, task)]
+        info = infos.get(task)
+        if info is None:
+            info = json.loads((d / "inputs" / f"{task}.json").read_text()) if (d / "inputs" / f"{task}.json").is_file() \
+                else {"kind": prep.encoder}
+        out[task] = results_of(prep, cells, info)
+    import shutil
+
+    shutil.rmtree(d / "inputs", ignore_errors=True)  # recomputed from the feature cache when needed
+    return out
+
+
+def _cost(prep, spec) -> float:
+    """A rough relative cost of a cell (submission order only): steps times a per-method weight."""
+    w = {"maml": 10, "reptile": 12, "fomaml": 6, "anil": 3, "finetune": 4}.get(spec.method.name, 1)
+    conv = 8 if prep.encoder == "conv4" else 1
+    return conv * (w * prep.cfg.steps_of(spec.method) + 600 * (5 if spec.method.name == "finetune" else 1))
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(log_path: str) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER["log"] = log_path
+
+
+def _worker_cell(task: str, cfg: dict, min_test: int, d: str, index: int) -> dict:
+    """One cell in a worker process (see :func:`_run_parallel`)."""
+    import numpy as np
+    import torch
+
+    from .run import _Log, cell_specs, config_from_dict, prepare, run_cell
+
+    if task not in _WORKER:
+        prep = prepare(config_from_dict(cfg, min_test_episodes=min_test), check_backbone=False)
+        x = torch.from_numpy(np.load(Path(d) / "inputs" / f"{task}.npy"))
+        info = json.loads((Path(d) / "inputs" / f"{task}.json").read_text())
+        _WORKER[task] = (prep, x, info)
+    prep, x, info = _WORKER[task]
+    spec = cell_specs(prep, task)[index]
+    return run_cell(prep, x, info, spec, Path(d) / "cells" / f"{spec.name}.json", log=_Log(Path(_WORKER["log"]), None))
 
 
 def stored_args(out_dir) -> dict:

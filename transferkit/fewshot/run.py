@@ -7,7 +7,7 @@ An experiment file::
     data: flavia                          # a spec, a mapping, or {source: ..., target: ...}
     classes: {train: 0.5, val: 0.2, test: 0.3}   # lists of class names, or fractions
     encoder: mlp                          # identity | mlp | conv4 | a backbone (cached features)
-    methods: [protonet, simpleshot, {name: maml, label: maml-fast, inner_steps: 1}]
+    methods: [protonet, simpleshot, {name: maml, label: maml-fast, inner_steps: 1, meta_train_steps: 300}]
     settings: [{n_way: 5, k_shot: 1}, {n_way: 5, k_shot: 5}]
     q_query: 15
     test_episodes: 600                    # at least 600 (the literature's protocol)
@@ -102,6 +102,7 @@ class MethodConfig:
     params: dict = field(default_factory=dict)
     label: str | None = None
     meta_train_steps: int | None = None  # this method's steps (default: the run's meta_train_steps)
+    eval_every: int | None = None  # this method's meta-val interval (default: the run's eval_every)
 
     @property
     def key(self) -> str:
@@ -150,6 +151,7 @@ class FewShotConfig:
             "encoder": dataclasses.asdict(self.encoder),
             "methods": [{"name": m.name, **({"label": m.label} if m.label else {}),
                          **({"meta_train_steps": m.meta_train_steps} if m.meta_train_steps is not None else {}),
+                         **({"eval_every": m.eval_every} if m.eval_every is not None else {}),
                          **m.params} for m in self.methods],
             "settings": [dataclasses.asdict(s) for s in self.settings],
         }
@@ -160,6 +162,9 @@ class FewShotConfig:
 
     def steps_of(self, m: MethodConfig) -> int:
         return self.meta_train_steps if m.meta_train_steps is None else m.meta_train_steps
+
+    def eval_every_of(self, m: MethodConfig) -> int:
+        return self.eval_every if m.eval_every is None else m.eval_every
 
 
 def _method_params(name: str) -> tuple[type, list[str]]:
@@ -185,6 +190,9 @@ def _parse_method(item, i: int) -> MethodConfig:
     steps = item.pop("meta_train_steps", None)
     if steps is not None:
         steps = check_number(f"{where}.meta_train_steps", steps, low=1, high=10_000_000, integer=True)
+    every = item.pop("eval_every", None)
+    if every is not None:
+        every = check_number(f"{where}.eval_every", every, low=1, high=10_000_000, integer=True)
     params = item.pop("params", {}) or {}
     if not isinstance(params, Mapping):
         raise ConfigError(f"{where}.params={params!r} must be a mapping of parameter names to values.")
@@ -196,7 +204,7 @@ def _parse_method(item, i: int) -> MethodConfig:
         if k not in valid:
             raise ConfigError(f"unknown parameter {where}.{k!r} for few-shot method {name!r}." + suggest(k, valid)
                               + (f" Valid parameters: {', '.join(valid)}." if valid else " It takes no parameters."))
-    return MethodConfig(name=name, params=params, label=label, meta_train_steps=steps)
+    return MethodConfig(name=name, params=params, label=label, meta_train_steps=steps, eval_every=every)
 
 
 def _parse_encoder(value) -> EncoderConfig:
@@ -510,61 +518,100 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def run_cells(prep: Prepared, inputs, info: dict, cells_dir: Path | None, *, prefix: str | None = None,
-              log: Callable[[str], None] = _stderr) -> list[dict]:
-    """Every (method, setting, seed) cell of ``prep`` on the materialized ``inputs``; a cell already
-    stored in ``cells_dir`` (and valid) is kept, each new one is written there as soon as it is done."""
+@dataclass
+class CellSpec:
+    """One (method, setting, seed) of a prepared run; ``index`` is its place in :func:`cell_specs`."""
+
+    index: int
+    method: MethodConfig
+    cls: type
+    setting: Setting
+    seed: int
+    name: str
+    key: dict
+
+
+def cell_specs(prep: Prepared, prefix: str | None = None) -> list[CellSpec]:
+    """The cells of a run in their fixed order (settings, then seeds, then methods)."""
+    out = []
+    for s in prep.cfg.settings:
+        for seed in prep.cfg.seeds:
+            for m, cls in prep.methods:
+                key = {"method": m.key, "setting": s.key, "seed": int(seed), **({"task": prefix} if prefix else {})}
+                out.append(CellSpec(len(out), m, cls, s, int(seed), cell_name(prefix, m.key, s, seed), key))
+    return out
+
+
+def run_cell(prep: Prepared, inputs, info: dict, spec: CellSpec, path: Path | None,
+             log: Callable[[str], None] = _stderr) -> dict:
+    """Run one cell: a fresh seeded encoder and method, meta-training (or pre-training) where the
+    method needs it on a view of the data without meta-test sampler, then the meta-val and
+    meta-test episodes; the row is written to ``path`` (atomically) before it is returned.
+
+    Wall and CPU seconds (``time.process_time``: what one thread spends, whatever else runs on the
+    machine) are recorded for meta-training and for the test episodes."""
     from .._faults import fault_point
     from ..train.rundir import write_json
     from .base import evaluate
 
-    cfg, plan = prep.cfg, prep.plan
+    cfg, plan, m, s, name = prep.cfg, prep.plan, spec.method, spec.setting, spec.name
+    steps = cfg.steps_of(m)
+    md = plan.meta_data(inputs, n_way=s.n_way, k_shot=s.k_shot, q_query=cfg.q_query, seed=spec.seed,
+                        train_episodes=steps, val_episodes=cfg.val_episodes, test_episodes=cfg.test_episodes,
+                        val_n_way=cfg.val_n_way)
+    method = spec.cls(**m.params)
+    encoder, dim = build_encoder(cfg.encoder, prep.encoder, info, spec.seed)
+    method.setup(encoder, feature_dim=dim, seed=spec.seed)
+    t0, c0 = time.perf_counter(), time.process_time()
+    history = []
+    trains = prep.trains[m.key] and md.train is not None
+    if trains:
+        log(f"{name}: {'meta-training' if method.needs_meta_training else 'pre-training'} {steps} steps")
+        # meta-training sees no meta-test sampler at all: selection can only use meta-val
+        history = method.meta_train(dataclasses.replace(md, test=None), steps=steps,
+                                    log=lambda x: log(f"{name}: {x}"),
+                                    eval_every=cfg.eval_every_of(m), val_episodes=cfg.val_episodes) or []
+    meta_s, meta_c = time.perf_counter() - t0, time.process_time() - c0
+    val = evaluate(method, md, md.val) if md.val is not None else None
+    c1 = time.process_time()
+    test = evaluate(method, md, md.test, confusion=True)
+    row = {**spec.key, "method_name": m.name, "n_way": s.n_way, "k_shot": s.k_shot, "q_query": cfg.q_query,
+           "accuracy": test["mean"], "ci95": test["ci95"], "episodes": test["episodes"],
+           "accuracies": [round(a, 6) for a in test["accuracies"]],
+           "val_accuracy": None if val is None else val["mean"], "val_ci95": None if val is None else val["ci95"],
+           "meta_trained": bool(trains), "meta_train_steps": steps if trains else 0,
+           "meta_train_seconds": meta_s, "meta_train_cpu_seconds": meta_c,
+           "val_seconds": None if val is None else val["seconds"],
+           "test_seconds": test["seconds"], "test_cpu_seconds": time.process_time() - c1,
+           "history": _plain(history),
+           "confusion": test["confusion"].tolist(), "confusion_classes": test["confusion_classes"]}
+    if path is not None:
+        write_json(path, row)
+        fault_point("fewshot.cell")
+    log(cell_line(row, name))
+    return row
+
+
+def cell_line(row: dict, name: str) -> str:
+    va = row["val_accuracy"] if row["val_accuracy"] is not None else float("nan")
+    return (f"{name}: {row['accuracy']:.4f} +- {row['ci95']:.4f} (val {va:.4f}; meta-train "
+            f"{row['meta_train_seconds']:.1f} s, test {row['test_seconds']:.1f} s)")
+
+
+def run_cells(prep: Prepared, inputs, info: dict, cells_dir: Path | None, *, prefix: str | None = None,
+              log: Callable[[str], None] = _stderr) -> list[dict]:
+    """Every cell of ``prep`` (:func:`cell_specs`) on the materialized ``inputs``, in this process; a
+    cell already stored in ``cells_dir`` (and valid) is kept, each new one is written there as soon
+    as it is done."""
     out = []
-    for s in cfg.settings:
-        for seed in cfg.seeds:
-            for m, cls in prep.methods:
-                name = cell_name(prefix, m.key, s, seed)
-                key = {"method": m.key, "setting": s.key, "seed": int(seed), **({"task": prefix} if prefix else {})}
-                path = cells_dir / f"{name}.json" if cells_dir is not None else None
-                kept = load_cell(path, key) if path is not None else None
-                if kept is not None:
-                    out.append(kept)
-                    log(f"{name}: {kept['accuracy']:.4f} +- {kept['ci95']:.4f} (complete, kept)")
-                    continue
-                steps = cfg.steps_of(m)
-                md = plan.meta_data(inputs, n_way=s.n_way, k_shot=s.k_shot, q_query=cfg.q_query, seed=seed,
-                                    train_episodes=steps, val_episodes=cfg.val_episodes,
-                                    test_episodes=cfg.test_episodes, val_n_way=cfg.val_n_way)
-                method = cls(**m.params)
-                encoder, dim = build_encoder(cfg.encoder, prep.encoder, info, seed)
-                method.setup(encoder, feature_dim=dim, seed=seed)
-                t0 = time.perf_counter()
-                history = []
-                if prep.trains[m.key] and md.train is not None:
-                    log(f"{name}: {'meta-training' if method.needs_meta_training else 'pre-training'} {steps} steps")
-                    # meta-training sees no meta-test sampler at all: selection can only use meta-val
-                    history = method.meta_train(dataclasses.replace(md, test=None), steps=steps,
-                                                log=lambda x, n=name: log(f"{n}: {x}"),
-                                                eval_every=cfg.eval_every, val_episodes=cfg.val_episodes) or []
-                meta_s = time.perf_counter() - t0
-                val = evaluate(method, md, md.val) if md.val is not None else None
-                test = evaluate(method, md, md.test, confusion=True)
-                row = {**key, "method_name": m.name, "n_way": s.n_way, "k_shot": s.k_shot, "q_query": cfg.q_query,
-                       "accuracy": test["mean"], "ci95": test["ci95"], "episodes": test["episodes"],
-                       "accuracies": [round(a, 6) for a in test["accuracies"]],
-                       "val_accuracy": None if val is None else val["mean"],
-                       "val_ci95": None if val is None else val["ci95"],
-                       "meta_trained": bool(prep.trains[m.key]), "meta_train_steps": steps if prep.trains[m.key] else 0,
-                       "meta_train_seconds": meta_s, "val_seconds": None if val is None else val["seconds"],
-                       "test_seconds": test["seconds"], "history": _plain(history),
-                       "confusion": test["confusion"].tolist(), "confusion_classes": test["confusion_classes"]}
-                if path is not None:
-                    write_json(path, row)
-                    fault_point("fewshot.cell")
-                out.append(row)
-                log(f"{name}: {row['accuracy']:.4f} +- {row['ci95']:.4f} (val "
-                    f"{row['val_accuracy'] if row['val_accuracy'] is not None else float('nan'):.4f}; meta-train "
-                    f"{meta_s:.1f} s, test {test['seconds']:.1f} s)")
+    for spec in cell_specs(prep, prefix):
+        path = cells_dir / f"{spec.name}.json" if cells_dir is not None else None
+        kept = load_cell(path, spec.key) if path is not None else None
+        if kept is not None:
+            out.append(kept)
+            log(f"{spec.name}: {kept['accuracy']:.4f} +- {kept['ci95']:.4f} (complete, kept)")
+            continue
+        out.append(run_cell(prep, inputs, info, spec, path, log))
     return out
 
 
@@ -611,8 +658,15 @@ def summarize(cells: list[dict], labels: list[str], settings: list[Setting]) -> 
                 "meta_trained": cs[0].get("meta_trained", False),
                 "meta_train_seconds_mean": float(np.mean([c["meta_train_seconds"] for c in cs])),
                 "test_seconds_mean": float(np.mean([c["test_seconds"] for c in cs])),
+                "meta_train_cpu_seconds_mean": _mean_of(cs, "meta_train_cpu_seconds"),
+                "test_cpu_seconds_mean": _mean_of(cs, "test_cpu_seconds"),
             })
     return {"table": table, "default_method": choose_default(table, labels, settings)}
+
+
+def _mean_of(cells: list[dict], key: str) -> float | None:
+    vals = [c.get(key) for c in cells]
+    return float(np.mean(vals)) if all(isinstance(v, (int, float)) for v in vals) else None
 
 
 def choose_default(table: list[dict], labels: list[str], settings: list[Setting]) -> dict:
