@@ -177,6 +177,19 @@ def test_no_meta_train_classes_is_fine_for_methods_that_need_none(tmp_path):
     assert "train" not in prep.plan.splits and prep.trains == {"toy_centroid": False}
 
 
+def test_a_small_train_split_is_fine_when_nothing_meta_trains(tmp_path):
+    """Two meta-train classes cannot make a 3-way episode; with no method that trains, that is no
+    error (and the run uses no meta-train sampler)."""
+    from transferkit.fewshot.run import config_from_dict, prepare, run_fewshot
+
+    cfg = _cfg(_table(tmp_path), classes={"train": ["c0", "c1"], "val": ["c3", "c4", "c5"],
+                                          "test": ["c6", "c7", "c8"]}, settings=[{"n_way": 3, "k_shot": 1}])
+    assert prepare(config_from_dict(cfg)).trains == {"toy_centroid": False}
+    run_fewshot(cfg, tmp_path / "o", echo=None)
+    with pytest.raises(ConfigError, match="n_way=3 is larger than the 2 meta-train classes"):
+        prepare(config_from_dict({**cfg, "methods": ["toy_meta"]}))
+
+
 def test_modality_mismatch(tmp_path):
     from transferkit.fewshot.run import config_from_dict, prepare
 
@@ -333,6 +346,26 @@ def test_a_damaged_cell_is_run_again(tmp_path):
     again = run_fewshot(None, tmp_path / "out", resume=True, echo=lines.append)
     assert not any("kept" in x for x in lines)
     assert again["table"][0]["accuracy_mean"] == res["table"][0]["accuracy_mean"]
+
+
+def test_a_cell_of_another_definition_is_run_again(tmp_path):
+    """Cells record what defined them (data, classes, encoder, episodes, the method's parameters and
+    budget): a stored cell measured under other parameters is not reused."""
+    from transferkit.fewshot.run import config_from_dict, prepare, run_cells
+
+    cfg = _cfg(_table(tmp_path), settings=[{"n_way": 3, "k_shot": 1}], test_episodes=600)
+    prep = prepare(config_from_dict(cfg))
+    x, info = prep.materialize(None)
+    run_cells(prep, x, info, tmp_path / "cells", log=lambda _: None)
+    lines = []
+    run_cells(prep, x, info, tmp_path / "cells", log=lines.append)
+    assert any("kept" in x for x in lines)
+    for change in ({"methods": [{"name": "toy_centroid", "noise": 1.0}]}, {"q_query": 4}, {"val_episodes": 21}):
+        other = prepare(config_from_dict({**cfg, **change}))
+        lines = []
+        run_cells(other, x, info, tmp_path / "cells", log=lines.append)
+        assert not any("kept" in x for x in lines), change
+        run_cells(prep, x, info, tmp_path / "cells", log=lambda _: None)  # back to the first definition
 
 
 def test_existing_output_needs_overwrite(tmp_path):

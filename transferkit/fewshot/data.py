@@ -304,19 +304,20 @@ class MetaPlan:
 
     def meta_data(self, inputs: torch.Tensor, *, n_way: int, k_shot: int, q_query: int, seed: int,
                   train_episodes: int = 1, val_episodes: int = 100, test_episodes: int = 600,
-                  val_n_way: int | None = None, where: str = "") -> "MetaData":
+                  val_n_way: int | None = None, where: str = "", with_train: bool = True) -> "MetaData":
         """A :class:`MetaData` over ``inputs`` with one sampler per split for this setting.
 
         Each split's sampler has its own seed derived from ``seed`` (``SeedSequence([seed, i])``),
         so the meta-train, meta-val and meta-test episodes of a run are independent draws and
-        the same for every method of that seed (paired comparisons)."""
+        the same for every method of that seed (paired comparisons). ``with_train=False`` leaves the
+        meta-train sampler out (nothing meta-trains)."""
         from .base import MetaData
 
         seeds = split_seeds(seed)
         pre = f"{where}: " if where else ""
         samplers = {}
         for s, n_ep in (("train", train_episodes), ("val", val_episodes), ("test", test_episodes)):
-            if s not in self.splits:
+            if s not in self.splits or (s == "train" and not with_train):
                 continue
             n = val_n_way if (s == "val" and val_n_way is not None) else n_way
             samplers[s] = EpisodeSampler(self.labels, n, k_shot, q_query, classes=self.splits[s],

@@ -427,7 +427,7 @@ def prepare(cfg: FewShotConfig, *, load=None, check_backbone: bool = True) -> Pr
         # the samplers themselves, exactly as the cells build them (their own checks agree)
         plan.meta_data(_empty_inputs(plan), n_way=s.n_way, k_shot=s.k_shot, q_query=cfg.q_query, seed=cfg.seeds[0],
                        train_episodes=1, val_episodes=1, test_episodes=1, val_n_way=cfg.val_n_way,
-                       where=f"settings[{i}] ({s.title})")
+                       where=f"settings[{i}] ({s.title})", with_train=any_trains)
     return Prepared(cfg=cfg, plan=plan, encoder=enc, methods=[(m, cls) for m, cls, _ in methods], trains=trains,
                     backbone=backbone)
 
@@ -531,13 +531,28 @@ class CellSpec:
     key: dict
 
 
+def cell_definition(cfg: FewShotConfig, m: MethodConfig) -> str:
+    """A digest of everything that decides a cell's numbers besides its setting and seed: the data,
+    classes, encoder, episode counts and the method's parameters and budget. A stored cell with
+    another definition (the config or the benchmark's budgets changed) is measured again."""
+    import hashlib
+    import json
+
+    d = cfg.to_dict()
+    what = {k: d[k] for k in ("data", "classes", "encoder", "q_query", "test_episodes", "val_episodes", "val_n_way")}
+    what["method"] = {"name": m.name, "params": m.params, "steps": cfg.steps_of(m), "eval_every": cfg.eval_every_of(m)}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def cell_specs(prep: Prepared, prefix: str | None = None) -> list[CellSpec]:
     """The cells of a run in their fixed order (settings, then seeds, then methods)."""
     out = []
+    defs = {m.key: cell_definition(prep.cfg, m) for m, _ in prep.methods}
     for s in prep.cfg.settings:
         for seed in prep.cfg.seeds:
             for m, cls in prep.methods:
-                key = {"method": m.key, "setting": s.key, "seed": int(seed), **({"task": prefix} if prefix else {})}
+                key = {"method": m.key, "setting": s.key, "seed": int(seed), **({"task": prefix} if prefix else {}),
+                       "definition": defs[m.key]}
                 out.append(CellSpec(len(out), m, cls, s, int(seed), cell_name(prefix, m.key, s, seed), key))
     return out
 
@@ -558,7 +573,7 @@ def run_cell(prep: Prepared, inputs, info: dict, spec: CellSpec, path: Path | No
     steps = cfg.steps_of(m)
     md = plan.meta_data(inputs, n_way=s.n_way, k_shot=s.k_shot, q_query=cfg.q_query, seed=spec.seed,
                         train_episodes=steps, val_episodes=cfg.val_episodes, test_episodes=cfg.test_episodes,
-                        val_n_way=cfg.val_n_way)
+                        val_n_way=cfg.val_n_way, with_train=prep.trains[m.key])
     method = spec.cls(**m.params)
     encoder, dim = build_encoder(cfg.encoder, prep.encoder, info, spec.seed)
     method.setup(encoder, feature_dim=dim, seed=spec.seed)
