@@ -115,3 +115,14 @@ def test_a_mixed_corruption_target_concatenates_its_parts():
     assert ds.name.count("@5") == 4 and ds.inputs.shape[1:] == (32, 32)
     assert len(ds) == len(ds.labels) and ds.modality == "image"
     assert np.isfinite(ds.inputs).all() and ds.inputs.min() >= 0 and ds.inputs.max() <= 1
+
+
+def test_the_majority_class_row_is_the_source_majority_scored_on_the_target():
+    from transferkit.data import DomainDataset
+
+    src = DomainDataset(np.zeros((5, 2)), np.array([1, 1, 1, 0, -1]), "s", "tabular", classes=["a", "b"])
+    test = DomainDataset(np.zeros((4, 2)), np.array([0, 0, 0, 1]), "t", "tabular", classes=["a", "b"])
+    acc, sel = realshift._feature_cell("foods_drugs", "majority_class", src, None, None, test, 0, 1, None)
+    assert acc == 0.25 and "majority" in sel  # the source's majority (b), not the target's (a)
+    assert realshift.methods_for("foods_drugs")[0] == "majority_class"
+    assert "majority_class" not in realshift.methods_for("usps_digits")
