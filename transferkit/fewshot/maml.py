@@ -115,12 +115,14 @@ class GradientMetaLearner(FewShotMethod):
 
     # ---------------------------------------------------------------- parameters
     def _check_params(self) -> None:
-        check_number("inner_steps", self.inner_steps, low=1, high=1000, integer=True)
-        check_number("inner_lr", self.inner_lr, low=0, low_inclusive=False)
-        check_number("outer_lr", self.outer_lr, low=0, low_inclusive=False)
-        check_number("meta_batch", self.meta_batch, low=1, high=10000, integer=True)
+        # The checked values are kept: a YAML "1e-3" or 5.0 becomes the number the loops need.
+        self.inner_steps = check_number("inner_steps", self.inner_steps, low=1, high=1000, integer=True)
+        self.inner_lr = check_number("inner_lr", self.inner_lr, low=0, low_inclusive=False)
+        self.outer_lr = check_number("outer_lr", self.outer_lr, low=0, low_inclusive=False)
+        self.meta_batch = check_number("meta_batch", self.meta_batch, low=1, high=10000, integer=True)
         if self.inner_steps_test is not None:
-            check_number("inner_steps_test", self.inner_steps_test, low=1, high=10000, integer=True)
+            self.inner_steps_test = check_number("inner_steps_test", self.inner_steps_test, low=1, high=10000,
+                                                 integer=True)
         check_choice("head_init", self.head_init, HEAD_INITS)
         _check_bool("first_order", self.first_order)
 

@@ -80,16 +80,28 @@ class Reptile(GradientMetaLearner):
     inner_steps_test
         Inner steps at prediction; ``None``: ``inner_steps``.
     head_init
-        ``"zero"`` (the head starts at zero in every episode) or ``"learned"`` (its initialisation
-        is moved by the Reptile update like every other parameter).
+        ``"learned"`` (its initialisation is moved by the Reptile update like every other
+        parameter; prediction needs the meta-training ``n_way``) or ``"zero"`` (the head starts at
+        zero in every episode).
+
+    Notes
+    -----
+    Defaults (inner Adam at 1e-2, inner batches of 10, learned head) were chosen on a short
+    check, conv4 on 28x28 images, 5-way 1-shot, 300 outer steps (meta-train Fashion-MNIST + 5
+    Animal-MNIST classes, meta-val the other 5 Animal-MNIST classes, 60 episodes). Meta-val
+    accuracy, initial -> best: these defaults 0.485 -> 0.571 (seed 0), 0.466 -> 0.614 (seed 1);
+    the same with a zero head 0.450 -> 0.500 and 0.438 -> 0.475; the paper's inner lr 1e-3 with
+    batches of 10 and a learned head 0.411 -> 0.525; full-batch steps on the whole episode, zero
+    head, lr 1e-3: 0.405 -> 0.413, at 2.6x the time. (On the tiny MLP task of the tests a zero
+    head learns faster.) Reptile needs many outer steps (Nichol et al. run 100,000).
     """
 
     _label = "reptile"
     first_order = True  # no second-order terms: phi is computed without a graph
 
-    def __init__(self, inner_steps: int = 5, inner_lr: float = 1e-3, outer_lr: float = 1.0, meta_batch: int = 4,
-                 inner_optimizer: str = "adam", train_on: str = "episode", inner_batch: int | None = None,
-                 anneal: bool = True, inner_steps_test: int | None = None, head_init: str = "zero") -> None:
+    def __init__(self, inner_steps: int = 5, inner_lr: float = 1e-2, outer_lr: float = 1.0, meta_batch: int = 4,
+                 inner_optimizer: str = "adam", train_on: str = "episode", inner_batch: int | None = 10,
+                 anneal: bool = True, inner_steps_test: int | None = None, head_init: str = "learned") -> None:
         self.inner_steps = inner_steps
         self.inner_lr = inner_lr
         self.outer_lr = outer_lr
@@ -103,12 +115,12 @@ class Reptile(GradientMetaLearner):
 
     def _check_params(self) -> None:
         super()._check_params()
-        check_number("outer_lr", self.outer_lr, low=0, high=1, low_inclusive=False)
+        self.outer_lr = check_number("outer_lr", self.outer_lr, low=0, high=1, low_inclusive=False)
         check_choice("inner_optimizer", self.inner_optimizer, INNER_OPTIMIZERS)
         check_choice("train_on", self.train_on, TRAIN_ON)
         if self.inner_batch is not None:
             # BatchNorm on batch statistics needs two rows at least
-            check_number("inner_batch", self.inner_batch, low=2, integer=True)
+            self.inner_batch = check_number("inner_batch", self.inner_batch, low=2, integer=True)
         _check_bool("anneal", self.anneal)
 
     def _update(self, sub: Params, g: Params, state: dict) -> Params:
