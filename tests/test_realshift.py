@@ -97,6 +97,12 @@ def test_the_cli_runs_a_cell_store_that_continues_and_refuses_other_arguments(tm
     assert "adabn          seed 0  stored under another task definition: run again" in printed
     assert printed.count("(complete, kept)") == 1
     assert json.loads(cell.read_text())["definition"] == realshift.REAL_TASKS["usps_digits"]
+    # --resume DIR continues with the stored arguments; other arguments beside it are refused
+    assert main(["benchmark", "--resume", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("(complete, kept)") == 2 and "| adabn | source-free |" in printed
+    assert main(["benchmark", "--resume", str(out), "--seeds", "2"]) == 2
+    assert "--seeds" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="other arguments"):
         realshift.run_real_shift_dir(out, tasks=["usps_digits"], methods=["source_only"], seeds=2)
     assert main(["benchmark", "real-shift", "--backbone", "tiny_cnn", "--out", str(tmp_path / "x")]) != 0

@@ -12,6 +12,7 @@ import re
 import sys
 import time
 from importlib import resources
+from pathlib import Path
 
 from ..errors import TransferKitError
 
@@ -438,6 +439,12 @@ def _cmd_benchmark(args) -> int:
 
     if args.suite == "real-shift" and not args.resume:
         return _cmd_real_shift(args)
+    if args.resume and _real_shift_args(args.resume) is not None:
+        _resume_alone(args, "benchmark", "the arguments",
+                      (("the suite", args.suite), ("--tasks", args.tasks), ("--methods", args.methods),
+                       ("--seeds", args.seeds), ("--epochs", args.epochs), ("--out", args.out),
+                       ("--overwrite", args.overwrite)))
+        return _cmd_real_shift(args, resume=_real_shift_args(args.resume))
     if args.suite == "few-shot" or (args.resume and _is_fewshot_bench(args.resume)):
         return _cmd_fewshot_bench(args)
     if args.resume:
@@ -465,10 +472,30 @@ def _cmd_benchmark(args) -> int:
     return 0
 
 
-def _cmd_real_shift(args) -> int:
+def _real_shift_args(path) -> dict | None:
+    """The stored arguments of a real-shift benchmark directory, or ``None`` when it is not one."""
+    import json
+
+    try:
+        stored = json.loads((Path(path) / "benchmark.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or stored.get("suite") != "real-shift":
+        return None
+    return {k: stored.get(k) for k in ("tasks", "methods", "seeds", "epochs")}
+
+
+def _cmd_real_shift(args, resume: dict | None = None) -> int:
     from ..errors import ConfigError
     from ..realshift import check_real_args, markdown_table, run_real_shift_dir
 
+    if resume is not None:  # continue in the directory with its stored arguments (checked again)
+        res = run_real_shift_dir(args.resume, **check_real_args(**resume))
+        print()
+        print(markdown_table(res))
+        print(f"\n{res['protocol']}\nwritten: {os.path.join(res['output_dir'], 'results.json')} and results.md "
+              f"({res['seconds'] / 60:.1f} min)")
+        return 0
     fixed = [f for f, v in (("--selection", args.selection), ("--backbone", args.backbone),
                             ("--image-size", args.image_size)) if v is not None]
     if fixed:
