@@ -102,19 +102,19 @@ ALL_TASKS = {**TASKS, **EXTRA_TASKS}
 #: family costs 0.5 to 1.6 s a step), so that every run stays under 10 minutes on one thread and
 #: the suite under 45 minutes on 2 cores (two worker processes).
 STEPS: dict[str, dict[str, int]] = {
-    "default": {"mlp": 1000, "conv4": 800},
+    "default": {"mlp": 1000, "conv4": 600},
     "maml": {"mlp": 300, "conv4": 100},
-    "fomaml": {"mlp": 300, "conv4": 200},
+    "fomaml": {"mlp": 300, "conv4": 120},
     "anil": {"mlp": 500, "conv4": 300},
-    "reptile": {"mlp": 300, "conv4": 100},
+    "reptile": {"mlp": 200, "conv4": 60},
 }
 #: Meta-val evaluations per meta-training run (the checkpoint is chosen among them; step 0 too).
 EVALUATIONS = 5
 #: Parameters the benchmark gives a method, per trained module (the rest are its defaults):
-#: fine-tuning takes 50 SGD steps per episode on features and 20 on conv4 instead of 100 (its 600
-#: test episodes are the costliest part of the suite: 0.1 s an episode on features at 100 steps;
-#: on conv4 0.25 s (1-shot) and 0.54 s (5-shot) at 50 steps).
-PARAMS: dict[str, dict[str, dict]] = {"finetune": {"mlp": {"steps": 50}, "conv4": {"steps": 20}}}
+#: fine-tuning takes 25 SGD steps per episode on an mlp and 10 on conv4 instead of 100 (its 700
+#: meta-val and test episodes are the costliest part of the suite: 0.1 s an episode on features
+#: at 100 steps; on conv4 0.15 s (1-shot) and 0.28 s (5-shot) at 20 steps).
+PARAMS: dict[str, dict[str, dict]] = {"finetune": {"mlp": {"steps": 25}, "conv4": {"steps": 10}}}
 
 ANCHORS = ("Omniglot and mini-ImageNet do not ship offline, so learn2learn's anchors are for scale only: MAML 99.1% "
            "(Omniglot 5-way 1-shot), 48.3% / 65.4% (mini-ImageNet 5-way 1 / 5-shot); ProtoNets 49.1% / 66.5%.")
