@@ -45,6 +45,8 @@ bench: $(STAMP) data
 	$(PY) benchmarks/source_models.py
 	$(VENV)/bin/transferkit benchmark real-shift --seeds 3 --out runs/bench-real-shift --overwrite
 	$(VENV)/bin/transferkit run examples/real/fashion_fog.yaml --out runs/bench-fashion-fog --overwrite
+	$(VENV)/bin/transferkit benchmark few-shot --seeds 1 --out runs/bench-few-shot --overwrite
+	$(VENV)/bin/transferkit fewshot examples/fewshot/flavia.yaml --out runs/bench-fewshot-flavia --overwrite
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

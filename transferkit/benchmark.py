@@ -394,24 +394,12 @@ def run_benchmark_dir(out_dir, tasks=None, methods=None, seeds: int = 3, *, back
 
 
 def _stored_args(out_dir: Path) -> dict:
-    import json
+    from .train.rundir import stored_arguments
 
-    f = out_dir / ARGS_FILE
     if not out_dir.is_dir():
         raise ConfigError(f"benchmark directory {str(out_dir)!r} does not exist; check the path given to --resume.")
-    try:
-        stored = json.loads(f.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{str(out_dir)!r} has no {ARGS_FILE}, so it is not a benchmark directory (or it was "
-                          "interrupted before it was written); start the benchmark again with --out.") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{str(f)!r} cannot be read ({type(exc).__name__}); start the benchmark again with "
-                          "--out.") from None
-    keys = ("tasks", "methods", "seeds", "selection", "epochs", "backbone", "image_size")
-    if not isinstance(stored, dict) or not all(k in stored for k in keys):
-        raise ConfigError(f"{str(f)!r} is not a transferkit benchmark arguments file (it needs {', '.join(keys)}); "
-                          "start the benchmark again with --out.")
-    return {k: stored[k] for k in keys}
+    return stored_arguments(out_dir, ARGS_FILE, ("tasks", "methods", "seeds", "selection", "epochs", "backbone",
+                                                 "image_size"))
 
 
 def resume_benchmark(out_dir, *, echo=print) -> dict:

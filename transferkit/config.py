@@ -647,16 +647,23 @@ def read_yaml_file(path: str | Path, what: str = "config file"):
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML experiment file; ``overrides`` are ``dotted.key=value`` strings."""
+    return load_mapping_file(path, overrides, config_from_dict)
+
+
+def load_mapping_file(path: str | Path, overrides: list[str] | None, parse, *,
+                      examples: str = "examples/ for an experiment file"):
+    """A YAML file whose top level is a mapping, with ``--set`` ``overrides`` applied, given to
+    ``parse``; every error names the file (the one reader of ``run``, ``fewshot`` and the rest)."""
     p = Path(path)
     data = read_yaml_file(p)
     if data is None:
-        raise ConfigError(f"{p}: the file is empty; see examples/ for an experiment file.")
+        raise ConfigError(f"{p}: the file is empty; see {examples}.")
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of keys to values.")
     for ov in overrides or []:
         apply_override(data, ov)
     try:
-        return config_from_dict(data)
+        return parse(data)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
 

@@ -474,15 +474,12 @@ def _cmd_benchmark(args) -> int:
 
 def _real_shift_args(path) -> dict | None:
     """The stored arguments of a real-shift benchmark directory, or ``None`` when it is not one."""
-    import json
+    from ..train.rundir import stored_arguments, stored_suite
 
-    try:
-        stored = json.loads((Path(path) / "benchmark.json").read_text())
-    except (OSError, ValueError):
+    if stored_suite(path) != "real-shift":  # (a real-shift directory is written in place: no replacement folder)
         return None
-    if not isinstance(stored, dict) or stored.get("suite") != "real-shift":
-        return None
-    return {k: stored.get(k) for k in ("tasks", "methods", "seeds", "epochs")}
+    return stored_arguments(path, "benchmark.json", ("tasks", "methods", "seeds", "epochs"),
+                            suite="real-shift")
 
 
 def _cmd_real_shift(args, resume: dict | None = None) -> int:

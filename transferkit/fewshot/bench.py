@@ -162,6 +162,16 @@ def check_bench_args(tasks=None, methods=None, seeds: int = 1, *, test_episodes:
             "val_episodes": int(val_episodes), "steps": steps, "rows_per_class": rows_per_class}
 
 
+def _default_of(method: str, param: str):
+    """A registered few-shot method's default value of ``param`` (``None`` when it has none)."""
+    import inspect
+
+    from .._registry import get
+
+    p = inspect.signature(get("fewshot", method).__init__).parameters.get(param)
+    return None if p is None else p.default
+
+
 def task_config(task: str, args: dict) -> dict:
     """The few-shot experiment of ``task`` under the benchmark's arguments (a plain mapping)."""
     t = copy.deepcopy(ALL_TASKS[task])
@@ -169,8 +179,10 @@ def task_config(task: str, args: dict) -> dict:
     methods = []
     for m in args["methods"]:
         steps = args["steps"] or STEPS.get(m, STEPS["default"])[kind]
-        methods.append({"name": m, "meta_train_steps": steps, "eval_every": max(1, steps // EVALUATIONS),
-                        **PARAMS.get(m, {}).get(kind, {})})
+        params = dict(PARAMS.get(m, {}).get(kind, {}))
+        if t.get("val_n_way") and _default_of(m, "head_init") == "learned":
+            params["head_init"] = "zero"  # a learned 5-way head cannot score the 4-way meta-val episodes
+        methods.append({"name": m, "meta_train_steps": steps, "eval_every": max(1, steps // EVALUATIONS), **params})
     if args["rows_per_class"] is not None:
         for part in ([t["data"]] if "spec" in t["data"] else list(t["data"].values())):
             part["rows_per_class"] = min(part.get("rows_per_class") or args["rows_per_class"], args["rows_per_class"])
@@ -329,6 +341,11 @@ def run_fewshot_bench(out, tasks=None, methods=None, seeds: int = 1, *, test_epi
         write_json(d / "results.json", res)
         write_text(d / "results.md", "# transferkit benchmark few-shot\n\n" + markdown(res) + "\n")
         mark_complete(d)
+        from .defaults import compare_with_run
+
+        note = compare_with_run(res["default_method"]["scores"]) if args["test_episodes"] >= TEST_EPISODES else None
+        if note:
+            log(note)
         log(f"done: {final / 'results.json'} ({res['seconds'] / 60:.1f} min)")
     return res
 
@@ -445,28 +462,14 @@ def _worker_cell(task: str, cfg: dict, min_test: int, d: str, index: int) -> dic
 
 def stored_args(out_dir) -> dict:
     """The arguments a few-shot benchmark directory was started with (for ``--resume``)."""
-    p = Path(out_dir) / ARGS_FILE
-    try:
-        stored = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{str(out_dir)!r} has no {ARGS_FILE}, so it is not a benchmark directory; start the "
-                          "benchmark again with --out.") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{str(p)!r} cannot be read ({type(exc).__name__}); start the benchmark again with "
-                          "--out.") from None
-    keys = ("tasks", "methods", "seeds", "test_episodes", "val_episodes", "steps", "rows_per_class")
-    if not isinstance(stored, dict) or stored.get("suite") != SUITE or not all(k in stored for k in keys):
-        raise ConfigError(f"{str(p)!r} is not a few-shot benchmark's arguments file (it needs suite: {SUITE} and "
-                          f"{', '.join(keys)}); start the benchmark again with --out.")
-    return {k: stored[k] for k in keys}
+    from ..train.rundir import stored_arguments
+
+    return stored_arguments(out_dir, ARGS_FILE, ("tasks", "methods", "seeds", "test_episodes", "val_episodes", "steps",
+                                                 "rows_per_class"), suite=SUITE)
 
 
 def is_fewshot_bench_dir(path) -> bool:
     """Whether ``path`` holds a few-shot benchmark's arguments file (``--resume`` dispatch)."""
-    from ..train.rundir import resume_source
+    from ..train.rundir import stored_suite
 
-    try:
-        stored = json.loads((resume_source(Path(path)) / ARGS_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(stored, dict) and stored.get("suite") == SUITE
+    return stored_suite(path, ARGS_FILE) == SUITE

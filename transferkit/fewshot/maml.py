@@ -445,7 +445,7 @@ class FOMAML(GradientMetaLearner):
 
 
 @register("fewshot", "anil")
-class ANIL(GradientMetaLearner):
+class ANIL(MAML):
     """ANIL (Raghu et al. 2020): inner loop on the head only; the encoder learns in the outer loop.
 
     Parameters as for :class:`MAML`. The support features ``f_theta(x_S)`` are computed once per
@@ -456,13 +456,3 @@ class ANIL(GradientMetaLearner):
 
     _label = "anil"
     inner_scope = "head"
-
-    def __init__(self, inner_steps: int = 5, inner_lr: float = 0.1, outer_lr: float = 1e-3, meta_batch: int = 4,
-                 first_order: bool = False, inner_steps_test: int | None = None, head_init: str = "zero") -> None:
-        self.inner_steps = inner_steps
-        self.inner_lr = inner_lr
-        self.outer_lr = outer_lr
-        self.meta_batch = meta_batch
-        self.first_order = first_order
-        self.inner_steps_test = inner_steps_test
-        self.head_init = head_init

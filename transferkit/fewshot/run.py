@@ -8,6 +8,7 @@ An experiment file::
     classes: {train: 0.5, val: 0.2, test: 0.3}   # lists of class names, or fractions
     encoder: mlp                          # identity | mlp | conv4 | a backbone (cached features)
     methods: [protonet, simpleshot, {name: maml, label: maml-fast, inner_steps: 1, meta_train_steps: 300}]
+                                          # omitted: the benchmark's best on meta-val (fewshot/defaults.py)
     settings: [{n_way: 5, k_shot: 1}, {n_way: 5, k_shot: 5}]
     q_query: 15
     test_episodes: 600                    # at least 600 (the literature's protocol)
@@ -130,7 +131,7 @@ class FewShotConfig:
     seeds: list = field(default_factory=lambda: [0])
     classes: dict | None = None
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    methods: list = field(default_factory=lambda: [MethodConfig("protonet")])
+    methods: list = field(default_factory=lambda: [MethodConfig(_default_method())])
     settings: list = field(default_factory=lambda: [Setting(5, 1), Setting(5, 5)])
     q_query: int = 15
     test_episodes: int = MIN_TEST_EPISODES
@@ -165,6 +166,14 @@ class FewShotConfig:
 
     def eval_every_of(self, m: MethodConfig) -> int:
         return self.eval_every if m.eval_every is None else m.eval_every
+
+
+def _default_method() -> str:
+    """The method an experiment without ``methods`` runs: the benchmark's best on meta-val
+    (:mod:`transferkit.fewshot.defaults`)."""
+    from .defaults import default_method
+
+    return default_method()
 
 
 def _method_params(name: str) -> tuple[type, list[str]]:
@@ -290,7 +299,7 @@ def config_from_dict(data, *, min_test_episodes: int = MIN_TEST_EPISODES) -> Few
     if d.get("classes") is not None:
         d["classes"] = dict(d["classes"])
     d["encoder"] = _parse_encoder(d.get("encoder") or "auto")
-    methods = d.get("methods", ["protonet"])
+    methods = d.get("methods", [_default_method()])
     if not isinstance(methods, list) or not methods:
         raise ConfigError("'methods' must be a non-empty list, e.g. [protonet, simpleshot, maml] "
                           "(see 'transferkit list fewshot').")
@@ -316,20 +325,10 @@ def config_from_dict(data, *, min_test_episodes: int = MIN_TEST_EPISODES) -> Few
 
 def load_fewshot_config(path, overrides=None, *, min_test_episodes: int = MIN_TEST_EPISODES) -> FewShotConfig:
     """Read a few-shot experiment file (``overrides``: ``dotted.key=value`` strings, as ``--set``)."""
-    from ..config import apply_override, read_yaml_file
+    from ..config import load_mapping_file
 
-    p = Path(path)
-    data = read_yaml_file(p)
-    if data is None:
-        raise ConfigError(f"{p}: the file is empty; see examples/fewshot/ for a few-shot experiment file.")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: the top level must be a mapping of keys to values.")
-    for ov in overrides or []:
-        apply_override(data, ov)
-    try:
-        return config_from_dict(data, min_test_episodes=min_test_episodes)
-    except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}") from None
+    return load_mapping_file(path, overrides, lambda d: config_from_dict(d, min_test_episodes=min_test_episodes),
+                             examples="examples/fewshot/ for a few-shot experiment file")
 
 
 # ============================================================================ validation
@@ -419,6 +418,13 @@ def prepare(cfg: FewShotConfig, *, load=None, check_backbone: bool = True) -> Pr
     else:
         backbone = None
     trains = {m.key: _trains(inst) and "train" in plan.splits for m, _, inst in methods}
+    odd = sorted({s.n_way for s in cfg.settings if cfg.val_n_way is not None and s.n_way != cfg.val_n_way})
+    for m, _, inst in methods:  # a meta-learned n_way-row head cannot score episodes of another n_way
+        if odd and trains[m.key] and "val" in plan.splits and getattr(inst, "head_init", None) == "learned":
+            raise ConfigError(
+                f"methods: {m.key!r} has head_init='learned' (a meta-learned {odd[0]}-way head), but val_n_way="
+                f"{cfg.val_n_way} differs from the settings' n_way {odd}; give {m.key!r} head_init: zero, or the "
+                "same val_n_way.")
     any_trains = any(trains.values())
     splits = [s for s in ("train", "val", "test") if s != "train" or any_trains]
     for i, s in enumerate(cfg.settings):

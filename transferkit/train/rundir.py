@@ -362,6 +362,39 @@ def locate_resume(path: str | os.PathLike, stored: str, what: str, start: str, e
     return src
 
 
+def stored_arguments(folder: str | os.PathLike, stored: str, keys, *, suite: str | None = None,
+                     start: str = "start the benchmark again with --out") -> dict:
+    """The arguments a directory was started with (the JSON file ``stored``, e.g. a benchmark's
+    ``benchmark.json``): the mapping restricted to ``keys``, all of which it must hold (and
+    ``suite: SUITE`` when ``suite`` is given); every failure is one line naming the file and
+    what to do (``start``)."""
+    p = Path(folder) / stored
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{str(folder)!r} has no {stored}, so it is not a benchmark directory (or it was interrupted "
+                          f"before it was written); {start}.") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{str(p)!r} cannot be read ({type(exc).__name__}); {start}.") from None
+    keys = tuple(keys)
+    if (not isinstance(data, dict) or (suite is not None and data.get("suite") != suite)
+            or not all(k in data for k in keys)):
+        need = (f"suite: {suite} and " if suite is not None else "") + ", ".join(keys)
+        raise ConfigError(f"{str(p)!r} is not a{' ' + suite if suite else ''} benchmark's arguments file (it needs "
+                          f"{need}); {start}.")
+    return {k: data[k] for k in keys}
+
+
+def stored_suite(folder: str | os.PathLike, stored: str = "benchmark.json") -> str | None:
+    """The ``suite`` named by a benchmark directory's arguments file (read where ``--resume``
+    would read it, :func:`resume_source`), or ``None`` when there is none."""
+    try:
+        data = json.loads((resume_source(folder) / stored).read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("suite") if isinstance(data, dict) and isinstance(data.get("suite"), str) else None
+
+
 def completed(folder: str | os.PathLike, name: str, key: str) -> dict | None:
     """The results file ``name`` of a *complete* output directory (no :data:`INCOMPLETE`
     marker, the file readable JSON holding ``key``), else ``None``."""
