@@ -196,3 +196,13 @@ def test_cli_benchmark_few_shot(tmp_path, capsys, monkeypatch):
     assert "Beat SimpleShot" in cap.out and (out / "report.html").is_file()
     assert main(["benchmark", "--resume", str(out), "--no-report"]) == 0
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_methods_with_a_learned_head_get_a_zero_head_where_meta_val_has_another_n_way():
+    from transferkit.fewshot.bench import check_bench_args, task_config
+
+    args = check_bench_args(methods=["reptile", "maml", "protonet"])
+    for task, want in (("fashion_animal_conv4", "zero"), ("flavia", None)):
+        ms = {m["name"]: m for m in task_config(task, args)["methods"]}
+        assert ms["reptile"].get("head_init") == want, task
+        assert "head_init" not in ms["maml"] and "head_init" not in ms["protonet"]  # maml's default is zero

@@ -155,6 +155,8 @@ def test_resolved_config_round_trips():
     ({"classes": {"val": ["c3", "c4", "c5"], "test": ["c6", "c7", "c8"]}, "methods": ["toy_centroid", "toy_meta"]},
      ["method 'toy_meta' needs meta-training but classes has no train split", "simpleshot"]),
     ({"classes": {"train": 0.5, "val": 0.5}}, ["no test split"]),
+    ({"methods": ["reptile"], "encoder": "mlp", "val_n_way": 2},
+     ["'reptile' has head_init='learned'", "val_n_way=2 differs from the settings' n_way [3]", "head_init: zero"]),
 ])
 def test_bad_input_fails_before_anything_is_written(tmp_path, change, fragments):
     from transferkit.fewshot.run import run_fewshot
