@@ -73,9 +73,10 @@ def _clean_env(tmp_path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
                                                             "MASTER_ADDR", "MASTER_PORT", "TRANSFERKIT_FAULT")}
     # PYTHONFAULTHANDLER: a child that aborts prints every thread's Python stack. TMPDIR: the
-    # children's temporary files stay in the test's folder (accelerate's launcher leaves torch's
-    # torchelastic_* log folders in the temporary directory; ours does not, tested below).
-    scratch = tmp_path / "children-tmp"
+    # children's temporary files stay beside the test's folder (accelerate's launcher leaves torch's
+    # torchelastic_* log folders in the temporary directory; ours does not, tested below), in pytest's
+    # temporary area.
+    scratch = tmp_path.parent / f"{tmp_path.name}-children-tmp"  # beside the test's folder: tests list that one
     scratch.mkdir(exist_ok=True)
     env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONFAULTHANDLER="1", TMPDIR=str(scratch),
                PYTHONPATH=os.pathsep.join([str(tmp_path / "mods"), str(Path(__file__).parent),
