@@ -46,10 +46,15 @@ _API = {
     "available": "transferkit._registry",
 }
 
-__all__ = sorted(_API) + ["__version__"]
+#: subpackages reached as attributes (``tk.tta.wrap(model, method="tent")``), imported on first use
+_SUBPACKAGES = ("tta", "metrics")
+
+__all__ = sorted(_API) + list(_SUBPACKAGES) + ["__version__"]
 
 
 def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"transferkit.{name}")
     if name in _API:
         return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'transferkit' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """One registry for every pluggable kind.
 
 Kinds: ``backbone``, ``dataset``, ``strategy``, ``da_loss``, ``shallow_da``, ``penalty``,
-``divergence``, ``transferability``, ``scorer``, ``fewshot``. A method registers itself with
+``divergence``, ``transferability``, ``scorer``, ``fewshot``, ``tta``. A method registers itself with
 ``@register("strategy", "finetune")`` next to its definition (timm's ``@register_model``).
 Unknown names fail with the nearest valid names.
 """
@@ -26,6 +26,7 @@ KINDS = (
     "transferability",
     "scorer",
     "fewshot",
+    "tta",
 )
 
 # Modules whose import fills each kind; imported lazily so `import transferkit` stays light.
@@ -40,6 +41,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "shallow_da": ("transferkit.adapt.shallow",),
     "penalty": ("transferkit.finetune.penalties",),
     "fewshot": ("transferkit.fewshot",),
+    "tta": ("transferkit.tta",),
 }
 
 _REGISTRY: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
