@@ -1,6 +1,7 @@
 """Registered strategies: feature_extraction, finetune, scratch; adapt, two_stage; the baselines
 source_only, source_only_adabn, target_only; and the method strategies source_only_lr,
-self_training, fixmatch (also ``adapt`` methods of the same name)."""
+self_training, fixmatch (also ``adapt`` methods of the same name); source_free (SHOT, SHOT-IM, AaD:
+a trained source model adapted on the unlabeled target, no source data)."""
 
 from .adapt import (
     Adapt,
@@ -15,6 +16,7 @@ from .adapt import (
 from .base import Strategy
 from .feature_extraction import FeatureExtraction
 from .finetune import FineTune, Scratch
+from .source_free import SourceFree
 
 __all__ = ["Adapt", "FeatureExtraction", "FineTune", "FixMatch", "Scratch", "SelfTraining", "SourceOnly",
-           "SourceOnlyAdaBN", "SourceOnlyLR", "Strategy", "TargetOnly", "TwoStage"]
+           "SourceFree", "SourceOnlyAdaBN", "SourceOnlyLR", "Strategy", "TargetOnly", "TwoStage"]
