@@ -19,6 +19,7 @@ DEEP = [
     {"name": "source_only_adabn", "epochs": 2, "bottleneck": 16, "seed": 7},
     {"name": "target_only", "epochs": 2, "bottleneck": 16, "seed": 8},
     {"name": "fixmatch", "epochs": 1, "batch_size": 32, "seed": 11},
+    {"name": "ensemble", "members": ["scratch", "finetune"]},  # after its members: it combines them
 ]
 CLOSED = [
     {"name": "source_only_lr", "seed": 9},

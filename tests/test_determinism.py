@@ -88,7 +88,10 @@ BUDGET = {
     "source_only_lr": {},
     "self_training": {},
     "fixmatch": {"epochs": 1, "batch_size": 32},
+    "ensemble": {},
 }
+#: Strategies that combine others run after their members (the members are part of the check).
+MEMBERS_FIRST = {"ensemble": [{"name": "scratch", "epochs": 2, "batch_size": 16}, {"name": "feature_extraction"}]}
 
 
 def _scramble(seed: int) -> None:
@@ -117,7 +120,8 @@ def test_every_strategy_is_deterministic_on_its_own_with_a_random_backbone(name,
     import yaml
 
     assert set(BUDGET) == set(_strategy_names()), "give every registered strategy a budget here"
-    spec = yaml.safe_dump([{"name": name, **BUDGET[name]}], default_flow_style=True).strip()[1:-1]
+    items = [*MEMBERS_FIRST.get(name, []), {"name": name, **BUDGET[name]}]
+    spec = "\n  - ".join(yaml.safe_dump(s, default_flow_style=True).strip() for s in items)
     exp = tmp_path / "exp.yaml"
     exp.write_text(ALONE.replace("STRATEGY", spec))
     outs = [tmp_path / "a", tmp_path / "b"]
@@ -126,6 +130,6 @@ def test_every_strategy_is_deterministic_on_its_own_with_a_random_backbone(name,
         assert main(["run", str(exp), "--out", str(out), "--no-report"]) == 0
     res = [json.loads((o / "results.json").read_text()) for o in outs]
     runs = [[{k: r[k] for k in ("strategy", "seed", *METRICS)} for r in x["runs"]] for x in res]
-    assert len(runs[0]) == 1 and runs[0] == runs[1]
+    assert len(runs[0]) == len(items) and runs[0] == runs[1]
     w = [load_file(str(o / name / "seed5" / "model.safetensors")) for o in outs]
     assert w[0].keys() == w[1].keys() and all(torch.equal(w[0][k], w[1][k]) for k in w[0])

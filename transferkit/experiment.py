@@ -349,6 +349,34 @@ def _record_warnings(into: list[str]) -> None:
     warnings.showwarning = _show
 
 
+def member_keys(cfg: ExperimentConfig) -> dict[str, list[str]]:
+    """``{combiner key: its member keys}`` for the strategies that combine others (an
+    ``ensemble``, ``uses_members``), checked by :func:`validate_run`."""
+    keys = [s.key for s in cfg.strategies]
+    classes = [get("strategy", s.name) for s in cfg.strategies]
+    combiners = {k for k, cls in zip(keys, classes) if getattr(cls, "uses_members", False)}
+    return {k: cls(**dict(s.params)).resolve_members(keys, i, combiners)
+            for i, (k, s, cls) in enumerate(zip(keys, cfg.strategies, classes)) if k in combiners}
+
+
+def _load_fitted(run_dir: Path, cls, scfg, cfg: ExperimentConfig, seed: int, factory):
+    """The fitted strategy of a finished run folder (``model.safetensors``), as ``load_run``
+    rebuilds it: an ensemble's member kept by a resumed run, which is not in memory."""
+    from safetensors import SafetensorError, safe_open
+
+    path = run_dir / "model.safetensors"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"{str(path)!r} is not a readable safetensors file ({str(exc).splitlines()[0][:120]}); "
+                        "the kept run's model is damaged: run it again (--overwrite).") from None
+    strat = _make_strategy(cls, scfg, cfg, seed, factory)
+    strat.load_state(state, meta, where=str(path))
+    return strat
+
+
 def _make_strategy(cls, scfg, cfg: ExperimentConfig, seed: int, factory):
     """The strategy of one (strategy, seed) run, with the experiment-wide options."""
     params = dict(scfg.params)
@@ -371,6 +399,8 @@ def _run_extras(strat, train, seed: int) -> dict:
     (the only target evidence a run without target labels has): mean prediction entropy,
     predicted class shares, and the unsupervised selection score of the kept checkpoint."""
     out: dict = {}
+    if getattr(strat, "ensemble_", None):  # members, their weights and validation NLLs
+        out["ensemble"] = strat.ensemble_
     est = getattr(strat, "label_shift_", None)
     if est is not None:
         out["label_shift"] = est.to_dict()
@@ -598,11 +628,12 @@ def validate_run(cfg: ExperimentConfig, load_dataset=None):
     source = load_dataset(cfg.source) if cfg.source is not None else None
     check_seeds(cfg.seeds)  # again here: an ExperimentConfig built in Python skipped config_from_dict
     _check_split_sources(cfg)
-    unlabeled_train = label_free = False
+    unlabeled_train = label_free = no_val_labels = False
     for seed in cfg.seeds:
-        train, _, test = make_splits(target, cfg.split, seed, load=load_dataset)
+        train, val, test = make_splits(target, cfg.split, seed, load=load_dataset)
         unlabeled_train |= not (train.labels >= 0).any()
         label_free |= test is None
+        no_val_labels |= val is None or val.labels is None or not (val.labels >= 0).any()
     _check_domains(source, target)
     cfg.backbone = cfg.backbone.resolved(target)  # auto / none / identity's width, from the data
     factory = _backbone_factory(cfg)
@@ -610,10 +641,20 @@ def validate_run(cfg: ExperimentConfig, load_dataset=None):
     if source is not None:
         check_backbone_input(bb, "source", source, factory.name)
     strategies = [(s, get("strategy", s.name)) for s in cfg.strategies]
-    for scfg, cls in strategies:  # asked of an instance, as in the run loop (no logic in __init__)
+    keys = [s.key for s in cfg.strategies]
+    combiners = {s.key for s, cls in strategies if getattr(cls, "uses_members", False)}
+    for i, (scfg, cls) in enumerate(strategies):  # asked of an instance, as in the run loop (no logic in __init__)
         strat = _make_strategy(cls, scfg, cfg, cfg.seeds[0], factory)
         try:
             strat.validate(backbone=bb)
+            if scfg.key in combiners:
+                strat.resolve_members(keys, i, combiners)
+                if no_val_labels and getattr(strat, "needs_val_labels", False):
+                    why = ("the target has no labels and split.val is not given" if label_free and cfg.split.val is None
+                           else "the run has no labeled validation split")
+                    raise ConfigError(f"{scfg.name}.combine='weighted' fits the member weights on the labeled "
+                                      f"validation split, but {why}; use combine: mean, or give split.val_fraction "
+                                      "(e.g. 0.5) or a labeled split.val.")
         except ConfigError as exc:
             if scfg.label is None:  # the message already names the strategy (``finetune.lr=...``)
                 raise
@@ -713,8 +754,11 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
         target_preds: dict = {}  # (strategy, seed) -> predictions on the unlabeled target rows
         # MLflow / TensorBoard, off by default; the main process logs
         tracker = make_tracker(getattr(cfg, "tracking", None) if main else None, out, cfg.name)
+        combined = member_keys(cfg)  # ensemble key -> member keys (checked in validate_run)
+        needed = {k for ks in combined.values() for k in ks}
         for seed in cfg.seeds:
             train, val, test = make_splits(target, cfg.split, seed, load=load_dataset)
+            fitted: dict = {}  # this seed's fitted members of an ensemble (None: kept on disk by a resume)
             for scfg, cls in strategies:
                 run_dir = out / scfg.key / f"seed{seed}"
                 shown = str(final / scfg.key / f"seed{seed}")  # recorded: where it ends up (not a staging folder)
@@ -728,6 +772,8 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                     if main:
                         mark_complete(run_dir)  # killed between its result.json and the marker's removal
                     runs.append(done)
+                    if scfg.key in needed:
+                        fitted[scfg.key] = None
                     echo(f"  seed {seed}  {scfg.key:<20} test acc {done['accuracy']:.3f}  (complete, kept)")
                     continue
                 if main:
@@ -745,6 +791,12 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                     extra["source"] = source
                 elif source is not None and getattr(strat, "accepts_source", False):
                     extra["source"] = source
+                if scfg.key in combined:  # the members of this seed, fitted above (or read back when kept)
+                    by_key = {s.key: (s, c) for s, c in strategies}
+                    extra["members"] = {
+                        k: fitted[k] if fitted[k] is not None else
+                        _load_fitted(out / k / f"seed{seed}", by_key[k][1], by_key[k][0], cfg, seed, factory)
+                        for k in combined[scfg.key]}
                 with resuming(resume):
                     strat.fit(train, val, run_dir=run_dir, **extra)
                 fault_point("experiment.fit")
@@ -792,6 +844,8 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                         fault_point("experiment.run_complete")
                 _dist.barrier()
                 runs.append(row)
+                if scfg.key in needed:
+                    fitted[scfg.key] = strat
                 if on_run is not None:
                     on_run(strat, row, (train, val, test))
                 echo(f"  seed {seed}  {scfg.key:<20} " + (f"test acc {row['accuracy']:.3f}  " if row["accuracy"] is not None

@@ -113,6 +113,10 @@ CASES = {
         _s(t, name="fixmatch", loss_options={"treshold": 0.9}), ["'treshold'", "'threshold'"]),
     "adapt target_labels at the backbone level": lambda t: (
         _s(t, name="adapt", target_labels=True, level="backbone"), ["target_labels"]),
+    "ensemble member misspelt": lambda t: (
+        _run(t, _cfg(t, strategies=[{"name": "scratch", "epochs": 1}, {"name": "feature_extraction"},
+                                    {"name": "ensemble", "members": ["scratch", "feature_extractoin"]}])),
+        ["ensemble.members lists 'feature_extractoin'", "Did you mean 'feature_extraction'"]),
     "two_stage with a shallow method": lambda t: (
         _s(t, name="two_stage", method="coral"), ["closed-form estimator", "deep loss"]),
 }

@@ -59,6 +59,7 @@ STRATEGIES = [
     {"name": "source_only_lr", "seed": 9},
     {"name": "self_training", "seed": 10},
     {"name": "fixmatch", "epochs": 2, "batch_size": 32, "seed": 11},
+    {"name": "ensemble", "members": ["scratch", "finetune"]},  # resumed: its kept members are read from disk
 ]
 
 

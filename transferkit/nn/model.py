@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_number
+from .vib import VIBHead
 
 
 class LinearHead(nn.Module):
@@ -34,7 +35,10 @@ class MLPHead(nn.Module):
         return self.net(f)
 
 
-HEADS = {"linear": LinearHead, "mlp": MLPHead}
+#: Head kinds by name; each is ``cls(in_features, num_classes, dropout=...)``. ``"vib"``: the
+#: variational information bottleneck head (:mod:`transferkit.nn.vib`), trained with its
+#: ``VIBLoss`` term.
+HEADS = {"linear": LinearHead, "mlp": MLPHead, "vib": VIBHead}
 
 
 class TransferModel(nn.Module):
@@ -47,18 +51,22 @@ class TransferModel(nn.Module):
     num_classes
         Output width of the new head.
     head
-        ``"linear"`` or ``"mlp"``.
+        ``"linear"``, ``"mlp"`` or ``"vib"`` (see :data:`HEADS`), or a factory
+        ``head(in_features, num_classes, dropout=...)`` for a head with other options, e.g.
+        ``functools.partial(VIBHead, dim=32)``.
     dropout
         Dropout on the features before the head.
     """
 
     def __init__(self, backbone, num_classes: int, head: str = "linear", dropout: float = 0.0):
         super().__init__()
-        check_choice("head", head, HEADS)
+        if not callable(head):
+            check_choice("head", head, HEADS)
         check_number("num_classes", num_classes, low=1, integer=True)
         check_number("dropout", dropout, low=0, high=1, high_inclusive=False)
         self.backbone = backbone
-        self.head = HEADS[head](backbone.feature_dim, int(num_classes), dropout=dropout)
+        make = head if callable(head) else HEADS[head]
+        self.head = make(backbone.feature_dim, int(num_classes), dropout=dropout)
         self.num_classes = int(num_classes)
 
     @property

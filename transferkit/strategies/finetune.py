@@ -21,6 +21,7 @@ from ..finetune import (
 from .base import (
     MAX_EPOCHS,
     MAX_LR,
+    MAX_WIDTH,
     Strategy,
     build_on_meta,
     check_finite_tree,
@@ -38,7 +39,9 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
 AUGMENTS = ("none", "light", "strong", "randaugment")
 FREEZE_BN = ("all", "frozen_groups", "none")
-HEADS = ("linear", "mlp")
+HEADS = ("linear", "mlp", "vib")
+#: ``vib_beta`` and ``vib_dim`` when ``head="vib"`` and they are left out.
+VIB_DEFAULTS = {"vib_beta": 1e-3, "vib_dim": 64}
 MONITORS = ("val_accuracy", "val_loss")
 
 
@@ -76,7 +79,15 @@ class FineTune(Strategy):
         Training budget and recipe, see :class:`transferkit.train.Trainer`. Early stopping
         watches the labeled *validation* split; the test split is never seen in ``fit``.
     dropout, head
-        Head dropout and kind (``"linear"`` or ``"mlp"``).
+        Head dropout and kind: ``"linear"``, ``"mlp"`` or ``"vib"``, a variational information
+        bottleneck (Alemi et al. 2017, :mod:`transferkit.nn.vib`): the features are encoded to
+        the mean and log-variance of a Gaussian code of width ``vib_dim``, training classifies a
+        reparameterised sample and adds ``vib_beta`` times the KL divergence of the code from
+        N(0, I) to the loss (logged per epoch as ``vib_kl``); prediction classifies the mean
+        code. ``lp_init`` initialises the linear head only.
+    vib_beta, vib_dim
+        The bottleneck's weight beta >= 0 (default 1e-3; 0: no compression term) and code width
+        (default 64); only with ``head="vib"`` (``None``: the default).
     penalty
         Regularizer(s) that keep source knowledge, added to the loss (registry kind
         ``penalty``): ``"l2sp"``, ``"ewc"``, ``"lwf"``, ``"replay"``, ``"bss"``, a list of
@@ -121,7 +132,7 @@ class FineTune(Strategy):
                  warmup_epochs=1.0, weight_decay=0.01, dropout=0.0, head="linear", grad_clip=1.0,
                  label_smoothing=0.0, augment="light", early_stopping=None, monitor="val_accuracy",
                  cache_dir=None, seed=0, device=None, progress=False, penalty=None, penalty_options=None,
-                 val_every="auto", val_max_samples=None, mixed_precision="no"):
+                 val_every="auto", val_max_samples=None, mixed_precision="no", vib_beta=None, vib_dim=None):
         self.backbone = backbone
         self.pretrained = pretrained
         self.image_size = image_size
@@ -154,6 +165,8 @@ class FineTune(Strategy):
         self.val_every = val_every
         self.val_max_samples = val_max_samples
         self.mixed_precision = mixed_precision
+        self.vib_beta = vib_beta
+        self.vib_dim = vib_dim
 
     @property
     def needs_source(self) -> bool:
@@ -222,13 +235,37 @@ class FineTune(Strategy):
                      batch_size=max(self.batch_size, 64))
         return built
 
+    def _vib(self, param: str):
+        """``vib_beta``/``vib_dim`` with its default when left out."""
+        v = getattr(self, param)
+        return VIB_DEFAULTS[param] if v is None else v
+
+    def _head_arg(self):
+        """What :class:`~transferkit.nn.TransferModel` gets as ``head``: the name, or for the
+        bottleneck a factory with its code width."""
+        if self.head != "vib":
+            return self.head
+        import functools
+
+        from ..nn.vib import VIBHead
+
+        return functools.partial(VIBHead, dim=self._vib("vib_dim"))
+
+    def _head_losses(self) -> list:
+        """Loss terms of the head itself: the bottleneck's beta * KL."""
+        if self.head != "vib":
+            return []
+        from ..nn.vib import VIBLoss
+
+        return [VIBLoss(self._vib("vib_beta"))]
+
     def _build_model(self, n_classes: int, data=None):
         from ..nn import TransferModel
 
         # the new head's (and a scratch backbone's) initialization, whatever ran before
         with seeded(self.seed):
             bb = resolve_backbone(self.backbone, self.pretrained, self.image_size, data=data)
-            return TransferModel(bb, n_classes, head=self.head, dropout=self.dropout)
+            return TransferModel(bb, n_classes, head=self._head_arg(), dropout=self.dropout)
 
     # ------------------------------------------------------------------ validation
     def _validate(self, backbone) -> None:
@@ -258,6 +295,13 @@ class FineTune(Strategy):
         self._num("weight_decay", low=0, high=10, example=0.01)
         self._num("dropout", low=0, high=1, high_inclusive=False, example=0.1)
         check_option(p("head"), self.head, HEADS)
+        for k, rule in (("vib_beta", dict(low=0, high=1e6, example=0.001)),
+                        ("vib_dim", dict(low=1, high=MAX_WIDTH, integer=True, example=64))):
+            if getattr(self, k) is not None:
+                if self.head != "vib":
+                    raise ConfigError(f"{p(k)} is set but {p('head')}={self.head!r}; it belongs to the information "
+                                      f"bottleneck head: set head: vib, or drop {k}.")
+                self._num(k, **rule)
         self._num("grad_clip", low=0, none_ok=True, example=1.0)
         self._num("label_smoothing", low=0, high=1, high_inclusive=False, example=0.1)
         self._check_augment()
@@ -396,7 +440,7 @@ class FineTune(Strategy):
             label_smoothing=self.label_smoothing, augment=self.augment if train.modality == "image" else "none",
             early_stopping=self.early_stopping, monitor=self.monitor, callbacks=callbacks,
             bn_frozen=lambda: frozen_bn_modules(model, self.freeze_bn), seed=self.seed, device=self.device,
-            run_dir=run_dir, progress=self.progress, tag=self.name, losses=penalties,
+            run_dir=run_dir, progress=self.progress, tag=self.name, losses=penalties + self._head_losses(),
             val_every=self.val_every, val_max_samples=self.val_max_samples, mixed_precision=self.mixed_precision,
         )
         trainer.fit(train, val)
@@ -439,11 +483,11 @@ class FineTune(Strategy):
 
         self.validate()
         self._reset_fitted()
-        last = state.get("head.fc.weight" if self.head == "linear" else "head.net.4.weight")
-        if last is None:
+        last = state.get("head.net.4.weight" if self.head == "mlp" else "head.fc.weight")
+        if last is None or (self.head == "vib") != ("head.encoder.weight" in state):
             raise ConfigError(f"{where} holds no {self.head!r} head (head.* tensors); the file and config.yaml "
                               "must come from the same run.")
-        self.model_, self.trainer_ = transfer_model_from_state(self, state, int(last.shape[0]), self.head,
+        self.model_, self.trainer_ = transfer_model_from_state(self, state, int(last.shape[0]), self._head_arg(),
                                                                self.dropout, where)
         self.history_, self.penalties_ = [], []
         return self
@@ -465,10 +509,10 @@ class Scratch(FineTune):
                  warmup_epochs=1.0, weight_decay=0.01, dropout=0.0, head="linear", grad_clip=1.0,
                  label_smoothing=0.0, augment="light", early_stopping=None, monitor="val_accuracy",
                  cache_dir=None, seed=0, device=None, progress=False, penalty=None, penalty_options=None,
-                 val_every="auto", val_max_samples=None, mixed_precision="no"):
+                 val_every="auto", val_max_samples=None, mixed_precision="no", vib_beta=None, vib_dim=None):
         super().__init__(backbone, pretrained, image_size, unfreeze, lr, backbone_lr_mult, layer_decay,
                          progressive_unfreeze, lp_init, freeze_bn, epochs, batch_size, optimizer, schedule,
                          warmup_epochs, weight_decay, dropout, head, grad_clip, label_smoothing, augment,
                          early_stopping, monitor, cache_dir, seed, device, progress, penalty=penalty,
                          penalty_options=penalty_options, val_every=val_every, val_max_samples=val_max_samples,
-                         mixed_precision=mixed_precision)
+                         mixed_precision=mixed_precision, vib_beta=vib_beta, vib_dim=vib_dim)
