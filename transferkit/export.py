@@ -304,3 +304,35 @@ def export_run(run_dir, fmt: str = "onnx", out=None, *, strategy=None, seed=None
 def _has_float64(module) -> bool:
     torch, _ = _torch()
     return any(t.dtype == torch.float64 for t in [*module.parameters(), *module.buffers()])
+
+
+class TTAPredictor:
+    """``transferkit predict --tta METHOD``: a run's network adapted at test time
+    (:func:`transferkit.tta.wrap`) over the rows of the data, in their order, in batches of
+    ``batch_size``; the run directory is only read (the adapted copy lives in memory)."""
+
+    def __init__(self, method: str, batch_size: int = 64, options: dict | None = None):
+        from ._registry import get
+
+        get("tta", method)  # an unknown name fails here, with the nearest valid ones
+        self.method, self.batch_size, self.options = method, batch_size, dict(options or {})
+        self._adapter = None
+
+    def check(self, strategy) -> None:
+        from . import tta
+
+        module, bb = export_module(strategy)
+        self._adapter = tta.wrap(module, self.method, batch_size=self.batch_size, **self.options)
+        self._prepare = bb
+
+    def describe(self) -> str:
+        return "test-time adaptation: " + self._adapter.describe()
+
+    def logits(self, strategy, ds) -> np.ndarray:
+        from .inference import apply
+
+        class _Adapted:  # ``apply``'s one-line errors for data the network cannot take
+            def predict_logits(_self, d):
+                return self._adapter.predict_logits(d, prepare=self._prepare)
+
+        return apply(_Adapted(), ds, "the data")

@@ -513,10 +513,13 @@ def predictions_csv(pred: np.ndarray, proba: np.ndarray, classes: np.ndarray, y_
 
 
 def predict_to_csv(run_dir, data=None, *, strategy=None, seed=None, split=None, out="predictions.csv",
-                   overwrite=False, echo=print) -> dict:
+                   overwrite=False, echo=print, predictor=None) -> dict:
     """``transferkit predict``: apply a run's model to ``data`` (a dataset spec) or to the run's
     own ``split``; write ``out`` (CSV) atomically. Every check runs before the file is written.
-    Returns ``{"n", "accuracy", "n_labeled", "out", "strategy", "seed"}``."""
+    ``predictor``: an object with ``check(strategy)`` (called before any work, raising on a model
+    it cannot take) and ``logits(strategy, dataset) -> (n, K)`` used instead of the run's
+    own predictions (``--tta``: :func:`transferkit.export.TTAPredictor`). Returns ``{"n",
+    "accuracy", "n_labeled", "out", "strategy", "seed"}``."""
     from .train.rundir import write_text
 
     if (data is None) == (split is None):
@@ -530,7 +533,12 @@ def predict_to_csv(run_dir, data=None, *, strategy=None, seed=None, split=None, 
     else:
         ds, what = load_for_run(data, ref.facts), f"DATA {str(data)!r}"
     model = _load(ref)
-    logits = apply(model, ds, what)
+    if predictor is not None:
+        predictor.check(model)
+        echo(predictor.describe())
+        logits = np.asarray(predictor.logits(model, ds))
+    else:
+        logits = apply(model, ds, what)
     if logits.ndim != 2 or len(logits) != len(ds):
         raise DataError(f"the run's model gave {logits.shape} outputs for the {len(ds)} rows of {what}; check the data.")
     classes = model.classes_

@@ -140,8 +140,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_threads(a)
 
     bm = sub.add_parser("benchmark", help="benchmark transfer methods (digits-shift; real-shift: real data and source "
-                                          "models; few-shot: every few-shot method on offline data)")
-    bm.add_argument("suite", nargs="?", choices=["digits-shift", "real-shift", "few-shot"],
+                                          "models; few-shot: every few-shot method on offline data; drift: "
+                                          "source-free and test-time adaptation, uncertainty under corruption)")
+    bm.add_argument("suite", nargs="?", choices=["digits-shift", "real-shift", "few-shot", "drift"],
                     help="the suite (not with --resume)")
     bm.add_argument("--resume", metavar="DIR",
                     help="continue an interrupted benchmark in DIR with its stored arguments (finished cells are kept)")
@@ -152,6 +153,12 @@ def _build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--epochs", type=_int_arg(1, 100_000), default=None, help="training epochs per cell (default 30)")
     bm.add_argument("--backbone", default=None, help="backbone (default efficientnet_lite0)")
     bm.add_argument("--image-size", type=_int_arg(8, 1024), default=None, help="input side (default 64)")
+    bm.add_argument("--parts", nargs="+", default=None,
+                    help="drift: source_free, corruptions, continual, uncertainty (default: all)")
+    bm.add_argument("--passes", type=_int_arg(1, 100), default=None,
+                    help="drift: passes of the continual stream over the 13 corruptions (default 10)")
+    bm.add_argument("--n-test", type=_int_arg(100, 10_000), default=None,
+                    help="drift: corrupted Fashion-MNIST test images per (corruption, severity) (default 1000)")
     bm.add_argument("--out", help="output directory (default: runs/benchmark-TIMESTAMP)")
     bm.add_argument("--overwrite", action="store_true")
     bm.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
@@ -191,6 +198,13 @@ def _build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=_int_arg(0, 2**32 - 1), default=None, help="seed (default: the first trained one)")
     pr.add_argument("--out", default="predictions.csv", help="CSV file to write (default predictions.csv)")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    pr.add_argument("--tta", default=None, metavar="METHOD",
+                    help="adapt the model at test time over DATA's rows, in their order: bn_adapt, tent, t3a, eata "
+                         "(the run directory is only read)")
+    pr.add_argument("--tta-batch-size", type=_int_arg(1, 65_536), default=64, metavar="N",
+                    help="batch size of the test-time adaptation stream (default 64)")
+    pr.add_argument("--tta-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="an option of the --tta method, e.g. --tta-option lr=0.0005 (repeatable)")
     _add_threads(pr)
 
     ex = sub.add_parser("export", help="export a finished run's model (preprocessed inputs -> logits) to ONNX or "
@@ -308,10 +322,26 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_predict(args) -> int:
+    from ..errors import ConfigError
     from ..inference import predict_to_csv
 
+    predictor = None
+    if args.tta is not None:
+        import yaml
+
+        from ..export import TTAPredictor
+
+        options = {}
+        for item in args.tta_option:
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise ConfigError(f"--tta-option {item!r} is not KEY=VALUE; e.g. --tta-option lr=0.0005.")
+            options[key.strip()] = yaml.safe_load(value)
+        predictor = TTAPredictor(args.tta, args.tta_batch_size, options)
+    elif args.tta_option:
+        raise ConfigError("--tta-option needs --tta METHOD (e.g. --tta tent).")
     predict_to_csv(args.run_dir, args.data, strategy=args.strategy, seed=args.seed, split=args.split, out=args.out,
-                   overwrite=args.overwrite)
+                   overwrite=args.overwrite, predictor=predictor)
     return 0
 
 
@@ -435,8 +465,14 @@ def _cmd_assess(args) -> int:
 def _cmd_benchmark(args) -> int:
     from ..benchmark import check_benchmark_args, markdown_table, run_benchmark_dir
     from ..errors import ConfigError
-    from ..train.rundir import check_output_dir
+    from ..train.rundir import check_output_dir, stored_suite
 
+    if args.suite == "drift" or (args.resume and stored_suite(args.resume) == "drift"):
+        return _cmd_drift(args)
+    drift_only = [f for f, v in (("--parts", args.parts), ("--passes", args.passes), ("--n-test", args.n_test))
+                  if v is not None]
+    if drift_only:
+        raise ConfigError(f"{drift_only[0]} is an option of 'benchmark drift' only; leave it out.")
     if args.suite == "real-shift" and not args.resume:
         return _cmd_real_shift(args)
     if args.resume and _real_shift_args(args.resume) is not None:
@@ -469,6 +505,37 @@ def _cmd_benchmark(args) -> int:
     print(table)
     print(f"\n{res['protocol']}\nwritten: {os.path.join(res['output_dir'], 'results.json')}")
     _report(res["output_dir"], args)
+    return 0
+
+
+def _cmd_drift(args) -> int:
+    from ..drift import check_drift_args, markdown, run_drift_dir
+    from ..errors import ConfigError
+    from ..train.rundir import stored_arguments
+
+    if args.resume:
+        _resume_alone(args, "benchmark", "the arguments",
+                      (("the suite", args.suite), ("--parts", args.parts), ("--seeds", args.seeds),
+                       ("--passes", args.passes), ("--n-test", args.n_test), ("--out", args.out),
+                       ("--overwrite", args.overwrite)))
+        kw = check_drift_args(**stored_arguments(args.resume, "benchmark.json",
+                                                 ("parts", "seeds", "n_test", "passes", "sf_epochs"), suite="drift"))
+        out = args.resume
+    else:
+        fixed = [f for f, v in (("--tasks", args.tasks), ("--methods", args.methods), ("--selection", args.selection),
+                                ("--epochs", args.epochs), ("--backbone", args.backbone),
+                                ("--image-size", args.image_size)) if v is not None]
+        if fixed:
+            raise ConfigError(f"benchmark drift: {fixed[0]} is fixed by the suite (its source models, methods and "
+                              "hyper-parameters are fixed before any target label is read); use --parts, --seeds, "
+                              "--passes or --n-test.")
+        kw = check_drift_args(args.parts, **{k: v for k, v in (("seeds", args.seeds), ("passes", args.passes),
+                                                               ("n_test", args.n_test)) if v is not None})
+        out = args.out or f"runs/drift-{time.strftime('%Y%m%d-%H%M%S')}"
+    res = run_drift_dir(out, overwrite=args.overwrite, **kw)
+    print()
+    print(markdown(res))
+    print(f"\nwritten: {os.path.join(res['output_dir'], 'results.json')} and results.md ({res['seconds'] / 60:.1f} min)")
     return 0
 
 

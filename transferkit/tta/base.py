@@ -201,22 +201,24 @@ class TTAMethod(nn.Module):
             return p.device
         return torch.device("cpu")
 
-    def predict_logits(self, inputs, batch_size: int | None = None) -> np.ndarray:
+    def predict_logits(self, inputs, batch_size: int | None = None, prepare=None) -> np.ndarray:
         """Logits ``(n, K)`` of a stream: a tensor/array of model-ready inputs, or a
-        :class:`~transferkit.data.DomainDataset` (prepared with ``model.preprocess``), cut into
-        consecutive batches of ``batch_size`` (default: the method's) in the order given."""
+        :class:`~transferkit.data.DomainDataset` (prepared with ``prepare.preprocess``, by
+        default the model's: a backbone or a ``TransferModel``), cut into consecutive batches
+        of ``batch_size`` (default: the method's) in the order given."""
         bs = self.batch_size if batch_size is None else check_value("batch_size", batch_size, low=1, integer=True)
         dev = self._device()
+        prep = self.model if prepare is None else prepare
         if hasattr(inputs, "inputs") and hasattr(inputs, "modality"):  # a DomainDataset
-            if not hasattr(self.model, "preprocess"):
+            if not hasattr(prep, "preprocess"):
                 raise ConfigError(f"{self.name}: the model has no preprocess(); pass model-ready tensors instead of "
-                                  "a dataset.")
+                                  "a dataset, or prepare=<its backbone>.")
             ds = inputs
             n = len(ds)
 
             def batch(s, e):
                 raw = ds.inputs[s:e] if isinstance(ds.inputs, np.ndarray) else [ds.inputs[i] for i in range(s, e)]
-                return self.model.preprocess(raw)
+                return prep.preprocess(raw)
         else:
             X = inputs if isinstance(inputs, torch.Tensor) else torch.as_tensor(np.asarray(inputs, dtype=np.float32))
             n = len(X)
@@ -232,14 +234,14 @@ class TTAMethod(nn.Module):
         for i, s in enumerate(starts):
             e = starts[i + 1] if i + 1 < len(starts) else n
             xb = batch(s, e)
-            xb = xb.to(dev) if isinstance(xb, torch.Tensor) else self.model.move_inputs(xb, dev)
+            xb = xb.to(dev) if isinstance(xb, torch.Tensor) else prep.move_inputs(xb, dev)
             out.append(self(xb).detach().float().cpu())
         return torch.cat(out).numpy()
 
-    def predict(self, inputs, batch_size: int | None = None) -> np.ndarray:
-        return self.predict_logits(inputs, batch_size).argmax(1)
+    def predict(self, inputs, batch_size: int | None = None, prepare=None) -> np.ndarray:
+        return self.predict_logits(inputs, batch_size, prepare).argmax(1)
 
-    def predict_proba(self, inputs, batch_size: int | None = None) -> np.ndarray:
-        z = self.predict_logits(inputs, batch_size).astype(np.float64)
+    def predict_proba(self, inputs, batch_size: int | None = None, prepare=None) -> np.ndarray:
+        z = self.predict_logits(inputs, batch_size, prepare).astype(np.float64)
         z = np.exp(z - z.max(1, keepdims=True))
         return z / z.sum(1, keepdims=True)
