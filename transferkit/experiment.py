@@ -647,6 +647,8 @@ def validate_run(cfg: ExperimentConfig, load_dataset=None):
         strat = _make_strategy(cls, scfg, cfg, cfg.seeds[0], factory)
         try:
             strat.validate(backbone=bb)
+            if hasattr(strat, "check_target"):  # rules that need the data (source_free: the source classes)
+                strat.check_target(bb, target)
             if scfg.key in combiners:
                 strat.resolve_members(keys, i, combiners)
                 if no_val_labels and getattr(strat, "needs_val_labels", False):
@@ -668,7 +670,8 @@ def validate_run(cfg: ExperimentConfig, load_dataset=None):
                 f"strategy {scfg.key!r} trains on labeled target samples, but {why}; use the domain-adaptation "
                 "strategies (adapt, source_only, source_only_lr, two_stage, self_training, fixmatch) on an unlabeled "
                 "target, or give target labels (split.labels_per_class: K).")
-    if label_free and source is None:
+    # a source-free strategy trains on the target's inputs alone (the source is its trained model)
+    if label_free and source is None and not all(getattr(cls, "source_free", False) for _, cls in strategies):
         raise ConfigError(f"target {target.name!r} has no labels and there is no source: nothing can be trained; give a "
                           "labeled 'source' dataset (domain adaptation) or the target's label column.")
     return target, source, factory, strategies

@@ -117,6 +117,8 @@ CASES = {
         _run(t, _cfg(t, strategies=[{"name": "scratch", "epochs": 1}, {"name": "feature_extraction"},
                                     {"name": "ensemble", "members": ["scratch", "feature_extractoin"]}])),
         ["ensemble.members lists 'feature_extractoin'", "Did you mean 'feature_extraction'"]),
+    "source_free method misspelt": lambda t: (_s(t, name="source_free", method="shott"),
+                                              ["source_free.method='shott'", "'shot'"]),
     "two_stage with a shallow method": lambda t: (
         _s(t, name="two_stage", method="coral"), ["closed-form estimator", "deep loss"]),
 }

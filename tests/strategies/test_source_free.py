@@ -323,3 +323,49 @@ def test_a_run_with_source_free_reloads_with_load_run(tmp_path):
     saved = np.load(tmp_path / "run" / "source_free" / "seed0" / "predictions.npz")
     np.testing.assert_array_equal(model.predict(test), saved["y_pred"])
     assert list(model.classes_) == [str(i) for i in range(10)]
+
+
+def test_the_experiment_checks_the_source_head_before_anything_is_written(tmp_path):
+    """A backbone without a source classifier fails in validate_run (with the built backbone),
+    so no run directory is created."""
+    from transferkit.config import config_from_dict
+    from transferkit.experiment import run_experiment
+
+    cfg = {"name": "sf", "seeds": [0], "target": "digits:subset=1/6,size=16",
+           "split": {"labels_per_class": 5, "val_fraction": 0.3},
+           "backbone": {"name": "tiny_cnn", "image_size": 16, "pretrained": False},
+           "progress": False, "strategies": [{"name": "source_free", "epochs": 1}]}
+    with pytest.raises(ConfigError, match="carries no source classifier.*usps_cnn"):
+        run_experiment(config_from_dict(cfg), tmp_path / "run", echo=lambda *a, **k: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_check_target_names_both_class_counts():
+    three = DomainDataset(np.zeros((6, 16, 16), np.float32), np.array([0, 1, 2, 0, 1, 2]), "three", "image",
+                          classes=["a", "b", "c"])
+    s = SourceFree(backbone="tiny_cnn")
+    with pytest.raises(DataError, match="has 10 classes but the target 'three' has 3"):
+        s.check_target(tiny_source(), three)
+    s.check_target(tiny_source(), load_digits_domain(size=16, subset="0/12"))  # 10 and 10: fine
+    with pytest.raises(ConfigError, match="carries no source classifier"):
+        s.check_target(create_backbone("tiny_cnn", pretrained=False, image_size=16), three)
+
+
+@needs_ccexam
+def test_a_target_without_any_label_and_no_source_runs_source_free(tmp_path):
+    """Only a trained model and unlabeled data: the run trains and predicts (label-free)."""
+    import warnings
+
+    from transferkit.config import config_from_dict
+    from transferkit.experiment import run_experiment
+
+    rng = np.random.RandomState(0)
+    d = load_digits_domain(size=16, subset="1/8")
+    np.savez(tmp_path / "unlabeled.npz", x=np.asarray(d.inputs[:], np.float32)[rng.permutation(len(d))])
+    cfg = {"name": "sf", "seeds": [0], "target": str(tmp_path / "unlabeled.npz") + ":y=none", "backbone": {"name": "usps_cnn"},
+           "progress": False, "strategies": [{"name": "source_free", "epochs": 1}]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = run_experiment(config_from_dict(cfg), tmp_path / "run", echo=lambda *a, **k: None,
+                             report_features=False)
+    assert res["runs"][0]["accuracy"] is None and (tmp_path / "run" / "source_free" / "seed0").is_dir()

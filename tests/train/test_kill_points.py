@@ -289,7 +289,9 @@ def _leftovers(d: Path) -> list[str]:
 def test_every_strategy_survives_sigkill_at_every_kill_point(tmp_path, launcher):
     from transferkit._registry import available
 
-    missing = set(available("strategy")) - {s["name"] for s in STRATEGIES}
+    # source_free needs a trained source model (usps_cnn...), not this run's random tiny_cnn; it keeps no
+    # mid-run checkpoint (a resumed run trains it again from the source model)
+    missing = set(available("strategy")) - {s["name"] for s in STRATEGIES} - {"source_free"}
     assert not missing, f"add the strategies {sorted(missing)} to STRATEGIES (every one is killed and resumed)"
     assert {s.get("level", "features") for s in STRATEGIES if s["name"] == "adapt"} == {"features", "backbone"}
     keys = _keys(STRATEGIES)

@@ -69,6 +69,8 @@ class SourceFree(Strategy):
     name = "source_free"
     needs_target_labels = False
     needs_source = False
+    #: trains on the target's inputs alone: an experiment without labels and without a source runs it
+    source_free = True
 
     def __init__(self, backbone="efficientnet_lite0", method="shot", epochs=30, batch_size=64, lr=0.01, beta=None,
                  n_neighbors=None, pretrained=True, image_size=None, cache_dir=None, seed=0, device=None,
@@ -116,6 +118,19 @@ class SourceFree(Strategy):
             raise ConfigError(f"{p('pretrained')}=false builds the backbone without its trained weights and "
                               "classifier, but source-free adaptation starts from the trained source model; leave "
                               "pretrained out (true).")
+
+    def check_target(self, backbone, target) -> None:
+        """Before anything is written (the experiment runner calls this with the built backbone
+        and the target): the backbone carries a source classifier whose classes are the
+        target's."""
+        from ..adapt.source_free import source_model
+
+        model = source_model(backbone, where=self._p("backbone"), pretrained=self.pretrained)
+        names = getattr(target, "classes", None)
+        if names is not None and len(names) != model.num_classes:
+            raise DataError(f"the source classifier of {self._p('backbone')} has {model.num_classes} classes but the "
+                            f"target {target.name!r} has {len(names)}; source-free adaptation keeps the source classes: "
+                            f"use a source model trained on the target's {len(names)} classes.")
 
     # ------------------------------------------------------------------ model
     def _backbone(self, pretrained: bool):
