@@ -218,10 +218,10 @@ def _build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _add_threads(ex)
 
-    ls = sub.add_parser("list", help="list backbones, datasets, strategies, divergences, transferability scores or "
-                                     "few-shot methods")
+    ls = sub.add_parser("list", help="list backbones, datasets, strategies, divergences, transferability scores, "
+                                     "few-shot methods or test-time adaptation methods")
     ls.add_argument("kind", choices=["backbones", "datasets", "strategies", "divergences", "transferability",
-                                     "da_losses", "shallow_da", "scorers", "penalties", "fewshot"])
+                                     "da_losses", "shallow_da", "scorers", "penalties", "fewshot", "tta"])
 
     g = sub.add_parser("groups", help="print a backbone's layer groups")
     g.add_argument("backbone")

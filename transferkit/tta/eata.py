@@ -40,8 +40,7 @@ from .tent import _GradientTTA
 
 @register("tta", "eata")
 class EATA(_GradientTTA):
-    """EATA: TENT on reliable, non-redundant samples with a Fisher anchor to the source
-    parameters (the continual method).
+    """EATA: TENT on reliable, non-redundant samples with a Fisher anchor (the continual method).
 
     Parameters
     ----------

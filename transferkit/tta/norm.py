@@ -91,8 +91,9 @@ def no_norm_error(method: str, what: str = "BatchNorm") -> ConfigError:
 
 @register("tta", "bn_adapt")
 class BNAdapt(TTAMethod):
-    """Test-time BatchNorm: each test batch normalised with its own statistics (mixed with the
-    source's at weight ``prior``); no parameter changes.
+    """Test-time BatchNorm: each test batch normalised with its own statistics; no parameter changes.
+
+    The batch statistics may be mixed with the source's at weight ``prior``.
 
     Parameters
     ----------

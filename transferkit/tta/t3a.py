@@ -50,8 +50,9 @@ def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
 
 @register("tta", "t3a")
 class T3A(TTAMethod):
-    """T3A: the last linear layer's class weights replaced by prototypes of confident test
-    features (backprop-free; no network parameter changes).
+    """T3A: prototypes of confident test features replace the last linear layer (backprop-free).
+
+    No network parameter changes.
 
     Parameters
     ----------

@@ -110,8 +110,9 @@ class _GradientTTA(TTAMethod):
 
 @register("tta", "tent")
 class Tent(_GradientTTA):
-    """TENT: entropy minimisation of the normalisation layers' affine parameters on each test
-    batch (batch statistics in BatchNorm); Adam lr 1e-3, one step per batch by default.
+    """TENT: entropy minimisation of the normalisation layers' affine parameters per test batch.
+
+    BatchNorm uses the batch statistics; Adam lr 1e-3, one step per batch by default.
 
     Parameters
     ----------
