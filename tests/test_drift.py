@@ -47,6 +47,8 @@ def tiny(monkeypatch):
     monkeypatch.setitem(drift.SOURCE_MODEL, "epochs", 1)
     monkeypatch.setattr(drift, "SEVERITIES", (1, 5))
     monkeypatch.setattr(drift, "N_FISHER", 50)
+    monkeypatch.setattr(drift, "BATCH_SIZES", (16, 64))
+    monkeypatch.setattr(drift, "FULL_N", 150)
     monkeypatch.setattr(drift, "corruption_names", lambda: ["contrast", "gaussian_noise"])
 
 
@@ -54,7 +56,8 @@ def tiny(monkeypatch):
 def test_a_tiny_run_of_the_fashion_parts_resumes_and_tabulates(tiny, tmp_path):
     out = tmp_path / "drift"
     lines = []
-    kw = dict(parts=["corruptions", "continual", "uncertainty"], seeds=2, n_test=100, passes=2)
+    kw = dict(parts=["corruptions", "continual", "uncertainty", "batch_size", "full_stream"], seeds=2, n_test=100,
+              passes=2)
     res = drift.run_drift_dir(out, echo=lines.append, **kw)
     s = res["summary"]
     # every (severity, method) of the sweep, errors in [0, 1]
@@ -71,6 +74,9 @@ def test_a_tiny_run_of_the_fashion_parts_resumes_and_tabulates(tiny, tmp_path):
     assert rows[(0, "ensemble")]["ece_std"] == 0.0
     # temperature scaling never changes the MAP's predictions
     assert rows[(5, "temperature")]["accuracy"] == rows[(5, "map")]["accuracy"]
+    assert {(r["method"], r["batch_size"]) for r in s["batch_size"]} == {
+        (m, b) for m in drift.BATCH_METHODS for b in drift.BATCH_SIZES}
+    assert [r["method"] for r in s["full_stream"]] == list(drift.TTA_ROWS) and "tent_order_full_stream" in s
     md = (out / "results.md").read_text()
     assert "Fashion-MNIST-C" in md and "Continual stream" in md and "| 5 | laplace |" in md
     stored = json.loads((out / "results.json").read_text())
