@@ -535,7 +535,8 @@ def _cmd_drift(args) -> int:
     res = run_drift_dir(out, overwrite=args.overwrite, **kw)
     print()
     print(markdown(res))
-    print(f"\nwritten: {os.path.join(res['output_dir'], 'results.json')} and results.md ({res['seconds'] / 60:.1f} min)")
+    print(f"\nwritten: {os.path.join(res['output_dir'], 'results.json')} and results.md "
+          f"({res['seconds'] / 60:.1f} min)")
     return 0
 
 

@@ -109,8 +109,8 @@ class EATA(_GradientTTA):
         self.probs_avg_, self.n_selected_ = state["probs_avg"], state["n_selected"]
 
     def _extra_description(self) -> str:
-        return (f"; only samples with entropy < {self.e_margin:g} ln K and cosine similarity < {self.d_margin:g} to the "
-                f"running mean prediction enter the loss; anchor alpha={self.anchor:g}"
+        return (f"; only samples with entropy < {self.e_margin:g} ln K and cosine similarity < {self.d_margin:g} "
+                f"to the running mean prediction enter the loss; anchor alpha={self.anchor:g}"
                 + (" with a Fisher from clean inputs" if self.anchor and self._has_fisher() else
                    " with uniform weights" if self.anchor else ""))
 
