@@ -47,6 +47,8 @@ bench: $(STAMP) data
 	$(VENV)/bin/transferkit run examples/real/fashion_fog.yaml --out runs/bench-fashion-fog --overwrite
 	$(VENV)/bin/transferkit benchmark few-shot --seeds 1 --out runs/bench-few-shot --overwrite
 	$(VENV)/bin/transferkit fewshot examples/fewshot/flavia.yaml --out runs/bench-fewshot-flavia --overwrite
+	$(VENV)/bin/transferkit benchmark drift --seeds 3 --out runs/bench-drift --overwrite
+	$(PY) benchmarks/tta_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

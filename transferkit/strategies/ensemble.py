@@ -19,7 +19,9 @@ with ``combine="weighted"``: the weights that minimise the negative log-likeliho
 target *validation* split (:func:`transferkit.metrics.uncertainty.fit_ensemble_weights`; a convex
 problem, so the fitted mixture's validation NLL is not above the best member's, up to the
 optimiser's tolerance), or
-``combine="mean"``: equal weights (needs no labels). A member that only adds noise gets a weight
+``combine="mean"``: equal weights (needs no labels). With ``calibrate=True`` (the default) each
+member is first temperature-scaled on the same validation split, so that a sharp but poor member
+(a backbone pretrained on the wrong task) does not outvote a cautious good one. A member that only adds noise gets a weight
 near 0, so the ensemble falls back on the better strategy; when both carry information, the
 mixture is better calibrated than either (Lakshminarayanan et al., 2017; Ovadia et al., 2019).
 The test split is never seen: the weights are fitted in :meth:`Ensemble.fit`, which receives
@@ -85,6 +87,14 @@ class Ensemble(Strategy):
     combine
         ``"weighted"``: weights minimising the labeled validation split's NLL (needs labeled
         validation data: ``split.val_fraction`` or ``split.val``); ``"mean"``: equal weights.
+    calibrate
+        With ``combine="weighted"``: temperature-scale each member on the labeled validation split
+        first (:class:`~transferkit.metrics.uncertainty.TemperatureScaling` on the log of its
+        probabilities), then fit the weights on the calibrated members. Without it, the NLL-optimal
+        weights of an over-confident poor member and an under-confident good one split evenly and
+        the sharper, worse member decides the class (measured: ``benchmarks/ensemble_hedge.py``,
+        the shuffled-label backbone). A member that classifies the validation split perfectly keeps
+        ``T = 1`` (its temperature is not identifiable).
     backbone, seed, device, progress, cache_dir
         Accepted so that the experiment runner hands every strategy the same experiment-wide
         options; the ensemble trains no network, and its members keep their own.
@@ -97,6 +107,8 @@ class Ensemble(Strategy):
         ``{key: fitted strategy}``.
     weights_ : (M,) ndarray
         Member weights (non-negative, summing to 1), in ``member_keys_`` order.
+    temperatures_ : (M,) ndarray
+        Each member's temperature (1 without calibration).
     val_nll_ : dict or None
         Validation NLL of each member and of the ensemble (``"ensemble"``); ``None`` without
         labeled validation data.
@@ -111,11 +123,12 @@ class Ensemble(Strategy):
     #: data, which the runner checks (:meth:`needs_val_labels`).
     needs_target_labels = False
 
-    def __init__(self, backbone=None, members=None, combine="weighted", seed=0, device=None, progress=False,
-                 cache_dir=None):
+    def __init__(self, backbone=None, members=None, combine="weighted", calibrate=True, seed=0, device=None,
+                 progress=False, cache_dir=None):
         self.backbone = backbone
         self.members = members
         self.combine = combine
+        self.calibrate = calibrate
         self.seed = seed
         self.device = device
         self.progress = progress
@@ -129,6 +142,7 @@ class Ensemble(Strategy):
     # ------------------------------------------------------------------ validation
     def _validate(self, backbone) -> None:
         check_option(self._p("combine"), self.combine, COMBINE)
+        check_flag(self._p("calibrate"), self.calibrate)
         self.seed = check_seed(self._p("seed"), self.seed)
         check_device_param(self._p("device"), self.device)
         check_flag(self._p("progress"), self.progress)
@@ -233,15 +247,20 @@ class Ensemble(Strategy):
         if labeled:
             mask = val.labels >= 0
             vsub = val if mask.all() else val.subset(np.flatnonzero(mask), name=f"{val.name}/labeled")
-            P = self._member_probs(vsub)
+            raw = self._member_probs(vsub)
             y = vsub.labels
+            self.temperatures_ = np.ones(M)
+            if self.combine == "weighted" and self.calibrate:
+                self.temperatures_ = np.array([_fit_temperature(p, y) for p in raw])
+            P = [_tempered(p, t) for p, t in zip(raw, self.temperatures_)]
             w = fit_ensemble_weights(P, y) if self.combine == "weighted" else np.full(M, 1.0 / M)
             self.weights_ = np.asarray(w, dtype=np.float64)
             self.n_classes_ = int(P[0].shape[1])
-            self.val_nll_ = {k: negative_log_likelihood(p, y).value for k, p in zip(self.member_keys_, P)}
+            self.val_nll_ = {k: negative_log_likelihood(p, y).value for k, p in zip(self.member_keys_, raw)}
             self.val_nll_["ensemble"] = negative_log_likelihood(self._mix(P), y).value
         else:
             self.weights_ = np.full(M, 1.0 / M)
+            self.temperatures_ = np.ones(M)
             self.n_classes_ = None
         self._finish(time.perf_counter() - t0)
         return self
@@ -249,12 +268,14 @@ class Ensemble(Strategy):
     def _finish(self, seconds: float) -> None:
         self.combine_ = self.combine
         self.train_time_ = float(seconds)
-        self.trainable_params_ = len(self.weights_) if self.combine == "weighted" else 0
+        self.trainable_params_ = len(self.weights_) * (1 + bool(self.calibrate)) if self.combine == "weighted" else 0
         self.history_, self.best_epoch_ = [], None
-        self.selection_ = ("member weights minimising the labeled target validation split's NLL"
+        self.selection_ = (("members temperature-scaled, then weights minimising" if self.calibrate else
+                            "member weights minimising") + " the labeled target validation split's NLL"
                            if self.combine == "weighted" else "equal member weights (no selection)")
         self.ensemble_ = {"members": list(self.member_keys_), "combine": self.combine,
                           "weights": {k: float(w) for k, w in zip(self.member_keys_, self.weights_)},
+                          "temperatures": {k: float(t) for k, t in zip(self.member_keys_, self.temperatures_)},
                           "val_nll": getattr(self, "val_nll_", None)}
 
     # ------------------------------------------------------------------ predict
@@ -267,7 +288,7 @@ class Ensemble(Strategy):
         """``(n, K)``: the weighted mean of the members' probabilities."""
         if not hasattr(self, "weights_"):
             raise ConfigError(f"{self.name} is not fitted; call fit(train, val, members=...) or load a run.")
-        return self._mix(self._member_probs(dataset))
+        return self._mix([_tempered(p, t) for p, t in zip(self._member_probs(dataset), self.temperatures_)])
 
     def predict_logits(self, dataset) -> np.ndarray:
         """``log`` of :meth:`predict_proba` (floored at the smallest float64), so the softmax of
@@ -276,7 +297,8 @@ class Ensemble(Strategy):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {"ensemble.weights": np.ascontiguousarray(self.weights_, dtype=np.float64)}
+        return {"ensemble.weights": np.ascontiguousarray(self.weights_, dtype=np.float64),
+                "ensemble.temperatures": np.ascontiguousarray(self.temperatures_, dtype=np.float64)}
 
     def state_metadata(self) -> dict[str, str]:
         meta = {META_MEMBERS: json.dumps(list(self.member_keys_)), META_COMBINE: self.combine}
@@ -319,6 +341,13 @@ class Ensemble(Strategy):
         self.members_ = {k: members[k] for k in keys}
         self.member_keys_ = keys
         self.weights_ = w / w.sum()
+        t = state.get("ensemble.temperatures")
+        t = np.ones(len(keys)) if t is None else \
+            np.asarray(t.detach().cpu().numpy() if hasattr(t, "detach") else t, np.float64)
+        if t.shape != (len(keys),) or not np.isfinite(t).all() or (t <= 0).any():
+            raise DataError(f"{where} holds no valid ensemble.temperatures for its {len(keys)} members; the file is "
+                            "damaged: train the run again.")
+        self.temperatures_ = t
         combine = (metadata or {}).get(META_COMBINE, self.combine)
         if combine != self.combine:
             raise DataError(f"{where} was fitted with combine={combine!r} but config.yaml says {self.combine!r}; the "
@@ -327,3 +356,26 @@ class Ensemble(Strategy):
         self.n_classes_ = int(n) if n is not None and str(n).isdigit() else None
         self._finish(0.0)
         return self
+
+
+def _tempered(p: np.ndarray, t: float) -> np.ndarray:
+    """``softmax(log p / t)``: the member's probabilities at temperature ``t``."""
+    if t == 1.0:
+        return p
+    z = np.log(np.maximum(p, _TINY)) / t
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def _fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
+    """The validation temperature of one member's probabilities (1 when it classifies every
+    validation sample correctly: no temperature is identifiable then)."""
+    import warnings
+
+    from ..metrics.uncertainty import TemperatureScaling
+
+    if (p.argmax(1) == y).all():
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a bound or a separated member: the bounded fit is still the best T
+        return float(TemperatureScaling(bounds=(0.05, 20.0)).fit(np.log(np.maximum(p, _TINY)), y).temperature_)
