@@ -51,26 +51,27 @@ right side (>= 0: holds). Printed, and written to ``OUT/results.md`` and ``OUT/r
 
 How long
 --------
-7.0 min wall on one thread of the project's 2-core machine beside other work (2026-12-04): the
-demo's six Lite0 runs 328 s, the shuffled pretraining 71 s, the nine tiny_cnn runs 18 s; peak
-memory 1.4 GB.
+6.5 min wall on one thread of the project's 2-core machine beside other work (2026-12-04, the
+run below): the demo's nine runs 299 s, the shuffled pretraining and its nine tiny_cnn runs the
+rest; peak memory 1.4 GB.
 
-Measured (that run; test accuracy over seeds 0, 1, 2)
------------------------------------------------------
+Measured (test accuracy over seeds 0, 1, 2; ``ensemble`` with its defaults: each member
+temperature-scaled on the validation split, then the weights fitted on it)
+----------------------------------------------------------------------------------------------
 ========  =============  =============  =============  ===============  ======================
 case      scratch        finetune       ensemble       weights (s / f)  verdict (margin)
 ========  =============  =============  =============  ===============  ======================
-demo      0.485 ± 0.026  0.911 ± 0.018  0.911 ± 0.018  0.049 / 0.951    holds (+0.018)
-shuffled  0.617 ± 0.016  0.445 ± 0.028  0.509 ± 0.015  0.501 / 0.499    fails (-0.092)
+demo      0.485 ± 0.026  0.911 ± 0.018  0.911 ± 0.018  0.002 / 0.998    holds (+0.018)
+shuffled  0.617 ± 0.016  0.445 ± 0.028  0.620 ± 0.020  0.926 / 0.074    holds (+0.020)
 ========  =============  =============  =============  ===============  ======================
 
-On the shuffled case the ensemble does what it is fitted for (validation NLL 1.441 against the
-members' 1.596 and 1.864) but not what the hedge needs: the NLL-optimal weights split about
-evenly because ``scratch`` here is *under*-confident (a temperature fitted on the validation
-split is 0.22-0.29) and ``finetune`` over-confident (1.6-2.1), so the worse member's sharper
-probabilities decide the argmax. Temperature-scaling each member on the validation split before
-fitting the weights (outside this script, on the same runs) gives 0.620 ± 0.020, which holds;
-the demo case is unchanged by it (0.911 ± 0.018).
+Before the members were calibrated (``calibrate=False``, the first version of the strategy) the
+shuffled case failed: 0.509 ± 0.015 (margin -0.092), weights 0.501 / 0.499. The ensemble did what
+it was fitted for (validation NLL 1.441 against the members' 1.596 and 1.864) but not what the
+hedge needs: ``scratch`` is *under*-confident there (its validation temperature 0.22-0.29) and
+``finetune`` over-confident (1.6-2.1), so the NLL-optimal weights split evenly and the worse
+member's sharper probabilities decided the argmax. Temperature-scaling each member first fixed
+it without changing the demo case.
 """
 
 from __future__ import annotations
