@@ -47,3 +47,18 @@ def umask() -> int:
     return mask
 
 
+def read_model_file(path, fix: str) -> tuple[dict, dict]:
+    """``(tensors, header metadata)`` of a run's ``model.safetensors`` (never a pickle); a file
+    that cannot be read is one :class:`~transferkit.errors.DataError` ending in ``fix``."""
+    from safetensors import SafetensorError, safe_open
+
+    from .errors import DataError
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"{str(path)!r} is not a readable safetensors file ({str(exc).splitlines()[0][:120]}); "
+                        f"{fix}") from None
+    return state, meta

@@ -362,16 +362,10 @@ def member_keys(cfg: ExperimentConfig) -> dict[str, list[str]]:
 def _load_fitted(run_dir: Path, cls, scfg, cfg: ExperimentConfig, seed: int, factory):
     """The fitted strategy of a finished run folder (``model.safetensors``), as ``load_run``
     rebuilds it: an ensemble's member kept by a resumed run, which is not in memory."""
-    from safetensors import SafetensorError, safe_open
+    from ._io import read_model_file
 
     path = run_dir / "model.safetensors"
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(f"{str(path)!r} is not a readable safetensors file ({str(exc).splitlines()[0][:120]}); "
-                        "the kept run's model is damaged: run it again (--overwrite).") from None
+    state, meta = read_model_file(path, "the kept run's model is damaged: run it again (--overwrite).")
     strat = _make_strategy(cls, scfg, cfg, seed, factory)
     strat.load_state(state, meta, where=str(path))
     return strat

@@ -197,19 +197,12 @@ def load_run(run_dir, strategy: str | None = None, seed: int | None = None, *, d
 
 
 def _load(ref: RunRef, device=None):
-    from safetensors import SafetensorError, safe_open
-
+    from ._io import read_model_file
     from ._registry import get
     from .experiment import _backbone_factory, _make_strategy
 
     path = ref.model_path
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(f"{str(path)!r} is not a readable safetensors file ({str(exc).splitlines()[0][:120]}); "
-                        "the run's model is damaged: train it again.") from None
+    state, meta = read_model_file(path, "the run's model is damaged: train it again.")
     cfg, scfg = ref.cfg, ref.scfg
     saved = meta.get("transferkit.strategy")
     if saved is not None and saved != scfg.name:
