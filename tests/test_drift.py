@@ -131,3 +131,17 @@ def test_the_source_free_part_says_which_methods_do_not_apply(monkeypatch, tmp_p
     assert cell[("usps_digits", "shot")]["note"] == "last epoch (no target labels)"
     md = drift.markdown(res)
     assert "n/a (no BatchNorm)" in md and "SHOT over source-only" in md
+
+
+@needs_fashion
+def test_cli_runs_and_resumes_with_the_stored_arguments(tiny, tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["benchmark", "drift", "--parts", "corruptions", "--seeds", "1", "--n-test", "100",
+                 "--out", str(out)]) == 0
+    first = capsys.readouterr().out
+    assert "Fashion-MNIST-C" in first and (out / "results.md").is_file()
+    assert main(["benchmark", "--resume", str(out)]) == 0
+    again = capsys.readouterr().out
+    assert "complete, kept" in again and "trained in" not in again
+    assert main(["benchmark", "--resume", str(out), "--seeds", "2"]) == 2
+    assert "drop --seeds" in capsys.readouterr().err
