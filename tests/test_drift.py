@@ -79,6 +79,12 @@ def test_a_tiny_run_of_the_fashion_parts_resumes_and_tabulates(tiny, tmp_path):
     assert [r["method"] for r in s["full_stream"]] == list(drift.TTA_ROWS) and "tent_order_full_stream" in s
     md = (out / "results.md").read_text()
     assert "Fashion-MNIST-C" in md and "Continual stream" in md and "| 5 | laplace |" in md
+    from transferkit.reports.drift import write_drift_report
+
+    paths = write_drift_report(out)
+    figures = sorted(p.name for p in (out / "report_files").glob("*.png"))
+    assert figures == ["batch-size.png", "continual.png", "sweep.png", "uncertainty-ece.png", "uncertainty-nll.png"]
+    assert "Continual stream: error per pass" in paths["html"].read_text()
     stored = json.loads((out / "results.json").read_text())
     assert stored["summary"]["corruptions"] == json.loads(json.dumps(s["corruptions"]))
     # a rerun with the same arguments keeps every cell and the models, and gives the same tables
@@ -140,6 +146,13 @@ def test_cli_runs_and_resumes_with_the_stored_arguments(tiny, tmp_path, capsys):
                  "--out", str(out)]) == 0
     first = capsys.readouterr().out
     assert "Fashion-MNIST-C" in first and (out / "results.md").is_file()
+    assert f"report: {out / 'report.html'}" in first
+    html = (out / "report.html").read_text()
+    assert "Fashion-MNIST-C: error against severity" in html and "data:image/png;base64," in html
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0 and (out / "report.html").is_file()
+    assert (out / "report_files" / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
     assert main(["benchmark", "--resume", str(out)]) == 0
     again = capsys.readouterr().out
     assert "complete, kept" in again and "trained in" not in again

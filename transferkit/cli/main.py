@@ -315,7 +315,14 @@ def _resume_alone(args, command: str, stored: str, given) -> None:
 
 def _cmd_report(args) -> int:
     from ..reports import write_report
+    from ..train.rundir import stored_suite
 
+    if stored_suite(args.run_dir) == "drift":
+        from ..reports.drift import write_drift_report
+
+        for fmt, path in write_drift_report(args.run_dir, formats=args.format).items():
+            print(f"{fmt}: {path}")
+        return 0
     for fmt, path in write_report(args.run_dir, formats=args.format).items():
         print(f"{fmt}: {path}")
     return 0
@@ -535,6 +542,16 @@ def _cmd_drift(args) -> int:
     res = run_drift_dir(out, overwrite=args.overwrite, **kw)
     print()
     print(markdown(res))
+    if not args.no_report:
+        from ..reports.drift import write_drift_report
+
+        try:
+            print(f"report: {write_drift_report(res['output_dir'])['html']}")
+        except Exception as exc:  # the results are on disk already: a report failure only warns
+            if getattr(args, "debug", False):
+                raise
+            print(f"transferkit: warning: report not written ({type(exc).__name__}: {exc}); retry with "
+                  f"'transferkit report {res['output_dir']}'", file=sys.stderr)
     print(f"\nwritten: {os.path.join(res['output_dir'], 'results.json')} and results.md "
           f"({res['seconds'] / 60:.1f} min)")
     return 0

@@ -97,3 +97,35 @@ def write_report(run_dir, formats=FORMATS) -> dict[str, Path]:
         out["md"] = d / "report.md"
         _write_bytes(out["md"], text.encode("utf-8"))
     return out
+
+
+def write_document(report, run_dir, formats=FORMATS) -> dict[str, Path]:
+    """Write a built :class:`~transferkit.reports.document.Report` as ``report.html`` and/or
+    ``report.md`` (figures in ``report_files/``) into ``run_dir``, with :func:`write_report`'s
+    rules (only inside the directory, atomic files, stale figures removed); the few-shot and
+    drift reports use it."""
+    from ..errors import ConfigError
+    from .html import render_html
+    from .markdown import FILES_DIR, render_markdown
+
+    formats = tuple(formats)
+    for f in formats:
+        if f not in FORMATS:
+            raise ConfigError(f"report format {f!r} is not one of {', '.join(FORMATS)}.")
+    d = Path(run_dir)
+    _check_targets(d, formats)
+    out: dict[str, Path] = {}
+    if "html" in formats:
+        out["html"] = d / "report.html"
+        _write_bytes(out["html"], render_html(report).encode("utf-8"))
+    if "md" in formats:
+        text, files = render_markdown(report)
+        fdir = d / FILES_DIR
+        if fdir.is_dir():
+            for old in fdir.glob("*.png"):
+                old.unlink()
+        for rel, png in files.items():
+            _write_bytes(d / rel, png)
+        out["md"] = d / "report.md"
+        _write_bytes(out["md"], text.encode("utf-8"))
+    return out

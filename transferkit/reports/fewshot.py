@@ -197,30 +197,11 @@ def write_fewshot_report(run_dir, formats=("html", "md")) -> dict[str, Path]:
     """Write ``report.html`` and/or ``report.md`` (figures in ``report_files/``) into a few-shot run
     or benchmark directory, with the same writers (and the same rules: only inside the
     directory, atomic files) as :func:`transferkit.reports.write_report`."""
-    from ..errors import ConfigError
-    from . import FORMATS, _check_targets, _write_bytes
-    from .html import render_html
-    from .markdown import FILES_DIR, render_markdown
+    from . import FORMATS, write_document
 
-    formats = tuple(formats)
     for f in formats:
         if f not in FORMATS:
+            from ..errors import ConfigError
+
             raise ConfigError(f"report format {f!r} is not one of {', '.join(FORMATS)}.")
-    d = Path(run_dir)
-    report = build_fewshot_report(d)
-    _check_targets(d, formats)
-    out: dict[str, Path] = {}
-    if "html" in formats:
-        out["html"] = d / "report.html"
-        _write_bytes(out["html"], render_html(report).encode("utf-8"))
-    if "md" in formats:
-        text, files = render_markdown(report)
-        fdir = d / FILES_DIR
-        if fdir.is_dir():
-            for old in fdir.glob("*.png"):
-                old.unlink()
-        for rel, png in files.items():
-            _write_bytes(d / rel, png)
-        out["md"] = d / "report.md"
-        _write_bytes(out["md"], text.encode("utf-8"))
-    return out
+    return write_document(build_fewshot_report(Path(run_dir)), run_dir, formats)

@@ -282,3 +282,25 @@ def divergence_plot(names: Sequence[str], values: Sequence[float], p_values: Seq
     ax.grid(axis="x", alpha=0.3)
     ax.set_title("divergence between source and target features", fontsize=10)
     return _png(fig)
+
+
+def line_plot(x: Sequence[float], curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlabel: str,
+              ylabel: str, title: str = "", xticks: Sequence[str] | None = None, log_x: bool = False) -> bytes:
+    """One line per curve (``name: (means, stds)``) with a ±1 std band; linear or log x axis."""
+    fig = _figure(5.6, 3.6)
+    ax = fig.subplots()
+    x = np.asarray(x, dtype=float)
+    for i, (name, (mean, std)) in enumerate(curves.items()):
+        mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
+        ax.plot(x, mean, "-o", ms=4, color=f"C{i}", label=name)
+        ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.15, lw=0)
+    if log_x and len(x) and np.all(x > 0):
+        ax.set_xscale("log")
+        ax.minorticks_off()
+    ax.set_xticks(x, list(xticks) if xticks is not None else [f"{v:g}" for v in x])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _png(fig)
