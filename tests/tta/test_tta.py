@@ -269,3 +269,14 @@ def test_predict_logits_on_a_dataset_uses_the_models_preprocess():
                        "image", classes=["a", "b", "c"])
     a = wrap(model, "t3a", batch_size=8)
     assert a.predict_logits(ds).shape == (20, 3)
+
+
+def test_close_detaches_t3a_from_a_model_adapted_in_place():
+    model, x = _cnn(), _stream(16)
+    a = wrap(model, "t3a", copy=False)
+    a(x)
+    assert len(model[11]._forward_hooks) == 1
+    a.close()
+    assert len(model[11]._forward_hooks) == 0
+    with pytest.raises(ConfigError, match="closed; wrap the model again"):
+        a(x)

@@ -177,6 +177,12 @@ class TTAMethod(nn.Module):
         self.n_batches_ = 0
         return self
 
+    def close(self) -> None:
+        """Detach what the method attached to the network (T3A's forward hook), so a model
+        adapted in place (``copy=False``) behaves as a plain module again; the adapted weights
+        stay. The wrapper cannot adapt after this."""
+        self._closed = True
+
     # ----------------------------------------------------------------- the stream
     def _check_batch(self, x) -> None:
         n = len(x) if not isinstance(x, dict) else len(next(iter(x.values())))
@@ -189,6 +195,8 @@ class TTAMethod(nn.Module):
 
     def forward(self, x) -> torch.Tensor:
         """Logits of ``x`` (one test batch) from the model adapted so far; adapts on it."""
+        if getattr(self, "_closed", False):
+            raise ConfigError(f"{self.name}: this wrapper was closed; wrap the model again to adapt it.")
         self._check_batch(x)
         if self.mode == "episodic":
             self.reset()

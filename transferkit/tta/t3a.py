@@ -84,6 +84,10 @@ class T3A(TTAMethod):
         self._linear = lin
         self._init_memory()
 
+    def close(self) -> None:
+        self._hook.remove()
+        super().close()
+
     def _init_memory(self) -> None:
         w = self._linear.weight.detach()
         k = w.shape[0]
