@@ -609,21 +609,31 @@ def summarize(res: dict) -> dict:
     return s
 
 
+def source_free_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """The source-free summary as ``(tasks, rows)``: one row per method, ``[method, cell per
+    task]`` (``mean ± std``, ``n/a (no BatchNorm)`` where the method does not apply, ``—`` where it
+    did not run); shared by ``results.md`` and the report."""
+    tasks = [t for t in SF_TASKS if any(r["task"] == t for r in summary["source_free"])]
+    cell = {(r["task"], r["method"]): r for r in summary["source_free"]}
+    rows = []
+    for m in SF_METHODS:
+        vals = []
+        for t in tasks:
+            r = cell.get((t, m))
+            vals.append("—" if r is None else "n/a (no BatchNorm)" if r["accuracy_mean"] is None
+                        else f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}")
+        rows.append([m, *vals])
+    return tasks, rows
+
+
 def markdown(res: dict) -> str:
     s = res["summary"]
     lines = []
     if "source_free" in s:
-        tasks = [t for t in SF_TASKS if any(r["task"] == t for r in s["source_free"])]
-        cell = {(r["task"], r["method"]): r for r in s["source_free"]}
+        tasks, rows = source_free_table(s)
         lines += ["### Source-free digits (accuracy on the test split, mean ± std over seeds)", "",
                   "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-        for m in SF_METHODS:
-            vals = []
-            for t in tasks:
-                r = cell.get((t, m))
-                vals.append("—" if r is None else "n/a (no BatchNorm)" if r["accuracy_mean"] is None
-                            else f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}")
-            lines.append(f"| {m} | " + " | ".join(vals) + " |")
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
         if s.get("shot_gain"):
             lines += ["", "SHOT over source-only: " + ", ".join(f"{t} {g:+.3f}" for t, g in s["shot_gain"].items())]
         lines.append("")

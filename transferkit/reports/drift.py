@@ -41,7 +41,7 @@ def build_drift_report(run_dir) -> Report:
 
 
 def _sections(res: dict, d: Path) -> Report:
-    from ..drift import BATCH_METHODS, CONTINUAL_METHODS, SEVERITIES, SF_METHODS, SF_TASKS, TTA_ROWS, UNC_ROWS
+    from ..drift import BATCH_METHODS, CONTINUAL_METHODS, SEVERITIES, TTA_ROWS, UNC_ROWS, source_free_table
 
     s = res["summary"]
     rep = Report(title="transferkit drift benchmark", subtitle=f"benchmark drift · {d.resolve()}")
@@ -50,16 +50,7 @@ def _sections(res: dict, d: Path) -> Report:
     rep.sections.append(intro)
     if "source_free" in s:
         sec = Section("Source-free digits")
-        cell = {(r["task"], r["method"]): r for r in s["source_free"]}
-        tasks = [t for t in SF_TASKS if any(k[0] == t for k in cell)]
-        rows = []
-        for m in SF_METHODS:
-            vals = []
-            for t in tasks:
-                r = cell.get((t, m))
-                vals.append("—" if r is None else "n/a (no BatchNorm)" if r["accuracy_mean"] is None
-                            else f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}")
-            rows.append([m, *vals])
+        tasks, rows = source_free_table(s)
         sec.add(Table(["method", *tasks], rows, "test accuracy, mean ± std over seeds"))
         if s.get("shot_gain"):
             sec.add(Text("SHOT over source-only: " + ", ".join(f"{t} {g:+.3f}" for t, g in s["shot_gain"].items()),

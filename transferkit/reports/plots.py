@@ -222,23 +222,8 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], title:
 def sample_efficiency_plot(x: Sequence[float], curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
                            xlabels: Sequence[str] | None = None, title: str = "") -> bytes:
     """Accuracy against labels per class (log axis), one line per strategy with a ±1 std band."""
-    fig = _figure(5.6, 3.6)
-    ax = fig.subplots()
-    x = np.asarray(x, dtype=float)
-    for i, (name, (mean, std)) in enumerate(curves.items()):
-        mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
-        ax.plot(x, mean, "-o", ms=4, color=f"C{i}", label=name)
-        ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.15, lw=0)
-    if len(x) and np.all(x > 0):
-        ax.set_xscale("log")
-        ax.set_xticks(x, list(xlabels) if xlabels is not None else [f"{v:g}" for v in x])
-        ax.minorticks_off()
-    ax.set_xlabel("labeled training samples per class")
-    ax.set_ylabel("test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title or "sample efficiency", fontsize=10)
-    return _png(fig)
+    return line_plot(x, curves, xlabel="labeled training samples per class", ylabel="test accuracy",
+                     title=title or "sample efficiency", xticks=xlabels, log_x=True)
 
 
 def interval_plot(names: Sequence[str], means: Sequence[float], lows: Sequence[float], highs: Sequence[float],
@@ -294,10 +279,13 @@ def line_plot(x: Sequence[float], curves: Mapping[str, tuple[Sequence[float], Se
         mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
         ax.plot(x, mean, "-o", ms=4, color=f"C{i}", label=name)
         ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.15, lw=0)
-    if log_x and len(x) and np.all(x > 0):
+    ticks = list(xticks) if xticks is not None else [f"{v:g}" for v in x]
+    if not log_x:
+        ax.set_xticks(x, ticks)
+    elif len(x) and np.all(x > 0):  # a log axis only for positive x (else matplotlib's default ticks)
         ax.set_xscale("log")
+        ax.set_xticks(x, ticks)
         ax.minorticks_off()
-    ax.set_xticks(x, list(xticks) if xticks is not None else [f"{v:g}" for v in x])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
