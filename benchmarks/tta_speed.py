@@ -19,7 +19,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -86,7 +85,6 @@ def main(argv=None) -> None:
             ratios = [mi / pi for mi, pi in zip(m, p)]
             print(f"{name:<22} {method:<9} {1e3 * statistics.median(p):9.2f} {1e3 * statistics.median(m):10.2f} "
                   f"{statistics.median(ratios):6.2f}")
-    _ = np.__version__
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ interrupted run continues where it stopped (``--resume DIR``).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -140,12 +141,18 @@ def _digit_model(backbone: str):
 
 
 def _fashion_splits(seed: int):
+    """The seed's clean training and validation splits of Fashion-MNIST train (read once per
+    process and split: the models, EATA's Fisher inputs and the calibrators all use them)."""
+    return _splits(seed, SOURCE_MODEL["n_train"], SOURCE_MODEL["val_fraction"])
+
+
+@functools.lru_cache(maxsize=None)
+def _splits(seed: int, n_train: int, val_fraction: float):
     from .data import stratified_split
     from .data.spec import load_dataset
 
-    m = SOURCE_MODEL
-    train = load_dataset(f"fashion_mnist:split=train,n={m['n_train']}")
-    a, b = stratified_split(train.labels, [1 - m["val_fraction"], m["val_fraction"]], seed=seed)
+    train = load_dataset(f"fashion_mnist:split=train,n={n_train}")
+    a, b = stratified_split(train.labels, [1 - val_fraction, val_fraction], seed=seed)
     return train.subset(a), train.subset(b)
 
 
@@ -220,7 +227,6 @@ def _corrupted(name: str, severity: int, n_test: int):
 
 
 def run_source_free(seeds: int, sf_epochs: int, out, echo) -> list[dict]:
-    from . import tta
     from ._registry import get
     from .data import stratified_split
     from .errors import TransferKitError
@@ -261,7 +267,6 @@ def run_source_free(seeds: int, sf_epochs: int, out, echo) -> list[dict]:
                 acc = v["accuracy"]
                 echo(f"  source_free {task:<13} {method:<12} seed {seed}  "
                      + (f"{acc:.3f}  ({v['seconds']:.1f}s)" if acc is not None else "n/a: " + v["note"][:90]))
-    _ = tta
     return rows
 
 
