@@ -187,3 +187,23 @@ def test_a_full_disk_during_a_checkpoint_write_leaves_no_temp_file(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT, "metrics.jsonl"]  # no temp file
     assert (tmp_path / CHECKPOINT).read_bytes() == snap.before
     assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 0
+
+
+def test_terms_see_the_batch_row_indices():
+    """``ctx.indices`` are the labeled batch's rows in the training set: a per-row array indexed
+    with them (the domain of pooled sources) lines up with the batch; every row once per epoch."""
+    ds = _data(48)
+    seen = []
+
+    def term(ctx):
+        idx = ctx.indices
+        assert idx.dtype == torch.int64 and len(idx) == len(ctx.labels)
+        assert torch.equal(torch.as_tensor(ds.labels)[idx], ctx.labels.cpu())
+        assert torch.allclose(torch.as_tensor(ds.inputs)[idx], ctx.inputs.cpu())
+        seen.append(idx.clone())
+        return {"loss": torch.zeros(())}
+
+    m = _model()
+    Trainer(m, [{"params": list(m.parameters()), "lr": 1e-2}], epochs=1, batch_size=16, progress=False,
+            losses=[term], device="cpu", augment="none").fit(ds)
+    assert sorted(torch.cat(seen).tolist()) == list(range(48))

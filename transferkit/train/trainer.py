@@ -140,9 +140,13 @@ class StepContext:
         The trainer's augmentation (``None`` when off) and its seeded generator.
     epoch, step, progress
         Position in training; ``progress`` runs from 0 to 1 over the whole budget.
+    indices
+        The labeled batch's row positions in the training dataset (a ``(n,)`` int64 tensor on
+        the CPU): terms that need a per-row attribute the model does not see (the domain of each
+        row of pooled sources, a sample weight) index their own array with it.
     """
 
-    __slots__ = ("model", "inputs", "labels", "features", "logits", "target_inputs", "target_features",
+    __slots__ = ("model", "inputs", "labels", "indices", "features", "logits", "target_inputs", "target_features",
                  "target_logits", "target_labels", "augment", "generator", "epoch", "step", "progress", "device")
 
     def __init__(self, **kw):
@@ -581,7 +585,8 @@ class Trainer:
         xt = tlab = None
         ctx = None
         if self.losses:
-            ctx = StepContext(model=self.model, inputs=xb, labels=yb, augment=self.augment,
+            ctx = StepContext(model=self.model, inputs=xb, labels=yb, indices=torch.as_tensor(idx, dtype=torch.int64),
+                              augment=self.augment,
                               generator=self.aug_gen, epoch=epoch, step=self.step,
                               progress=self.step / max(self.total_steps, 1), device=self.device)
             if self._target_src is not None:
