@@ -14,6 +14,7 @@ baseline).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from types import SimpleNamespace
 
 import numpy as np
@@ -182,7 +183,7 @@ def train_feature_adapter(
     num_classes: int, method: str | None = "dann", weight: float = 1.0, loss_options: dict | None = None,
     bottleneck: int = 256, dropout: float = 0.5, epochs: int = 30, steps_per_epoch: int | None = None,
     batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 5e-4, selection: str = "dev", seed: int = 0,
-    device: str = "cpu", init_state: dict | None = None, domain_bn: bool = True,
+    device: str = "cpu", init_state: dict | None = None, domain_bn: bool = True, terms: Sequence[nn.Module] = (),
 ) -> dict:
     """Train a :class:`BottleneckClassifier` on source features with a DA loss on target features.
 
@@ -228,6 +229,11 @@ def train_feature_adapter(
         the target training features'. The returned model carries the *target* statistics, so
         it is a model of the target domain. ``False``: one running average over the domains
         the network was trained on.
+    terms
+        Extra :class:`~transferkit.train.Trainer` loss terms added after the DA loss (their
+        parameters train at ``lr`` with the DA loss's): the multi-domain terms of
+        :mod:`transferkit.adapt.multi_source` and :mod:`transferkit.adapt.dg`, which read the
+        domain of each pooled source row through ``ctx.indices``.
 
     Returns
     -------
@@ -271,11 +277,12 @@ def train_feature_adapter(
     source_val = None if Xs_val is None else _rows(Xs_val, ys_val, "source_val")
     target_val = None if Xt_val is None else _rows(Xt_val, yt_val, "target_val")
     labeled_target = yt is not None and bool((np.asarray(yt) >= 0).any())
-    terms: list[nn.Module] = []
+    extra_terms, terms = list(terms), []
     if method:
         terms.append(DALossTerm(build_method_loss(method, bottleneck, num_classes, weight, loss_options)))
     if labeled_target:
         terms.append(TargetLabelTerm())
+    terms.extend(extra_terms)
     groups = [{"params": list(model.bottleneck.parameters()), "lr": lr, "weight_decay": weight_decay,
                "name": "bottleneck"},
               {"params": list(model.head.parameters()), "lr": lr, "weight_decay": weight_decay, "name": "head"}]
