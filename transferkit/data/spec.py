@@ -21,12 +21,13 @@ checked before loading (``severity`` or ``corrupt_seed`` without ``corrupt`` is 
 files, image folders) per image on access, image ``i`` always from seed
 ``(corrupt_seed, i)``. The dataset's name gets a suffix such as ``[gaussian_noise@5]``.
 
-Every labeled dataset also takes ``classes=[...]``: keep only the rows of those classes, given
-as class indices or class names (``fashion_mnist:split=test,classes=[0,1,2,3,4]``). The class
+Every labeled dataset also takes ``keep_classes=[...]``: keep only the rows of those classes, given
+as class indices or class names (``fashion_mnist:split=test,keep_classes=[0,1,2,3,4]``). The class
 list and the label indices stay those of the full dataset, so a target restricted this way
 still lines up with a source that has every class (partial adaptation), and a source
 restricted this way leaves the other classes unseen (open-set adaptation). The name gets a
-suffix such as ``[classes=0,1,2]``.
+suffix such as ``[classes=0,1,2]`` (the ``classes=`` option of ``idx`` and tables names the
+classes; ``keep_classes=`` selects among them).
 
 A registered name wins over a file or folder of the same name; write ``./digits`` for the
 folder. A path that itself contains ``:`` is read as a path when the whole string (or the part
@@ -355,16 +356,16 @@ def _pop_corruption(options: dict[str, Any], what: str) -> tuple | None:
 
 
 def _pop_classes(options: dict[str, Any], what: str) -> list | None:
-    """Remove and check ``classes=[...]`` (class indices or names): the list, or ``None``."""
-    if "classes" not in options:
+    """Remove and check ``keep_classes=[...]`` (class indices or names): the list, or ``None``."""
+    if "keep_classes" not in options:
         return None
-    v = options.pop("classes")
+    v = options.pop("keep_classes")
     v = [v] if isinstance(v, (int, str)) and not isinstance(v, bool) else v
     if not isinstance(v, list) or not v or any(isinstance(c, bool) or not isinstance(c, (int, str)) for c in v):
-        raise ConfigError(f"{what}: classes={_format_value(v)} must be a non-empty list of class indices or names, "
-                          "e.g. classes=[0,1,2].")
+        raise ConfigError(f"{what}: keep_classes={_format_value(v)} must be a non-empty list of class indices or "
+                          "names, e.g. keep_classes=[0,1,2].")
     if len(set(map(str, v))) != len(v):
-        raise ConfigError(f"{what}: classes={_format_value(v)} names a class twice; list each class once.")
+        raise ConfigError(f"{what}: keep_classes={_format_value(v)} names a class twice; list each class once.")
     return v
 
 
@@ -373,25 +374,25 @@ def _apply_classes(ds: DomainDataset, keep: list, what: str) -> DomainDataset:
     import numpy as np
 
     if ds.labels is None or not (ds.labels >= 0).any():
-        raise ConfigError(f"{what}: classes= keeps the rows of some classes, but this dataset has no labels; "
-                          "remove classes=.")
+        raise ConfigError(f"{what}: keep_classes= keeps the rows of some classes, but this dataset has no labels; "
+                          "remove keep_classes=.")
     n = ds.n_classes
     names = [str(c) for c in ds.classes] if ds.classes is not None else [str(i) for i in range(n)]
     idx = []
     for c in keep:
         if isinstance(c, int):
             if not 0 <= c < n:
-                raise ConfigError(f"{what}: classes= holds {c}, but the class indices run 0..{n - 1}.")
+                raise ConfigError(f"{what}: keep_classes= holds {c}, but the class indices run 0..{n - 1}.")
             idx.append(c)
         elif c in names:
             idx.append(names.index(c))
         else:
-            raise ConfigError(f"{what}: classes= holds {c!r}, which is not a class of this dataset."
+            raise ConfigError(f"{what}: keep_classes= holds {c!r}, which is not a class of this dataset."
                               + suggest(c, names) + f" Classes: {', '.join(names[:20])}"
                               + (" ..." if len(names) > 20 else "") + ".")
     rows = np.flatnonzero(np.isin(ds.labels, idx))
     if len(rows) == 0:
-        raise DataError(f"{what}: no row belongs to classes={_format_value(keep)}.")
+        raise DataError(f"{what}: no row belongs to keep_classes={_format_value(keep)}.")
     out = ds.subset(rows, name=f"{ds.name}[classes={','.join(map(str, keep))}]")
     out.classes = list(ds.classes) if ds.classes is not None else names
     out.meta = {**out.meta, "kept_classes": sorted(idx)}
