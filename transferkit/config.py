@@ -13,6 +13,11 @@ An experiment file looks like::
       - feature_extraction
       - {name: finetune, lr: 0.001, backbone_lr_mult: 0.1}
 
+Several labeled sources replace ``source`` with ``sources: ["digits:rotate=0", "digits:rotate=30",
+...]`` (same modality and class list): the multi-source strategies (``multi_source``,
+``domain_generalization``) receive them as a list, every other strategy the pooled sources as one
+dataset (the naive pooled-source baseline).
+
 Unknown keys at any level are errors that name the key and suggest the nearest valid one.
 
 Every YAML the package reads goes through :func:`safe_load_yaml`: a ``yaml.SafeLoader`` with
@@ -255,6 +260,7 @@ class ExperimentConfig:
     target: str | dict
     name: str = "experiment"
     source: str | dict | None = None
+    sources: list | None = None
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     split: SplitConfig = field(default_factory=SplitConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -454,6 +460,15 @@ def config_from_dict(data: dict) -> ExperimentConfig:
     check_name("name", d.get("name", "experiment"))  # the default output folder is runs/NAME-TIMESTAMP
     _check_dataset("target", d["target"], optional=False)
     _check_dataset("source", d.get("source"), optional=True)
+    if d.get("sources") is not None:
+        if d.get("source") is not None:
+            raise ConfigError("give either 'source' (one labeled source) or 'sources' (several), not both; move the "
+                              "source into the sources list.")
+        if not isinstance(d["sources"], list) or not d["sources"]:
+            raise ConfigError("'sources' must be a non-empty list of dataset specs, e.g. sources: "
+                              "[\"digits:rotate=0\", \"digits:rotate=30\"].")
+        for i, s in enumerate(d["sources"]):
+            _check_dataset(f"sources[{i}]", s, optional=False)
     for key in ("output_dir", "cache_dir", "device"):
         _check_str(key, d.get(key))
     _check_bool("progress", d.get("progress", True))

@@ -224,6 +224,49 @@ def _check_domains(source, target) -> None:
                 "features=[...] in both dataset specs.")
 
 
+def _pool_sources(sources: list, target):
+    """``sources: [...]`` -> one pooled dataset (what single-source strategies train on) whose
+    ``meta["source_datasets"]`` holds the list (what the multi-source strategies receive)."""
+    from .adapt.multi_domain import check_sources
+    from .data import concat_datasets
+
+    check_sources(sources)
+    for s in sources:
+        _check_domains(s, target)
+    pooled = concat_datasets(sources)
+    pooled.meta["source_datasets"] = list(sources)
+    pooled.spec = " + ".join(str(s.spec or s.name) for s in sources)
+    return pooled
+
+
+def source_datasets(source) -> list:
+    """The sources behind ``source``: the ``sources: [...]`` list, or ``[source]``."""
+    return list((source.meta or {}).get("source_datasets") or [source])
+
+
+def check_label_spaces(strategy, key: str, source, target) -> None:
+    """A closed-set strategy (the label space of the source covers the target's: ``label_space =
+    "closed"``) cannot predict a target class the labeled source never shows; the error names
+    the classes and the strategies that handle the case. A partial target (fewer classes than
+    the source) is allowed: closed-set methods run, the partial ones (``pada``, ``ba3us``)
+    expect it. Reads the target's labels only to compare the two label spaces."""
+    if getattr(strategy, "label_space", None) != "closed" or target.labels is None or source.labels is None:
+        return
+    have = set(np.unique(source.labels[source.labels >= 0]).tolist())
+    want = set(np.unique(target.labels[target.labels >= 0]).tolist())
+    extra = sorted(want - have)
+    if not extra or not have:
+        return
+    names = target.classes or source.classes
+    shown = [names[i] if names is not None and i < len(names) else str(i) for i in extra]
+    raise DataError(
+        f"strategy {key!r} is closed-set, but target {target.name!r} has {len(extra)} class(es) the labeled source "
+        f"{source.name!r} never shows ({', '.join(map(str, shown[:8]))}{' ...' if len(shown) > 8 else ''}); it could "
+        "never predict them. If the target holds classes the source lacks, use the open_set strategy (an 'unknown' "
+        "output); if the target's classes are a subset of the source's, partial adaptation (adapt with method: pada "
+        "or ba3us) applies.")
+
+
 def _load_or_none(path: Path) -> dict | None:
     import json
 
@@ -620,6 +663,9 @@ def validate_run(cfg: ExperimentConfig, load_dataset=None):
         from .data.spec import load_dataset
     target = load_dataset(cfg.target)
     source = load_dataset(cfg.source) if cfg.source is not None else None
+    sources = [load_dataset(s) for s in cfg.sources] if getattr(cfg, "sources", None) else None
+    if sources is not None:
+        source = _pool_sources(sources, target)
     check_seeds(cfg.seeds)  # again here: an ExperimentConfig built in Python skipped config_from_dict
     _check_split_sources(cfg)
     unlabeled_train = label_free = no_val_labels = False
@@ -632,7 +678,10 @@ def validate_run(cfg: ExperimentConfig, load_dataset=None):
     cfg.backbone = cfg.backbone.resolved(target)  # auto / none / identity's width, from the data
     factory = _backbone_factory(cfg)
     bb = _check_inputs("target", target, factory)
-    if source is not None:
+    if sources is not None:
+        for i, s in enumerate(sources):
+            check_backbone_input(bb, f"sources[{i}]", s, factory.name)
+    elif source is not None:
         check_backbone_input(bb, "source", source, factory.name)
     strategies = [(s, get("strategy", s.name)) for s in cfg.strategies]
     keys = [s.key for s in cfg.strategies]
@@ -657,6 +706,8 @@ def validate_run(cfg: ExperimentConfig, load_dataset=None):
             raise ConfigError(f"strategy {scfg.key!r}: {exc}") from None
         if source is None and getattr(strat, "needs_source", False):
             raise ConfigError(f"strategy {scfg.key!r} needs a labeled 'source' dataset in the config.")
+        if source is not None:
+            check_label_spaces(strat, scfg.key, source, target)
         if unlabeled_train and getattr(strat, "needs_target_labels", True):
             why = ("the target has no labels" if target.labels is None or not (target.labels >= 0).any()
                    else "split.labels_per_class=0 gives it no labeled target training samples")
@@ -785,7 +836,7 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                 extra = {}
                 # asked of the instance: finetune needs source data only with some penalties (ewc, replay)
                 if getattr(strat, "needs_source", False):
-                    extra["source"] = source
+                    extra["source"] = source_datasets(source) if getattr(strat, "multi_source", False) else source
                 elif source is not None and getattr(strat, "accepts_source", False):
                     extra["source"] = source
                 if scfg.key in combined:  # the members of this seed, fitted above (or read back when kept)

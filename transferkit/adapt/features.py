@@ -168,6 +168,42 @@ class TargetLabelTerm(nn.Module):
         return {"loss": lt, "target_cls": lt.detach()}
 
 
+class RowWeightedCETerm(nn.Module):
+    r"""Turn the Trainer's mean source cross-entropy into a row-weighted one.
+
+    With per-row weights :math:`w_i` of the training set (read for the batch through
+    ``ctx.indices``) the term returns
+
+    .. math::
+        \frac{\sum_{i \in B} w_i\,\ell_i}{\sum_{i \in B} w_i} - \frac{1}{|B|}\sum_{i \in B} \ell_i,
+
+    so that the Trainer's total (its plain mean plus this term) is the weighted mean: the
+    importance weighting of source classes toward estimated target priors (``w_i = q_{y_i} /
+    p_{y_i}``, :func:`transferkit.adapt.label_shift.class_weights_for_priors`), PADA's class
+    weights, or a per-source relevance. Logged as ``weighted_ce``.
+
+    Parameters
+    ----------
+    weights
+        ``(n_train,)`` non-negative weights, one per row of the training set, in its order.
+    """
+
+    def __init__(self, weights):
+        super().__init__()
+        w = torch.as_tensor(np.asarray(weights, dtype=np.float32))
+        if w.ndim != 1 or len(w) == 0 or not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise DataError("weights must be a non-empty 1-D array of finite values >= 0, one per training row.")
+        if float(w.sum()) <= 0:
+            raise DataError("weights are all 0; at least one training row must count.")
+        self.register_buffer("weights", w, persistent=False)
+
+    def forward(self, ctx) -> dict:
+        w = self.weights[ctx.indices.to(self.weights.device)].to(ctx.logits.device, ctx.logits.dtype)
+        ce = F.cross_entropy(ctx.logits, ctx.labels, reduction="none")
+        weighted = (w * ce).sum() / w.sum().clamp_min(1e-12)
+        return {"loss": weighted - ce.mean(), "weighted_ce": weighted.detach()}
+
+
 def _rows(X, y, name: str):
     from ..data import DomainDataset
 

@@ -2,7 +2,7 @@
 
 from .arrays import load_npz
 from .digits import load_digits_domain
-from .domain import UNLABELED, DomainDataset
+from .domain import UNLABELED, DomainDataset, concat_datasets
 from .folder import ImageFolderInputs, load_image_folder
 from .idx import IdxImages, load_idx
 from .real import (drug_review_conditions, load_animal_mnist, load_drug_reviews, load_fashion_mnist, load_fine_foods,
@@ -14,6 +14,7 @@ from .transforms import Shift
 
 __all__ = [
     "DomainDataset",
+    "concat_datasets",
     "IdxImages",
     "ImageFolderInputs",
     "Shift",

@@ -151,3 +151,46 @@ class DomainDataset:
             f"DomainDataset(name={self.name!r}, modality={self.modality!r}, n={len(self)}, "
             f"labeled={nl}, n_classes={self.n_classes})"
         )
+
+
+def concat_datasets(datasets: Sequence[DomainDataset], name: str | None = None) -> DomainDataset:
+    """Several domains of one modality and one class list as one dataset (pooled sources).
+
+    Rows keep their order (the first dataset's first); ``meta["attributes"]["domain"]`` is an
+    int64 array with the index of each row's dataset (it follows the rows through
+    :meth:`DomainDataset.subset`) and ``meta["domain_names"]`` their names. Array inputs
+    are concatenated (images of the same size; tables of the same width); text and lazy image
+    inputs become one list (lazy images are read).
+
+    Raises
+    ------
+    DataError
+        No dataset, or datasets of different modalities, class lists or input shapes.
+    """
+    parts = list(datasets)
+    if not parts:
+        raise DataError("concat_datasets needs at least one dataset.")
+    first = parts[0]
+    for i, d in enumerate(parts[1:], 1):
+        if d.modality != first.modality:
+            raise DataError(f"dataset {i} ({d.name!r}) is {d.modality} but dataset 0 ({first.name!r}) is "
+                            f"{first.modality}; pooled domains must share a modality.")
+        if (d.classes is not None and first.classes is not None) and list(d.classes) != list(first.classes):
+            raise DataError(f"dataset {i} ({d.name!r}) has classes {list(d.classes)} but dataset 0 ({first.name!r}) "
+                            f"has {list(first.classes)}; pooled domains must use the same class list.")
+    if all(isinstance(d.inputs, np.ndarray) for d in parts):
+        shapes = {d.inputs.shape[1:] for d in parts}
+        if len(shapes) > 1:
+            raise DataError(f"the pooled domains have inputs of shapes {sorted(map(tuple, shapes))}; give them one "
+                            "input size (size= in the dataset specs) or feature width.")
+        inputs: Any = np.concatenate([d.inputs for d in parts])
+    else:
+        inputs = [x for d in parts for x in (d.inputs if isinstance(d.inputs, list) else
+                                             [d.inputs[j] for j in range(len(d))])]
+    labels = np.concatenate([d.labels if d.labels is not None else np.full(len(d), UNLABELED, dtype=np.int64)
+                             for d in parts]).astype(np.int64)
+    domains = np.concatenate([np.full(len(d), i, dtype=np.int64) for i, d in enumerate(parts)])
+    classes = next((d.classes for d in parts if d.classes is not None), None)
+    return DomainDataset(inputs=inputs, labels=labels, name=name or "+".join(d.name for d in parts),
+                         modality=first.modality, classes=None if classes is None else list(classes),
+                         meta={"attributes": {"domain": domains}, "domain_names": [d.name for d in parts]})

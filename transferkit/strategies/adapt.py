@@ -61,7 +61,12 @@ SOURCE_ONLY_SELECTIONS = ("source_val", "last")
 
 #: ``adapt``'s ``label_shift`` choices: no correction, EM on the target outputs (Saerens et al.
 #: 2002), black-box shift estimation (Lipton et al. 2018) with hard or soft confusions.
-LABEL_SHIFT_METHODS = (None, "mlls", "bbse", "bbse_soft")
+LABEL_SHIFT_METHODS = (None, "mlls", "bbse", "bbse_soft", "mlls+reweight", "bbse+reweight", "bbse_soft+reweight")
+
+
+def _shift_estimator(label_shift) -> str | None:
+    """``"mlls+reweight"`` -> ``"mlls"``: the estimator part of a ``label_shift`` choice."""
+    return None if label_shift is None else str(label_shift).split("+")[0]
 
 
 
@@ -163,7 +168,14 @@ class Adapt(Strategy):
         rows (:func:`transferkit.adapt.estimate_target_priors`; no target label is read) and
         correct every prediction by the ratio of target to source priors (Saerens et al. 2002).
         The estimate, with its bootstrap interval, is ``label_shift_``. ``bbse`` needs held-out
-        source rows (``source_val_fraction``), also for closed-form methods.
+        source rows (``source_val_fraction``), also for closed-form methods. ``"mlls+reweight"``
+        (or ``bbse+reweight``, ``bbse_soft+reweight``; deep methods): the estimate reweights the
+        source classes instead, each source row by :math:`q_y / p_y`
+        (:func:`~transferkit.adapt.label_shift.class_weights_for_priors`), and the model is trained
+        again from the same seed with that weighted classification loss; its predictions are not
+        corrected afterwards (``prior_log_ratio_`` is ``None``). For a partial target (some source
+        classes absent) the absent classes' weights go to about 0, so they stop pulling the
+        shared features: the prior-based counterpart of PADA's class weights.
     bottleneck, dropout, epochs, batch_size, lr, weight_decay
         The adapter network and its training.
     loss_options
@@ -175,6 +187,8 @@ class Adapt(Strategy):
     name = "adapt"
     needs_source = True
     needs_target_labels = False
+    #: the target's classes must all be among the labeled source's (``experiment.check_label_spaces``)
+    label_space = "closed"
 
     def __init__(self, backbone="efficientnet_lite0", method="jan", weight=1.0, selection="dev",
                  pretrained=True, image_size=None, bottleneck=256, dropout=0.5, epochs=30, batch_size=64,
@@ -247,6 +261,12 @@ class Adapt(Strategy):
         if check_option(p("label_shift"), self.label_shift, LABEL_SHIFT_METHODS) is not None and level == "backbone":
             raise ConfigError(f"{p('label_shift')}={self.label_shift!r} needs {p('level')}: features (the prior "
                               "correction is estimated on cached features); drop label_shift or use level: features.")
+        if (self.label_shift is not None and self.label_shift.endswith("+reweight")
+                and (_is_shallow(self.method) or _method_class(self.method) is not None)):
+            raise ConfigError(f"{p('label_shift')}={self.label_shift!r} retrains a deep method with reweighted source "
+                              f"classes, but {p('method')}={self.method!r} is not one; use "
+                              f"label_shift={_shift_estimator(self.label_shift)!r} (a prior correction of the "
+                              "predictions) or a deep DA loss.")
 
     def _check_network(self) -> None:
         """The bottleneck + head and its training budget (shared by every strategy built on it)."""
@@ -380,7 +400,9 @@ class Adapt(Strategy):
         # the source hold-out serves checkpoint selection only: a closed-form method has none, so it
         # fits on every labeled source row (the same numbers as the estimator called from Python)
         selects = not (_is_shallow(method) or closed is not None)
-        Fs, ys, Fsv, ysv = self._source_split(source, hold_out=selects or self.label_shift in ("bbse", "bbse_soft"))
+        estimator = _shift_estimator(self.label_shift)
+        reweight = self.label_shift is not None and self.label_shift.endswith("+reweight")
+        Fs, ys, Fsv, ysv = self._source_split(source, hold_out=selects or estimator in ("bbse", "bbse_soft"))
         Ft = yt = None
         if closed is None or closed.needs_target_features or self.label_shift is not None:
             Ft = self._target_features(train, Fs.shape[1])
@@ -402,13 +424,14 @@ class Adapt(Strategy):
 
             w = importance_weights(Fsv, Fs, Ft, seed=self.seed) if self.selection in ("dev", "iwcv") else None
 
-            def train_one(wt, n_candidates):
+            def train_one(wt, n_candidates, terms=()):
                 res = train_feature_adapter(
                     Fs, ys, Ft, yt=yt if self.n_target_labels_ else None, Xs_val=Fsv, ys_val=ysv, weights_val=w,
                     Xt_val=Ftv, yt_val=ytv, num_classes=n_classes, method=method, weight=wt,
                     loss_options=self.loss_options, bottleneck=self.bottleneck, dropout=self.dropout,
                     epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                     selection=self.selection, seed=self.seed, device=self.device or "cpu", domain_bn=self.domain_bn,
+                    terms=terms,
                 )
                 return res["history"][res["best_epoch"]]["score"], res
 
@@ -420,6 +443,17 @@ class Adapt(Strategy):
         self.n_classes_ = n_classes
         if self.label_shift is not None:
             self._fit_label_shift(Fs, ys, Fsv, ysv, Ft)
+        if reweight:  # the estimate reweights the source classes; the model is trained again with it
+            from ..adapt.features import RowWeightedCETerm
+            from ..adapt.label_shift import class_weights_for_priors
+
+            rows = class_weights_for_priors(ys, self.label_shift_.priors, n_classes)
+            self.source_class_weights_ = np.array([float(rows[ys == c][0]) if (ys == c).any() else 0.0
+                                                   for c in range(n_classes)])
+            grid, res = self._fit_weight_grid(lambda wt, n: train_one(wt, n, terms=[RowWeightedCETerm(rows)]))
+            self.model_, self.history_, self.best_epoch_ = res["model"], res["history"], res["best_epoch"]
+            self.prior_log_ratio_ = None
+            self.selection_ = f"{self.selection_}; retrained with source classes reweighted by {estimator} priors"
         self.train_time_ = time.perf_counter() - t0
         return self
 
@@ -439,7 +473,7 @@ class Adapt(Strategy):
         ps = np.bincount(ys, minlength=k) / len(ys)  # the classifier's training priors
         Pt = softmax(self._feature_logits(Ft))
         Ps = None
-        if self.label_shift != "mlls":
+        if _shift_estimator(self.label_shift) != "mlls":
             if hasattr(self, "model_") and self.domain_bn:  # source rows normalized as the source
                 model = copy.deepcopy(self.model_)
                 model.set_bn_statistics(torch.as_tensor(Fs, dtype=torch.float32))
@@ -447,8 +481,9 @@ class Adapt(Strategy):
                     Ps = softmax(model.eval()(torch.as_tensor(Fsv, dtype=torch.float32)).numpy())
             else:
                 Ps = softmax(self._feature_logits(Fsv, target=False))
-        est = estimate_target_priors(Ps, ysv if Ps is not None else None, Pt, method=self.label_shift, n_classes=k,
-                                     source_priors=ps if self.label_shift == "mlls" else None, seed=self.seed)
+        method = _shift_estimator(self.label_shift)
+        est = estimate_target_priors(Ps, ysv if Ps is not None else None, Pt, method=method, n_classes=k,
+                                     source_priors=ps if method == "mlls" else None, seed=self.seed)
         self.label_shift_ = est
         ratio = np.asarray(est.priors, dtype=np.float64) / np.clip(np.asarray(est.source_priors), 1e-12, None)
         self.prior_log_ratio_ = np.log(np.clip(ratio, 1e-12, None)).astype(np.float32)
@@ -870,6 +905,7 @@ class TargetOnly(Adapt):
     """
 
     name = "target_only"
+    label_space = None  # trains on the target's own labels
     label_shift = None  # adapt's prior correction is not part of this strategy
     # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)
     method = None
