@@ -17,11 +17,19 @@ key            class                        idea
 ``entropy``    :class:`EntropyLoss`         entropy minimisation (Grandvalet & Bengio, 2005)
 ``deepjdot``   :class:`DeepJDOTLoss`        joint OT on features and labels (Damodaran, 2018)
 ``kl_align``   :class:`KLAlignLoss`         KL between Gaussian fits of the features
+``pada``       :class:`PADALoss`            partial DA: class-weighted DANN (Cao, 2018)
+``ba3us``      :class:`BA3USLoss`           partial DA: balanced alignment + complement
+                                            entropy (Liang et al., 2020)
 =============  ===========================  ============================================
+
+``pada`` and ``ba3us`` are for *partial* domain adaptation (the target's classes a subset of
+the source's): both weight source classes by the target's average prediction and also
+reweight the source cross-entropy (the term adds the correction to the Trainer's plain mean).
 """
 
 from ._adversarial import AdversarialLoss, DomainDiscriminator
 from ._base import DALoss, logit_entropy
+from .ba3us import BA3USLoss, ba3us_augment_size, ba3us_domain_loss, complement_entropy, complement_entropy_loss
 from .cdan import CDANELoss, CDANLoss, cdan_entropy_weights
 from .dan import DANLoss, mmd_from_kernels
 from .dann import DANNLoss
@@ -31,9 +39,11 @@ from .entropy import EntropyLoss
 from .jan import JANLoss
 from .kl_align import KLAlignLoss, gaussian_kl
 from .mcc import MCCLoss
+from .pada import PADALoss, pada_class_weights, weighted_ce_correction, weighted_domain_bce
 
 __all__ = [
     "AdversarialLoss",
+    "BA3USLoss",
     "CDANELoss",
     "CDANLoss",
     "DALoss",
@@ -46,9 +56,17 @@ __all__ = [
     "JANLoss",
     "KLAlignLoss",
     "MCCLoss",
+    "PADALoss",
+    "ba3us_augment_size",
+    "ba3us_domain_loss",
     "batch_covariance",
     "cdan_entropy_weights",
+    "complement_entropy",
+    "complement_entropy_loss",
     "gaussian_kl",
     "mmd_from_kernels",
     "logit_entropy",
+    "pada_class_weights",
+    "weighted_ce_correction",
+    "weighted_domain_bce",
 ]
