@@ -219,3 +219,18 @@ def test_sources_of_different_widths_are_refused_naming_both():
     assert "\n" not in str(e.value)
     with pytest.raises(DataError, match=r"sources\[1\].*\(5,\).*sources\[0\].*\(4,\)"):
         ms.fit_multi_source([a.inputs, b.inputs], [a.labels, b.labels], t.inputs)
+
+
+def test_fit_multi_source_refuses_what_it_cannot_do():
+    from transferkit.errors import ConfigError
+
+    (X0, y0), (X1, y1), (Xt, _) = _blob_sources(n=20)
+    with pytest.raises(ConfigError, match="Xs_val_list"):
+        ms.fit_multi_source([X0, X1], [y0, y1], Xt, selection="dev")
+    with pytest.raises(ConfigError, match="method"):
+        ms.fit_multi_source([X0, X1], [y0, y1], Xt, method="mdan", selection="last")
+    with pytest.raises(ConfigError, match="sets 'terms' itself"):
+        ms.fit_multi_source([X0, X1], [y0, y1], Xt, selection="last", terms=[])
+    res = ms.fit_multi_source([X0, X1], [y0, y1], Xt, method="weighted", source_weights=[3, 1], selection="last",
+                              bottleneck=4, epochs=1)
+    assert res["source_weights"].tolist() == [0.75, 0.25] and res["domains"].tolist() == [0] * 20 + [1] * 20

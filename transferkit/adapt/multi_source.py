@@ -243,7 +243,8 @@ class SourceWeightedCE(DomainTerm):
         a = a / a.sum()
         share = np.bincount(self.domains.numpy(), minlength=self.n_domains) / len(self.domains)
         if (share == 0).any():
-            raise DataError(f"source {int(np.flatnonzero(share == 0)[0])} has no training row; drop it from the sources.")
+            empty = int(np.flatnonzero(share == 0)[0])
+            raise DataError(f"source {empty} has no training row; drop it from the sources.")
         self.register_buffer("row_weight", torch.as_tensor(a / share, dtype=torch.float32), persistent=False)
         self.source_weights = a
 
@@ -418,6 +419,9 @@ def fit_multi_source(
     if Xt.ndim != 2 or Xt.shape[1] != X.shape[1]:
         raise DataError(f"the target features have shape {Xt.shape} but the sources have {X.shape[1]} columns.")
     Xv = yv = None
+    if selection in ("dev", "iwcv", "source_val") and Xs_val_list is None:
+        raise ConfigError(f"selection={selection!r} needs held-out labeled rows of each source (Xs_val_list, "
+                          "ys_val_list); pass them, or use selection='snd', 'entropy' or 'last'.")
     if Xs_val_list is not None:
         if ys_val_list is None or len(Xs_val_list) != n_src or len(ys_val_list) != n_src:
             raise ConfigError(f"Xs_val_list and ys_val_list must hold one array per source ({n_src}).")
