@@ -339,3 +339,30 @@ def test_strategy_fits_on_sources_only_and_round_trips(one_thread):
             DomainGeneralization(backbone="identity", **bad).validate()
     with pytest.raises(ConfigError, match="source"):
         DomainGeneralization(backbone="identity", pretrained=False).fit(None)
+
+
+def test_fit_dg_backbone_mixes_styles_in_training_only(one_thread, monkeypatch):
+    from transferkit.backbones import tiny_cnn
+    from transferkit.data import load_dataset
+
+    src = [load_dataset(f"digits:size=16,subset=0/2,rotate={r},seed=0") for r in (0, 30)]
+    src = [s.subset(np.arange(0, len(s), 12)) for s in src]
+    calls = {"n": 0}
+    real = MixStyle.mix_with
+
+    def counting(self, x, lam, perm):
+        calls["n"] += 1
+        return real(self, x, lam, perm)
+
+    monkeypatch.setattr(MixStyle, "mix_with", counting)
+    res = dg.fit_dg_backbone(src, backbone=lambda pretrained: tiny_cnn(width=4, image_size=16), method="vrex",
+                             epochs=2, batch_size=32, mixstyle_options={"p": 1.0})
+    trained = calls["n"]
+    assert trained > 0 and len(res["mixstyle"]) == 2 and "vrex_penalty" in res["history"][-1]
+    logits = res["trainer"].predict_logits(src[0])
+    assert calls["n"] == trained and logits.shape == (len(src[0]), 10)  # identity when predicting
+    with pytest.raises(ConfigError, match="crossdomain"):
+        dg.fit_dg_backbone(src, mixstyle_options={"mix": "crossdomain"})
+    tab = [DomainDataset(*_toy(20, 0.9, s), f"t{s}", "tabular") for s in range(2)]
+    with pytest.raises(ConfigError, match="image"):
+        dg.fit_dg_backbone(tab)

@@ -31,7 +31,8 @@ domain, the others the sources.
 
 :class:`MixStyle` (Zhou et al., ICLR 2021) mixes the channel statistics of convolutional
 feature maps; pooled feature vectors have no maps, so it is not a feature-level method: it goes
-into a CNN backbone with :func:`insert_mixstyle`.
+into a CNN backbone with :func:`insert_mixstyle`, and :func:`fit_dg_backbone` trains such a
+backbone (with or without one of the terms above) on the pooled source images.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ from ..errors import ConfigError, DataError
 from .multi_domain import DomainTerm, check_sources, per_domain_risks, pool_sources
 
 __all__ = ["CORALTerm", "DG_METHODS", "GroupDROTerm", "IRMTerm", "MixStyle", "VRExTerm", "build_dg_term",
-           "fit_domain_generalization", "insert_mixstyle", "irm_scale_gradient", "leave_one_domain_out",
-           "set_mixstyle_domains"]
+           "fit_dg_backbone", "fit_domain_generalization", "insert_mixstyle", "irm_scale_gradient",
+           "leave_one_domain_out", "set_mixstyle_domains"]
 
 #: Feature-level domain generalisation methods (``None`` term: ERM).
 DG_METHODS = ("erm", "irm", "vrex", "groupdro", "coral")
@@ -563,3 +564,96 @@ def set_mixstyle_domains(backbone: nn.Module, domains) -> None:
     """Give every MixStyle inserted by :func:`insert_mixstyle` the domain ids of the next batch."""
     for ms in getattr(backbone, "mixstyle", {}).values():
         ms.set_domains(domains)
+
+
+#: Where :func:`fit_dg_backbone` puts MixStyle by default: after the early stages, where
+#: channel statistics carry style (Zhou et al.: after ResNet's res1-res3, not the last stage).
+DEFAULT_MIXSTYLE_LAYERS = {"tiny_cnn": ("stem", "stage1")}
+
+
+def fit_dg_backbone(
+    sources: Sequence, *, backbone="tiny_cnn", method: str = "erm", weight: float | None = None,
+    options: dict | None = None, mixstyle: bool = True, mixstyle_after: Sequence[str] | None = None,
+    mixstyle_options: dict | None = None, val_fraction: float = 0.2, num_classes: int | None = None,
+    epochs: int = 10, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 0.0, pretrained: bool = False,
+    image_size: int | None = None, augment="none", selection: str = "source_val", seed: int = 0,
+    device: str | None = None, progress: bool = False,
+) -> dict:
+    r"""Domain generalisation through a CNN backbone: MixStyle inside it, a term on its outputs.
+
+    The whole model ``TransferModel(backbone, num_classes, head="mlp")`` trains on the pooled
+    labeled source images through the one Trainer (AdamW, cosine schedule), with
+    :class:`MixStyle` (``mix="random"``, ``mixstyle_options`` such as ``p``, ``alpha``) after
+    the ``mixstyle_after`` layers of the backbone when ``mixstyle``, and ``method``'s term
+    (:func:`build_dg_term`; CORAL on the backbone's pooled features). As in
+    :func:`fit_domain_generalization`, ``val_fraction`` of every source is held out and the
+    checkpoint with the lowest pooled held-out cross-entropy is kept; there is no target input.
+
+    MixStyle's ``crossdomain`` variant is not offered here: it needs each batch's domain ids
+    inside the backbone's forward, and the Trainer hands row indices only to loss terms (after
+    the forward). Use :class:`MixStyle` with ``domains=`` in your own loop for it.
+
+    Returns
+    -------
+    dict
+        ``model`` (eval mode; MixStyle is identity there), ``trainer`` (``predict_logits`` /
+        ``evaluate`` on any dataset), ``history``, ``best_epoch``, ``score``, ``term``,
+        ``mixstyle`` (the hook handles), ``val_accuracy``.
+    """
+    from ..backbones import resolve_backbone
+    from ..data import concat_datasets
+    from ..finetune import build_param_groups
+    from ..nn import TransferModel
+    from ..train import Trainer
+    from ..train.selection import SelectionCallback
+
+    method = _check_method(method)
+    if selection not in ("source_val", "last"):
+        raise ConfigError(f"selection={selection!r} is not a domain generalisation selection; use 'source_val' "
+                          "(training-domain validation) or 'last'.")
+    check_number("val_fraction", val_fraction, low=0, high=1, low_inclusive=False, high_inclusive=False)
+    check_number("epochs", epochs, low=1, integer=True)
+    sources = check_sources(sources)
+    mixstyle_options = dict(mixstyle_options or {})
+    if mixstyle_options.get("mix", "random") != "random":
+        raise ConfigError("fit_dg_backbone runs MixStyle with mix='random' only: 'crossdomain' needs each batch's "
+                          "domain ids inside the backbone's forward, which the Trainer does not pass.")
+    if mixstyle and any(getattr(s, "modality", None) != "image" for s in sources):
+        raise ConfigError("MixStyle mixes the channel statistics of image feature maps; the sources are not all "
+                          "images (pass mixstyle=False, or use fit_domain_generalization on features).")
+    train_parts, val_parts = [], []
+    for k, s in enumerate(sources):
+        s = s.subset(np.flatnonzero(np.asarray(s.labels) >= 0))
+        tr, va = _split_domain(np.asarray(s.labels), val_fraction, seed, k)
+        train_parts.append(s.subset(tr))
+        val_parts.append(s.subset(va))
+    train = concat_datasets(train_parts, name="sources")
+    val = concat_datasets(val_parts, name="sources_val")
+    domains = train.meta["attributes"]["domain"]
+    n_classes = int(num_classes) if num_classes is not None else max(s.n_classes for s in sources)
+
+    torch.manual_seed(seed)
+    bb = resolve_backbone(backbone, pretrained, image_size)
+    handles = []
+    if mixstyle:
+        after = mixstyle_after
+        if after is None:
+            arch = getattr(getattr(bb, "spec", None), "architecture", None)
+            if arch not in DEFAULT_MIXSTYLE_LAYERS:
+                raise ConfigError(f"backbone {arch!r} has no default MixStyle layers; name them with mixstyle_after "
+                                  "(e.g. its early stages, from backbone.named_modules()).")
+            after = DEFAULT_MIXSTYLE_LAYERS[arch]
+        handles = insert_mixstyle(bb, after=after, **mixstyle_options)
+    model = TransferModel(bb, n_classes, head="mlp")
+    term = build_dg_term(method, domains, weight, options)
+    groups = build_param_groups(model, lr, weight_decay=weight_decay)
+    cb = SelectionCallback(selection, model=model, source_val=val)
+    trainer = Trainer(model, groups, epochs=epochs, batch_size=batch_size, optimizer="adamw", schedule="cosine",
+                      warmup_epochs=0.0, augment=augment, selection=cb, seed=seed, device=device, progress=progress,
+                      tag=f"dg_backbone:{method}", losses=[term] if term is not None else [])
+    trainer.fit(train, None)
+    model.eval()
+    ev = trainer.predict_logits(val).argmax(1)
+    return {"model": model, "trainer": trainer, "history": trainer.history, "best_epoch": cb.best_epoch,
+            "score": cb.best, "term": term, "mixstyle": handles, "method": method,
+            "val_accuracy": float((ev == val.labels).mean())}
