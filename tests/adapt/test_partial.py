@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from transferkit.adapt.deep import (
     BA3USLoss,
+    ClassWeightRefresh,
     DANNLoss,
     PADALoss,
     ba3us_augment_size,
@@ -19,7 +20,15 @@ from transferkit.adapt.deep import (
     pada_class_weights,
     weighted_ce_correction,
 )
-from transferkit.adapt.features import build_da_loss, build_method_loss, train_feature_adapter
+from transferkit.adapt.features import (
+    BottleneckClassifier,
+    DALossTerm,
+    _rows,
+    build_da_loss,
+    build_method_loss,
+    train_feature_adapter,
+)
+from transferkit.train import Trainer
 from transferkit.errors import ConfigError, DataError
 
 D, K = 6, 4
@@ -171,8 +180,66 @@ def test_fixed_class_weights_are_used_and_checkpointed():
         loss.set_class_weights([0.0] * K)
     with pytest.raises(ConfigError, match="needs in_features and num_classes"):
         PADALoss(in_features=D)
-    with pytest.raises(ConfigError, match="momentum must be < 1"):
-        pada(momentum=1.0)
+    with pytest.raises(ConfigError, match="momentum must be <= 1"):
+        pada(momentum=1.5)
+
+
+def test_class_weight_refresh_sets_weights_from_whole_target_predictions():
+    class FakeTrainer:
+        def __init__(self, z):
+            self.z, self.calls = z, 0
+
+        def predict_logits(self, dataset):
+            self.calls += 1
+            return self.z
+
+    z = np.array([[2.0, 0.0, -1.0, 0.5], [0.0, 1.0, 0.0, -2.0], [3.0, -1.0, 0.0, 0.0]])
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    loss = pada(momentum=1.0)
+    cb = ClassWeightRefresh(loss, target=None, every=2)
+    tr = FakeTrainer(z)
+    cb.on_epoch_start(tr, 0)  # epoch 0: the initial uniform weights stay
+    cb.on_epoch_start(tr, 1)  # not a multiple of every
+    assert tr.calls == 0 and loss.class_weights.tolist() == [1.0] * K
+    cb.on_epoch_start(tr, 2)
+    assert tr.calls == 1
+    assert np.allclose(loss.class_weights.numpy(), p.mean(0) / p.mean(0).max(), atol=1e-12)
+    # momentum 1: training batches do not move the estimate in between
+    before = loss.class_weights.clone()
+    call(loss, *batch())
+    assert torch.equal(loss.class_weights, before)
+    # fixed weights are not overwritten by a refresh
+    loss.set_class_weights([1.0, 0.0, 1.0, 1.0])
+    cb.on_epoch_start(tr, 4)
+    assert loss.class_weights.tolist() == [1.0, 0.0, 1.0, 1.0]
+    with pytest.raises(DataError, match="shape \\(n, 4\\)"):
+        loss.set_target_predictions(np.zeros((3, 2)))
+    with pytest.raises(ConfigError, match="class-weighted loss"):
+        ClassWeightRefresh(DANNLoss(in_features=D), None)
+
+
+def test_class_weight_refresh_sees_absent_classes_that_batch_statistics_hide(one_thread):
+    """One-hot blob means: a target batch holding classes 0 and 1 only is re-centred by the
+    bottleneck's training-mode BatchNorm, and the batch moving average of its predictions keeps
+    the absent classes' weights high (measured [0.94, 1, 0.69, 0.57]); eval-mode predictions of
+    the whole target set, refreshed each epoch, find them (measured [1, 0.99, 0.09, 0.05])."""
+    rng = np.random.default_rng(0)
+    means = 3.0 * np.eye(8)[:4]
+    Xs = np.concatenate([rng.normal(means[c], 0.6, size=(40, 8)) for c in range(4)]).astype(np.float32)
+    ys = np.repeat(np.arange(4), 40)
+    rng = np.random.default_rng(1)
+    Xt = np.concatenate([rng.normal(means[c] + 0.3, 0.6, size=(60, 8)) for c in (0, 1)]).astype(np.float32)
+    torch.manual_seed(0)
+    model = BottleneckClassifier(8, 4, 16, 0.1)
+    da = build_da_loss("pada", 16, 4, 1.0, hidden=(32,), momentum=1.0)
+    src, tgt = _rows(Xs, ys, "source"), _rows(Xt, np.full(len(Xt), -1), "target")
+    groups = [{"params": [*model.parameters(), *da.parameters()], "lr": 1e-2, "weight_decay": 5e-4}]
+    tr = Trainer(model, groups, epochs=15, batch_size=32, steps_per_epoch=8, optimizer="adamw", schedule="inverse",
+                 warmup_epochs=0.0, augment="none", seed=0, progress=False, losses=[DALossTerm(da)],
+                 callbacks=[ClassWeightRefresh(da, tgt)])
+    tr.fit(src, None, target=tgt)
+    gam = da.class_weights.numpy()
+    assert gam[[0, 1]].min() > 0.8 and gam[[2, 3]].max() < 0.25, gam
 
 
 # ---------------------------------------------------------------------------------- BA3US pieces
@@ -266,13 +333,14 @@ def test_ba3us_term_is_sum_of_parts_and_augments():
     assert call(b, f_s, f_t, z_s, z_t, y_s)["augmented"].item() == 0
 
 
-def test_ba3us_augmented_rows_are_labeled_target():
-    """With every row's weight 1 and no entropy conditioning, BAA is the authors' BCE on the
-    permuted batch: the augmenting source rows carry label 0."""
+def test_ba3us_augmented_rows_are_labeled_target_and_weighted():
+    """BAA against the authors' weighting, written out: the augmenting source rows carry domain
+    label 0 and weight (1 + e^-H) gamma_y, source rows (1 + e^-H) gamma_y, target rows 1 + e^-H."""
     f_s, f_t, z_s, z_t, y_s = batch(ns=8)
-    b = BA3USLoss(in_features=D, num_classes=K, hidden=(16,), dropout=0.0, mu=-2, cot_weight=0.0, ent_weight=0.0,
-                  entropy_conditioning=False).double()
-    b.set_class_weights(torch.ones(K))
+    b = BA3USLoss(in_features=D, num_classes=K, hidden=(16,), dropout=0.0, mu=-2, cot_weight=0.0,
+                  ent_weight=0.0).double()
+    gam = torch.tensor([1.0, 0.1, 0.5, 0.0], dtype=torch.float64)
+    b.set_class_weights(gam)
     b.set_progress(0.5)  # a fixed augmentation (mu < 0) does not move with it
     torch.manual_seed(5)
     out = call(b, f_s, f_t, z_s, z_t, y_s)
@@ -280,12 +348,19 @@ def test_ba3us_augmented_rows_are_labeled_target():
     perm = torch.randperm(8)
     aug, src = perm[:4], perm[4:].sort().values
     d = b.discriminator(torch.cat([f_s, f_t]))
+    p_s, p_t = torch.softmax(z_s, 1), torch.softmax(z_t, 1)
+    e_s = 1 + torch.exp((p_s * torch.log(p_s)).sum(1))
+    e_t = 1 + torch.exp((p_t * torch.log(p_t)).sum(1))
     ell_src = F.binary_cross_entropy_with_logits(d[src], torch.ones(4, dtype=d.dtype), reduction="none")
     ell_aug = F.binary_cross_entropy_with_logits(d[aug], torch.zeros(4, dtype=d.dtype), reduction="none")
     ell_t = F.binary_cross_entropy_with_logits(d[8:], torch.zeros(7, dtype=d.dtype), reduction="none")
-    r = 1.0
-    expect = ((1 + r) * torch.cat([ell_src, ell_aug]).mean() + ell_t.mean()) / (2 + r)
-    assert out["domain_bce"].item() == pytest.approx(expect.item(), rel=1e-12)
+    w_src, w_aug = e_s[src] * gam[y_s[src]], e_s[aug] * gam[y_s[aug]]
+    r = 4 / 4
+    group = torch.cat([w_src, w_aug])
+    weight = torch.cat([(1 + r) * group / group.sum(), e_t / e_t.sum()])
+    expect = (weight * torch.cat([ell_src, ell_aug, ell_t])).sum() / weight.sum()
+    assert out["domain_bce"].item() == pytest.approx(expect.item(), rel=1e-10)
+    assert out["augmented"].item() == 4
 
 
 # ---------------------------------------------------------------------------------- through the library

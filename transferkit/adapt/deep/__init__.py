@@ -39,12 +39,13 @@ from .entropy import EntropyLoss
 from .jan import JANLoss
 from .kl_align import KLAlignLoss, gaussian_kl
 from .mcc import MCCLoss
-from .pada import PADALoss, pada_class_weights, weighted_ce_correction, weighted_domain_bce
+from .pada import ClassWeightRefresh, PADALoss, pada_class_weights, weighted_ce_correction, weighted_domain_bce
 
 __all__ = [
     "AdversarialLoss",
     "BA3USLoss",
     "CDANELoss",
+    "ClassWeightRefresh",
     "CDANLoss",
     "DALoss",
     "DANLoss",

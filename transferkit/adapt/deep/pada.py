@@ -18,7 +18,7 @@ from ..._validation import check_number
 from ...errors import ConfigError, DataError
 from ._adversarial import AdversarialLoss, DomainDiscriminator
 
-__all__ = ["PADALoss", "pada_class_weights", "weighted_ce_correction", "weighted_domain_bce"]
+__all__ = ["ClassWeightRefresh", "PADALoss", "pada_class_weights", "weighted_ce_correction", "weighted_domain_bce"]
 
 #: Floor of a weight sum: a batch whose source rows all have weight 0 contributes 0, not NaN.
 _TINY = 1e-12
@@ -121,7 +121,9 @@ class PADALoss(AdversarialLoss):
     mode before each use, without gradient; :math:`\gamma = \bar p / \max_k \bar p_k`. Fixed
     weights (e.g. a label-shift estimate :math:`q_y / p_y` of the target priors over the
     source's: ``estimate_target_priors(...).weights`` from :mod:`transferkit.adapt.label_shift`)
-    can be set with :meth:`set_class_weights`, which freezes them.
+    can be set with :meth:`set_class_weights`, which freezes them. The paper's own schedule,
+    :math:`\gamma` from eval-mode predictions over the whole target set every few epochs, is
+    :class:`ClassWeightRefresh` (a Trainer callback) with ``momentum=1``.
 
     **Classifier reweighting** (``reweight_classifier=True``, the paper's Eq. 5). The
     :class:`~transferkit.train.Trainer` adds the plain mean source cross-entropy; this loss
@@ -142,8 +144,9 @@ class PADALoss(AdversarialLoss):
     weight
         :math:`\lambda`, multiplying the domain loss.
     momentum
-        :math:`m` of the moving average of target predictions, in ``[0, 1)``; 0 uses the
-        current batch only.
+        :math:`m` of the moving average of target predictions, in ``[0, 1]``; 0 uses the
+        current batch only, 1 never moves it from batches (the weights then change only
+        through :meth:`set_target_predictions`, e.g. by :class:`ClassWeightRefresh`).
     reweight_classifier
         Add the weighted-classifier correction.
     label_smoothing
@@ -167,8 +170,13 @@ class PADALoss(AdversarialLoss):
     -----
     Deviations from the paper: Cao et al. recompute :math:`\gamma` over the whole target set
     every few hundred iterations (Transfer-Learning-Library: once per epoch); a loss module
-    only sees batches, so the average is a moving one over batches (the estimate lags the
-    model by about :math:`1/(1-m)` steps, and on several processes each keeps its own). The
+    only sees batches, so by default the average is a moving one over batches (the estimate
+    lags the model by about :math:`1/(1-m)` steps, and on several processes each keeps its
+    own). Those batch predictions are *training-mode* ones: a network whose BatchNorm
+    normalises each domain's batch with its own statistics (the bottleneck of
+    :func:`~transferkit.adapt.features.train_feature_adapter`) re-centres a target batch that
+    holds only some classes, and its predictions can come out near uniform, hiding the absent
+    classes; :class:`ClassWeightRefresh` (eval-mode predictions) avoids that. The
     discriminator's gradient is scaled by ``weight`` as in
     :class:`~transferkit.adapt.deep.DANNLoss`.
 
@@ -192,7 +200,7 @@ class PADALoss(AdversarialLoss):
                               "have one entry per source class).")
         self.in_features = check_number("in_features", in_features, low=1, integer=True)
         self.num_classes = check_number("num_classes", num_classes, low=2, integer=True)
-        self.momentum = float(check_number("momentum", momentum, low=0, high=1, high_inclusive=False))
+        self.momentum = float(check_number("momentum", momentum, low=0, high=1))
         self.reweight_classifier = bool(reweight_classifier)
         self.label_smoothing = float(check_number("label_smoothing", label_smoothing, low=0, high=1))
         k = self.num_classes
@@ -229,9 +237,24 @@ class PADALoss(AdversarialLoss):
         self.weights_fixed.fill_(True)
 
     @torch.no_grad()
+    def set_target_predictions(self, logits_t) -> None:
+        """Replace the moving average by the mean softmax of ``logits_t`` (``(n, K)``, e.g. the
+        eval-mode logits of the whole target set) and recompute the weights from it (unless
+        :meth:`set_class_weights` fixed them; the average is still replaced)."""
+        z = torch.as_tensor(logits_t, device=self.target_probs.device)
+        if z.dim() != 2 or z.shape[1] != self.num_classes or z.shape[0] == 0:
+            raise DataError(f"set_target_predictions needs logits of shape (n, {self.num_classes}), "
+                            f"got {tuple(z.shape)}.")
+        if not bool(torch.isfinite(z).all()):
+            raise DataError("set_target_predictions got non-finite logits; check the model's predictions.")
+        self.target_probs.copy_(torch.softmax(z.to(self.target_probs.dtype), 1).mean(0))
+        if not bool(self.weights_fixed):
+            self.class_weights.copy_(self.target_probs / self.target_probs.max())
+
+    @torch.no_grad()
     def update_class_weights(self, logits_t: torch.Tensor) -> None:
         """One moving-average step from a target batch (no-op when the weights are fixed)."""
-        if bool(self.weights_fixed):
+        if bool(self.weights_fixed) or self.momentum == 1.0:
             return
         if logits_t.shape[1] != self.num_classes:
             raise DataError(f"da_loss {self.name!r} was built for {self.num_classes} classes, got logits with "
@@ -279,3 +302,36 @@ class PADALoss(AdversarialLoss):
     def extra_repr(self) -> str:
         return (f"weight={self.weight:g}, num_classes={self.num_classes}, momentum={self.momentum:g}, "
                 f"reweight_classifier={self.reweight_classifier}")
+
+
+class ClassWeightRefresh:
+    r"""Trainer callback: the paper's class-weight schedule, from eval-mode target predictions.
+
+    At the start of every ``every``-th epoch after the first, predicts the whole ``target``
+    dataset with the model in eval mode (:meth:`~transferkit.train.Trainer.predict_logits`)
+    and hands the logits to :meth:`PADALoss.set_target_predictions`: :math:`\gamma` is then
+    Cao et al.'s average over the target set, free of training-mode BatchNorm statistics.
+    Use it with ``momentum=1`` for exactly the paper's schedule, or a smaller momentum to keep
+    refining from batches in between. Epoch 0 keeps the initial uniform weights (the paper's
+    and the BA3US authors' first update also comes after an interval of training).
+
+    Parameters
+    ----------
+    loss
+        A :class:`PADALoss` or :class:`~transferkit.adapt.deep.BA3USLoss`.
+    target
+        The unlabeled target training dataset (what ``trainer.fit(..., target=...)`` gets).
+    every
+        Refresh period in epochs.
+    """
+
+    def __init__(self, loss: PADALoss, target, every: int = 1):
+        if not hasattr(loss, "set_target_predictions"):
+            raise ConfigError(f"ClassWeightRefresh needs a class-weighted loss (pada, ba3us), got "
+                              f"{type(loss).__name__}.")
+        self.loss, self.target = loss, target
+        self.every = check_number("every", every, low=1, integer=True)
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        if epoch > 0 and epoch % self.every == 0:
+            self.loss.set_target_predictions(trainer.predict_logits(self.target))
