@@ -19,6 +19,8 @@ DEEP = [
     {"name": "source_only_adabn", "epochs": 2, "bottleneck": 16, "seed": 7},
     {"name": "target_only", "epochs": 2, "bottleneck": 16, "seed": 8},
     {"name": "fixmatch", "epochs": 1, "batch_size": 32, "seed": 11},
+    {"name": "multi_source", "epochs": 2, "bottleneck": 16, "seed": 13},
+    {"name": "domain_generalization", "method": "coral", "epochs": 2, "bottleneck": 16, "seed": 14},
     {"name": "ensemble", "members": ["scratch", "finetune"]},  # after its members: it combines them
 ]
 CLOSED = [

@@ -37,7 +37,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "divergence": ("transferkit.metrics",),
     "transferability": ("transferkit.metrics",),
     "scorer": ("transferkit.train.selection",),
-    "da_loss": ("transferkit.adapt.deep",),
+    "da_loss": ("transferkit.adapt.deep", "transferkit.adapt.multi_source"),  # multi_source: the one-source 'moment'
     "shallow_da": ("transferkit.adapt.shallow",),
     "penalty": ("transferkit.finetune.penalties",),
     "fewshot": ("transferkit.fewshot",),

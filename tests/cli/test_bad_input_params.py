@@ -119,6 +119,10 @@ CASES = {
         ["ensemble.members lists 'feature_extractoin'", "Did you mean 'feature_extraction'"]),
     "source_free method misspelt": lambda t: (_s(t, name="source_free", method="shott"),
                                               ["source_free.method='shott'", "'shot'"]),
+    "multi_source method misspelt": lambda t: (_s(t, name="multi_source", method="m3sdaa"),
+                                               ["multi_source.method='m3sdaa'", "'m3sda'"]),
+    "domain_generalization method misspelt": lambda t: (_s(t, name="domain_generalization", method="irn"),
+                                                        ["irn", "'irm'"]),
     "two_stage with a shallow method": lambda t: (
         _s(t, name="two_stage", method="coral"), ["closed-form estimator", "deep loss"]),
 }

@@ -60,6 +60,8 @@ STRATEGIES = [
     {"name": "self_training", "seed": 10},
     {"name": "fixmatch", "epochs": 2, "batch_size": 32, "seed": 11},
     {"name": "ensemble", "members": ["scratch", "finetune"]},  # resumed: its kept members are read from disk
+    {"name": "multi_source", "epochs": 2, "bottleneck": 32, "seed": 12},  # the config's one source: a list of one
+    {"name": "domain_generalization", "method": "vrex", "epochs": 2, "bottleneck": 32, "seed": 13},
 ]
 
 

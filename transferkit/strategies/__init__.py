@@ -2,7 +2,9 @@
 source_only, source_only_adabn, target_only; and the method strategies source_only_lr,
 self_training, fixmatch (also ``adapt`` methods of the same name); source_free (SHOT, SHOT-IM, AaD:
 a trained source model adapted on the unlabeled target, no source data); ensemble (the weighted
-mixture of other strategies of the same experiment)."""
+mixture of other strategies of the same experiment); multi_source (several labeled sources, one
+unlabeled target: M3SDA, relevance weighting, pooled) and domain_generalization (several labeled
+sources, no target until test: ERM, IRM, V-REx, GroupDRO, CORAL), both given ``sources: [...]``."""
 
 from .adapt import (
     Adapt,
@@ -15,10 +17,13 @@ from .adapt import (
     TwoStage,
 )
 from .base import Strategy
+from .domain_generalization import DomainGeneralization
 from .ensemble import Ensemble
 from .feature_extraction import FeatureExtraction
 from .finetune import FineTune, Scratch
+from .multi_source import MultiSource
 from .source_free import SourceFree
 
-__all__ = ["Adapt", "Ensemble", "FeatureExtraction", "FineTune", "FixMatch", "Scratch", "SelfTraining",
-           "SourceOnly", "SourceFree", "SourceOnlyAdaBN", "SourceOnlyLR", "Strategy", "TargetOnly", "TwoStage"]
+__all__ = ["Adapt", "DomainGeneralization", "Ensemble", "FeatureExtraction", "FineTune", "FixMatch", "MultiSource",
+           "Scratch", "SelfTraining", "SourceOnly", "SourceFree", "SourceOnlyAdaBN", "SourceOnlyLR", "Strategy",
+           "TargetOnly", "TwoStage"]

@@ -54,6 +54,7 @@ class DomainGeneralization(Adapt):
 
     name = "domain_generalization"
     needs_source = True
+    multi_source = True  # the experiment passes ``sources: [...]`` as a list (one ``source`` as a list of one)
     needs_target_labels = False
     label_shift = None  # adapt's prior correction needs target inputs
     # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)

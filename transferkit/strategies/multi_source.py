@@ -67,6 +67,7 @@ class MultiSource(Adapt):
 
     name = "multi_source"
     needs_source = True
+    multi_source = True  # the experiment passes ``sources: [...]`` as a list (one ``source`` as a list of one)
     needs_target_labels = False
     # adapt parameters this strategy fixes (not constructor parameters; see Adapt._fix_class_parameters)
     loss_options = None
