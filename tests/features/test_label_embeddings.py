@@ -2,6 +2,7 @@
 out-of-vocabulary handling, and WordLlama's pooling against the package's own."""
 
 import importlib.util
+import logging
 
 import numpy as np
 import pytest
@@ -58,8 +59,14 @@ def test_wordllama_pooling_equals_the_package_inference():
     from safetensors import safe_open
     from tokenizers import Tokenizer
 
-    import wordllama
-    from wordllama import WordLlamaInference
+    root_log = logging.getLogger()
+    handlers, level = list(root_log.handlers), root_log.level
+    try:  # `import wordllama` calls logging.basicConfig(level=INFO): keep it from reaching later tests
+        import wordllama
+        from wordllama import WordLlamaInference
+    finally:
+        root_log.handlers[:] = handlers
+        root_log.setLevel(level)
 
     root = importlib.util.find_spec("wordllama").submodule_search_locations[0]
     with safe_open(f"{root}/weights/l2_supercat_256.safetensors", framework="np") as f:

