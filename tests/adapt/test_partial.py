@@ -425,3 +425,24 @@ def test_class_weighting_avoids_the_negative_transfer_of_dann(one_thread):
                                     epochs=20, batch_size=32, lr=1e-2, selection="last", seed=0, domain_bn=False)
         acc[method] = (res["model"](torch.as_tensor(Xt)).argmax(1).numpy() == yt).mean()
     assert acc["pada"] > acc["dann"] + 0.05 and acc["ba3us"] > acc["dann"] + 0.05, acc
+
+
+def test_train_feature_adapter_refreshes_pada_weights_each_epoch(one_thread):
+    """Through ``train_feature_adapter(method="pada")`` (what ``adapt`` runs) the class weights come
+    from the per-epoch refresh (``momentum=1`` by default there), so the BatchNorm re-centring that
+    hides the absent classes from batch averages does not reach them."""
+    from transferkit.adapt.features import train_feature_adapter
+
+    rng = np.random.default_rng(0)
+    means = 3.0 * np.eye(8)[:4]
+    Xs = np.concatenate([rng.normal(means[c], 0.6, size=(40, 8)) for c in range(4)]).astype(np.float32)
+    ys = np.repeat(np.arange(4), 40)
+    rng = np.random.default_rng(1)
+    Xt = np.concatenate([rng.normal(means[c] + 0.3, 0.6, size=(60, 8)) for c in (0, 1)]).astype(np.float32)
+    res = train_feature_adapter(Xs, ys, Xt, num_classes=4, method="pada", loss_options={"hidden": (32,)},
+                                bottleneck=16, dropout=0.1, epochs=15, batch_size=32, steps_per_epoch=8, lr=1e-2,
+                                selection="last", seed=0)
+    da = res["trainer"].losses[0].da
+    assert da.momentum == 1.0
+    gam = da.class_weights.numpy()
+    assert gam[[0, 1]].min() > 0.8 and gam[[2, 3]].max() < 0.25, gam

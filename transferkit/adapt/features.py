@@ -108,6 +108,34 @@ class CombinedDALoss(nn.Module):
         return {"loss": total, **logs}
 
 
+def class_weight_refreshers(loss: nn.Module, target) -> list:
+    """Trainer callbacks that give every class-weighted part of ``loss`` (PADA, BA3US) its class
+    weights from eval-mode predictions of the whole ``target`` each epoch
+    (:class:`~transferkit.adapt.deep.ClassWeightRefresh`, the paper's schedule): batch statistics
+    alone hide the classes a partial target lacks."""
+    if target is None:
+        return []
+    from .deep import ClassWeightRefresh
+
+    parts = list(loss.parts.values()) if isinstance(loss, CombinedDALoss) else [loss]
+    return [ClassWeightRefresh(p, target) for p in parts if hasattr(p, "set_target_predictions")]
+
+
+def _epoch_weight_defaults(method: str, loss_options: dict | None) -> dict | None:
+    """A class-weighted loss refreshed each epoch takes its weights from that refresh alone
+    (``momentum=1``: the paper's schedule) unless the options say otherwise."""
+    names = [m.strip() for m in method.split("+")]
+    opts = dict(loss_options or {})
+    for n in names:
+        if not hasattr(get("da_loss", n), "set_target_predictions"):
+            continue
+        if len(names) == 1:
+            opts.setdefault("momentum", 1.0)
+        else:
+            opts[n] = {"momentum": 1.0, **opts.get(n, {})}
+    return opts
+
+
 def build_method_loss(method: str, in_features: int, num_classes: int, weight: float,
                       loss_options: dict | None = None) -> nn.Module:
     """``"name"`` -> one registered DA loss; ``"a+b"`` -> :class:`CombinedDALoss` of both.
@@ -314,8 +342,11 @@ def train_feature_adapter(
     target_val = None if Xt_val is None else _rows(Xt_val, yt_val, "target_val")
     labeled_target = yt is not None and bool((np.asarray(yt) >= 0).any())
     extra_terms, terms = list(terms), []
+    refresh: list = []
     if method:
-        terms.append(DALossTerm(build_method_loss(method, bottleneck, num_classes, weight, loss_options)))
+        da = build_method_loss(method, bottleneck, num_classes, weight, _epoch_weight_defaults(method, loss_options))
+        terms.append(DALossTerm(da))
+        refresh = class_weight_refreshers(da, target)
     if labeled_target:
         terms.append(TargetLabelTerm())
     terms.extend(extra_terms)
@@ -351,7 +382,8 @@ def train_feature_adapter(
                            target_val=target_val, predict=domain_logits if domain_bn and T is not None else None)
     trainer = Trainer(model, groups, epochs=epochs, batch_size=batch_size, steps_per_epoch=steps, optimizer="adamw",
                       schedule="inverse", warmup_epochs=0.0, grad_clip=None, augment="none", selection=cb, seed=seed,
-                      device=device, progress=False, tag=f"adapt:{method}", losses=terms, fault_prefix="adapt")
+                      device=device, progress=False, tag=f"adapt:{method}", losses=terms, fault_prefix="adapt",
+                      callbacks=refresh)
     trainer.fit(source, None, target=target if terms else None)
     if domain_bn and T is not None:  # after the weights: the statistics are those of the restored layers
         model.set_bn_statistics(T.to(device))
