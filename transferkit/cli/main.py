@@ -141,8 +141,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     bm = sub.add_parser("benchmark", help="benchmark transfer methods (digits-shift; real-shift: real data and source "
                                           "models; few-shot: every few-shot method on offline data; drift: "
-                                          "source-free and test-time adaptation, uncertainty under corruption)")
-    bm.add_argument("suite", nargs="?", choices=["digits-shift", "real-shift", "few-shot", "drift"],
+                                          "source-free and test-time adaptation, uncertainty under corruption; "
+                                          "label-spaces: partial, open-set, zero-shot, multi-source, domain "
+                                          "generalisation)")
+    bm.add_argument("suite", nargs="?", choices=["digits-shift", "real-shift", "few-shot", "drift", "label-spaces"],
                     help="the suite (not with --resume)")
     bm.add_argument("--resume", metavar="DIR",
                     help="continue an interrupted benchmark in DIR with its stored arguments (finished cells are kept)")
@@ -154,7 +156,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--backbone", default=None, help="backbone (default efficientnet_lite0)")
     bm.add_argument("--image-size", type=_int_arg(8, 1024), default=None, help="input side (default 64)")
     bm.add_argument("--parts", nargs="+", default=None,
-                    help="drift: source_free, corruptions, continual, uncertainty (default: all)")
+                    help="drift: source_free, corruptions, continual, uncertainty; label-spaces: partial, open_set, "
+                         "zero_shot, multi_source, dg (default: all)")
     bm.add_argument("--passes", type=_int_arg(1, 100), default=None,
                     help="drift: passes of the continual stream over the 13 corruptions (default 10)")
     bm.add_argument("--n-test", type=_int_arg(100, 10_000), default=None,
@@ -476,10 +479,13 @@ def _cmd_benchmark(args) -> int:
 
     if args.suite == "drift" or (args.resume and stored_suite(args.resume) == "drift"):
         return _cmd_drift(args)
+    if args.suite == "label-spaces" or (args.resume and stored_suite(args.resume) == "label-spaces"):
+        return _cmd_label_spaces(args)
     drift_only = [f for f, v in (("--parts", args.parts), ("--passes", args.passes), ("--n-test", args.n_test))
                   if v is not None]
     if drift_only:
-        raise ConfigError(f"{drift_only[0]} is an option of 'benchmark drift' only; leave it out.")
+        raise ConfigError(f"{drift_only[0]} is an option of 'benchmark drift' (and --parts of 'benchmark label-spaces') "
+                          "only; leave it out.")
     if args.suite == "real-shift" and not args.resume:
         return _cmd_real_shift(args)
     if args.resume and _real_shift_args(args.resume) is not None:
@@ -552,6 +558,37 @@ def _cmd_drift(args) -> int:
                 raise
             print(f"transferkit: warning: report not written ({type(exc).__name__}: {exc}); retry with "
                   f"'transferkit report {res['output_dir']}'", file=sys.stderr)
+    print(f"\nwritten: {os.path.join(res['output_dir'], 'results.json')} and results.md "
+          f"({res['seconds'] / 60:.1f} min)")
+    return 0
+
+
+def _cmd_label_spaces(args) -> int:
+    from ..errors import ConfigError
+    from ..labelspaces import check_label_space_args, markdown, run_label_spaces_dir
+    from ..train.rundir import stored_arguments
+
+    if args.resume:
+        _resume_alone(args, "benchmark", "the arguments",
+                      (("the suite", args.suite), ("--parts", args.parts), ("--seeds", args.seeds),
+                       ("--epochs", args.epochs), ("--out", args.out), ("--overwrite", args.overwrite)))
+        kw = check_label_space_args(**stored_arguments(args.resume, "benchmark.json", ("parts", "seeds", "epochs"),
+                                                       suite="label-spaces"))
+        out = args.resume
+    else:
+        fixed = [f for f, v in (("--tasks", args.tasks), ("--methods", args.methods), ("--selection", args.selection),
+                                ("--backbone", args.backbone), ("--image-size", args.image_size),
+                                ("--passes", args.passes), ("--n-test", args.n_test)) if v is not None]
+        if fixed:
+            raise ConfigError(f"benchmark label-spaces: {fixed[0]} is fixed by the suite (its tasks, methods, backbones "
+                              "and selection are fixed before any target label is read); use --parts, --seeds or "
+                              "--epochs.")
+        kw = check_label_space_args(args.parts, **{k: v for k, v in (("seeds", args.seeds), ("epochs", args.epochs))
+                                                   if v is not None})
+        out = args.out or f"runs/label-spaces-{time.strftime('%Y%m%d-%H%M%S')}"
+    res = run_label_spaces_dir(out, overwrite=args.overwrite, **kw)
+    print()
+    print(markdown(res))
     print(f"\nwritten: {os.path.join(res['output_dir'], 'results.json')} and results.md "
           f"({res['seconds'] / 60:.1f} min)")
     return 0
