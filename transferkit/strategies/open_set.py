@@ -14,8 +14,9 @@ from ..errors import DataError
 from .adapt import Adapt, _check_source
 from .base import Strategy, check_flag, check_option
 
-#: What ``open_set.method`` may be (:data:`transferkit.adapt.open_set.METHODS`).
+#: What ``open_set.method`` and ``open_set.norm`` may be (:data:`transferkit.adapt.open_set.METHODS`, ``NORMS``).
 METHODS = ("ovanet", "osbp", "threshold")
+NORMS = ("batch", "pooled")
 
 #: The name of the extra class of ``classes_``.
 UNKNOWN = "unknown"
@@ -43,15 +44,21 @@ class OpenSet(Strategy):
         ``known_rate`` of the held-out labeled source rows known).
     selection
         ``None`` (default): ``"last"`` for ``ovanet``/``osbp`` (the papers' fixed budget),
-        ``"source_val"`` (labeled source validation loss) for ``threshold``. ``osbp`` and
-        ``threshold`` accept either; ``ovanet`` only ``"last"``. No target label is read by
-        any. The choice is recorded in ``selection_``.
+        ``"source_val"`` (labeled source validation loss) for ``threshold``; each method accepts
+        either. Neither reads a target label. The choice is recorded in ``selection_``.
+    norm
+        The bottleneck's normalisation (:class:`transferkit.adapt.open_set.OpenSetNet`):
+        ``"batch"`` (BatchNorm; each domain's training batches normalised with their own
+        statistics, an implicit moment alignment that assumes both domains hold the same
+        classes) or ``"pooled"`` (inputs standardised with the pooled source + target training
+        rows, no batch statistics). ``None`` (default): ``"pooled"`` for ``osbp``/``ovanet``,
+        ``"batch"`` for ``threshold`` (see :func:`transferkit.adapt.open_set.fit_open_set` for
+        the measurements behind it).
     domain_bn
         ``False`` (default): predict with the BatchNorm running statistics of training. ``True``:
-        AdaBN, the target training rows' statistics. AdaBN assumes both domains hold the same
-        classes in the same proportions, which open-set targets break (extra classes, and in
-        universal adaptation missing ones): on the Gaussian-blob test tasks it cost OVANet and
-        OSBP H-score in the universal setting. Not used by ``threshold``.
+        AdaBN, the target training rows' statistics (``norm="batch"`` only). AdaBN assumes both
+        domains hold the same classes in the same proportions, which open-set targets break
+        (extra classes, and in universal adaptation missing ones). Not used by ``threshold``.
     weight
         OSBP's adversarial weight (1, the paper's).
     entropy_weight
@@ -83,7 +90,8 @@ class OpenSet(Strategy):
     _check_network = Adapt._check_network
 
     def __init__(self, backbone="efficientnet_lite0", method="ovanet", selection=None, pretrained=True,
-                 image_size=None, bottleneck=256, dropout=0.5, epochs=30, batch_size=64, lr=1e-3, weight_decay=5e-4,
+                 image_size=None, bottleneck=256, dropout=0.5, norm=None, epochs=30, batch_size=64, lr=1e-3,
+                 weight_decay=5e-4,
                  source_val_fraction=0.2, domain_bn=False, weight=1.0, entropy_weight=0.1, known_rate=0.95,
                  cache_dir=None, seed=0, device=None, progress=False):
         self.backbone = backbone
@@ -93,6 +101,7 @@ class OpenSet(Strategy):
         self.image_size = image_size
         self.bottleneck = bottleneck
         self.dropout = dropout
+        self.norm = norm
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -118,13 +127,20 @@ class OpenSet(Strategy):
         if self.batch_size == 1:
             raise ConfigError(f"{p('batch_size')}=1 is too small: the bottleneck's BatchNorm needs at least 2 rows "
                               "per batch; use e.g. batch_size: 64.")
-        allowed = ("last",) if method == "ovanet" else ("last", "source_val")
         if self.selection is not None:
-            check_option(p("selection"), self.selection, allowed)
+            check_option(p("selection"), self.selection, ("last", "source_val"))
+        norm = self._norm() if self.norm is None else check_option(p("norm"), self.norm, NORMS)
+        if self.domain_bn and (norm != "batch" or method == "threshold"):
+            raise ConfigError(f"{p('domain_bn')}=true sets BatchNorm statistics from the target, but "
+                              f"{p('method')}={method!r} with {p('norm')}={norm!r} has "
+                              f"{'no target input' if method == 'threshold' else 'no BatchNorm'}; drop domain_bn.")
         check_flag(p("domain_bn"), self.domain_bn)
         self._num("weight", low=0, high=1e4, example=1.0)
         self._num("entropy_weight", low=0, high=1e4, example=0.1)
         self._num("known_rate", low=0, high=1, low_inclusive=False, high_inclusive=False, example=0.95)
+
+    def _norm(self) -> str:
+        return self.norm or ("batch" if self.method == "threshold" else "pooled")
 
     def _selection(self) -> str:
         return self.selection or ("source_val" if self.method == "threshold" else "last")
@@ -157,7 +173,7 @@ class OpenSet(Strategy):
             pool = train.without_labels()  # from here on nothing can read the target's labels
             Ft = self._target_features(pool, Fs.shape[1])
         model = fit_open_set(Fs, ys, Ft, method=method, n_known=K, Xs_val=Fsv, ys_val=ysv,
-                             bottleneck=self.bottleneck, dropout=self.dropout, epochs=self.epochs,
+                             bottleneck=self.bottleneck, dropout=self.dropout, norm=self.norm, epochs=self.epochs,
                              batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                              selection=selection, domain_bn=bool(self.domain_bn), weight=self.weight,
                              entropy_weight=self.entropy_weight, known_rate=self.known_rate, seed=self.seed,
@@ -273,4 +289,4 @@ class OpenSet(Strategy):
         return self
 
 
-__all__ = ["METHODS", "OpenSet", "UNKNOWN"]
+__all__ = ["METHODS", "NORMS", "OpenSet", "UNKNOWN"]
