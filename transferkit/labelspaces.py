@@ -178,12 +178,11 @@ def _partial_cell(task: str, method: str, seed: int, epochs: int) -> dict:
     t = PARTIAL_TASKS[task]
     src, (pool, test) = _featurize(t["source"]), _pool_test(_featurize(t["target"]), seed)
     c = _common(seed, epochs)
+    opts = METHOD_OPTIONS["partial"][method]
     if method == "source_only":
-        s = SourceOnly(**c).fit(None, source=src)
-    elif method == "reweight":
-        s = Adapt(**c, method=None, domain_bn=False, label_shift="mlls+reweight").fit(pool, source=src)
+        s = SourceOnly(**c, **opts).fit(None, source=src)
     else:
-        s = Adapt(**c, method=method).fit(pool, source=src)
+        s = Adapt(**c, **opts).fit(pool, source=src)
     pred = s.predict(test)
     out = {"accuracy": float(np.mean(pred == test.labels)), "selection": s.selection_}
     absent = sorted(set(range(10)) - set(np.unique(test.labels).tolist()))
@@ -273,10 +272,11 @@ def _multi_source_cell(task: str, target: str, method: str, seed: int, epochs: i
 
         pooled = concat_datasets(sources)
         s = (SourceOnly(**c).fit(None, source=pooled) if method == "pooled"
-             else Adapt(**c, method="moment").fit(pool, source=pooled))
-        return {"accuracy": float(s.score(test))}
-    s = MultiSource(**c, method=method).fit(pool, source=sources)
-    return {"accuracy": float(s.score(test)), "source_weights": [float(w) for w in s.source_weights_]}
+             else Adapt(**c, **METHOD_OPTIONS["multi_source"][method]).fit(pool, source=pooled))
+        return {"accuracy": float(s.score(test)), "selection": s.selection_}
+    s = MultiSource(**c, **METHOD_OPTIONS["multi_source"][method]).fit(pool, source=sources)
+    return {"accuracy": float(s.score(test)), "source_weights": [float(w) for w in s.source_weights_],
+            "selection": s.selection_}
 
 
 def _dg_cell(task: str, target: str, method: str, seed: int, epochs: int) -> dict:
@@ -290,37 +290,55 @@ def _dg_cell(task: str, target: str, method: str, seed: int, epochs: int) -> dic
 
 
 # ------------------------------------------------------------------ runner
+#: The DA weight candidates of the methods that have one, chosen per cell by the label-free DEV score.
+WEIGHT_GRID = [0.01, 0.1, 1.0]
+#: What each method's cell is, beyond the task and the epochs (part of each kept cell's definition).
+METHOD_OPTIONS = {
+    "partial": {"dann": {"method": "dann"}, "pada": {"method": "pada"}, "ba3us": {"method": "ba3us"},
+                "reweight": {"method": None, "domain_bn": False, "label_shift": "mlls+reweight"},
+                "source_only": {"selection": "source_val"}},
+    "multi_source": {"pooled_moment": {"method": "moment", "weight": WEIGHT_GRID},
+                     "m3sda": {"method": "m3sda", "weight": WEIGHT_GRID},
+                     "m3sda+weighted": {"method": "m3sda+weighted", "weight": WEIGHT_GRID},
+                     "weighted": {"method": "weighted"}},
+}
+#: The order the parts run in (the quick and the finished first).
+RUN_ORDER = ("partial", "zero_shot", "multi_source", "dg", "open_set")
+
+
 def _cells(a: dict):
     """(part, cell name, definition, compute) for every cell of the arguments, in run order."""
     ep = a["epochs"]
-    for seed in range(a["seeds"]):
-        if "partial" in a["parts"]:
-            for task in PARTIAL_TASKS:
-                for m in PARTIAL_METHODS:
-                    yield ("partial", f"partial--{task}--{m}--seed{seed}", {"task": PARTIAL_TASKS[task], "epochs": ep},
-                           lambda task=task, m=m, seed=seed: _partial_cell(task, m, seed, ep))
-        if "open_set" in a["parts"]:
-            for task in OPEN_SET_TASKS:
-                for m in OPEN_SET_METHODS:
-                    yield ("open_set", f"open_set--{task}--{m}--seed{seed}", {"task": OPEN_SET_TASKS[task],
-                                                                              "epochs": ep},
-                           lambda task=task, m=m, seed=seed: _open_set_cell(task, m, seed, ep))
-        if "zero_shot" in a["parts"]:
-            for task in ZERO_SHOT_TASKS:
-                for e in EMBEDDINGS:
-                    for m in ZSL_METHODS:
-                        yield ("zero_shot", f"zero_shot--{task}--{m}--{e}--seed{seed}", {"task": ZERO_SHOT_TASKS[task]},
-                               lambda task=task, m=m, e=e, seed=seed: _zero_shot_cell(task, m, e, seed))
-        for part, methods, fn in (("multi_source", MULTI_SOURCE_METHODS, _multi_source_cell),
-                                  ("dg", DG_METHODS, _dg_cell)):
-            if part not in a["parts"]:
-                continue
-            for task, t in DOMAIN_TASKS.items():
-                for target in t["targets"]:
-                    for m in methods:
-                        yield (part, f"{part}--{task}--{target}--{m}--seed{seed}",
-                               {"domains": t["domains"], "epochs": ep},
-                               lambda task=task, target=target, m=m, seed=seed, fn=fn: fn(task, target, m, seed, ep))
+    for part in [p for p in RUN_ORDER if p in a["parts"]]:
+        opts = METHOD_OPTIONS.get(part, {})
+        for seed in range(a["seeds"]):
+            if part == "partial":
+                for task in PARTIAL_TASKS:
+                    for m in PARTIAL_METHODS:
+                        yield (part, f"partial--{task}--{m}--seed{seed}",
+                               {"task": PARTIAL_TASKS[task], "epochs": ep, "options": opts.get(m)},
+                               lambda task=task, m=m, seed=seed: _partial_cell(task, m, seed, ep))
+            elif part == "open_set":
+                for task in OPEN_SET_TASKS:
+                    for m in OPEN_SET_METHODS:
+                        yield (part, f"open_set--{task}--{m}--seed{seed}", {"task": OPEN_SET_TASKS[task], "epochs": ep},
+                               lambda task=task, m=m, seed=seed: _open_set_cell(task, m, seed, ep))
+            elif part == "zero_shot":
+                for task in ZERO_SHOT_TASKS:
+                    for e in EMBEDDINGS:
+                        for m in ZSL_METHODS:
+                            yield (part, f"zero_shot--{task}--{m}--{e}--seed{seed}", {"task": ZERO_SHOT_TASKS[task]},
+                                   lambda task=task, m=m, e=e, seed=seed: _zero_shot_cell(task, m, e, seed))
+            else:
+                methods, fn = ((MULTI_SOURCE_METHODS, _multi_source_cell) if part == "multi_source"
+                               else (DG_METHODS, _dg_cell))
+                for task, t in DOMAIN_TASKS.items():
+                    for target in t["targets"]:
+                        for m in methods:
+                            yield (part, f"{part}--{task}--{target}--{m}--seed{seed}",
+                                   {"domains": t["domains"], "epochs": ep, "options": opts.get(m)},
+                                   lambda task=task, target=target, m=m, seed=seed, fn=fn: fn(task, target, m, seed,
+                                                                                              ep))
 
 
 def _cell_key(part: str, name: str) -> dict:
@@ -357,7 +375,8 @@ def run_label_spaces(parts=None, seeds: int = 3, *, epochs: int = 20, out_dir=No
 def _mean_std(v) -> dict:
     from .metrics._base import mean_std
 
-    return mean_std(list(v))
+    m, sd = mean_std(list(v))
+    return {"mean": m, "std": sd}
 
 
 def summarize(res: dict) -> dict:
