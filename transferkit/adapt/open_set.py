@@ -304,6 +304,15 @@ class OpenSetModel(nn.Module):
         self.net, self.method, self.n_known = net, check_choice("method", method, METHODS), int(n_known)
         self.register_buffer("threshold", torch.tensor(float(threshold)))
 
+    @property
+    def bottleneck(self) -> nn.Module:
+        return self.net.bottleneck
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's bottleneck features of input rows ``x`` (a tensor; what the run
+        artifacts draw as the adapted features)."""
+        return self.net.features(x)
+
     @torch.no_grad()
     def _outputs(self, X):
         was = self.training
