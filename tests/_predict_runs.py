@@ -21,6 +21,7 @@ DEEP = [
     {"name": "fixmatch", "epochs": 1, "batch_size": 32, "seed": 11},
     {"name": "multi_source", "epochs": 2, "bottleneck": 16, "seed": 13},
     {"name": "domain_generalization", "method": "coral", "epochs": 2, "bottleneck": 16, "seed": 14},
+    {"name": "open_set", "epochs": 2, "bottleneck": 16, "seed": 15},
     {"name": "ensemble", "members": ["scratch", "finetune"]},  # after its members: it combines them
 ]
 CLOSED = [

@@ -74,7 +74,8 @@ def _check_reproduces(cfg, out, key):
     proba = model.predict_proba(test)
     assert proba.shape == (len(test), len(model.classes_)) and np.allclose(proba.sum(1), 1)
     assert np.array_equal(proba.argmax(1), pred)
-    assert list(model.classes_) == [str(i) for i in range(10)]
+    # open_set's outputs are the source's classes and "unknown" (a class the source never saw)
+    assert list(model.classes_) == [str(i) for i in range(10)] + (["unknown"] if cls.name == "open_set" else [])
     return model
 
 
@@ -100,7 +101,8 @@ def test_cli_predict_reproduces_the_test_accuracy_of_every_strategy(deep_run, cl
             recorded = json.loads((out / key / "seed0" / "result.json").read_text())["accuracy"]
             assert acc == recorded, key  # exactly
             saved = np.load(out / key / "seed0" / "predictions.npz")
-            assert [int(r["predicted"]) for r in rows] == saved["y_pred"].tolist()
+            index = {str(i): i for i in range(10)} | {"unknown": 10}  # open_set's extra output
+            assert [index[r["predicted"]] for r in rows] == saved["y_pred"].tolist()
             assert f"accuracy {recorded:.4f}" in capsys.readouterr().out
 
 

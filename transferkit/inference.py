@@ -218,7 +218,9 @@ def _load(ref: RunRef, device=None):
         strat.load_state(state, meta, where=str(path), members=members)
     else:
         strat.load_state(state, meta, where=str(path))
-    strat.classes_ = class_names(ref.facts, _output_width(state, meta))
+    # a strategy that saves its own output names (open_set: the source's classes and "unknown") keeps them
+    own = getattr(strat, "classes_", None) if "transferkit.classes" in meta else None
+    strat.classes_ = np.asarray(own, dtype=str) if own is not None else class_names(ref.facts, _output_width(state, meta))
     strat.run_ = {"run_dir": str(ref.root), "strategy": ref.key, "method": scfg.name, "seed": ref.seed,
                   "backbone": cfg.backbone.name, "model": str(path)}
     return strat

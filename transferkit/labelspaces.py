@@ -193,16 +193,17 @@ def _partial_cell(task: str, method: str, seed: int, epochs: int) -> dict:
 
 
 def _open_set_cell(task: str, method: str, seed: int, epochs: int) -> dict:
-    from .metrics.openset import open_set_scores
     from .strategies.open_set import OpenSet
 
     t = OPEN_SET_TASKS[task]
     k = t["n_known"]
     src, (pool, test) = _featurize(t["source"]), _pool_test(_featurize(t["target"]), seed)
     s = OpenSet(**_common(seed, epochs), method=method).fit(pool, source=src)
-    y = np.where(test.labels < k, test.labels, k)
-    r = open_set_scores(y, s.predict(test), n_known=k)
-    return {key: float(r[key]) for key in ("os", "os_star", "unk", "h_score")}
+    if s.n_known_ != k:  # the source's label space, as the strategy reads it from its rows
+        raise ConfigError(f"open-set task {task!r}: the source shows {s.n_known_} classes, expected {k}.")
+    r = s.open_set_report(test)  # target classes the source lacks count as unknown
+    return {"h_score": float(r.value), **{key: float(r.details[key]) for key in ("os", "os_star", "unk")},
+            "selection": s.selection_}
 
 
 def _class_split(seed: int) -> tuple[list[int], list[int]]:

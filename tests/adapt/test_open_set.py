@@ -131,7 +131,10 @@ def test_ovanet_says_unknown_iff_the_argmax_head_is_below_one_half():
     np.testing.assert_allclose(m.unknown_score(None), [0.49, 0.51, 0.1, 0.9], atol=1e-6)
     P = m.predict_proba(None)
     np.testing.assert_allclose(P.sum(1), 1, atol=1e-6)
-    np.testing.assert_allclose(P[:, -1], [0.49, 0.51, 0.1, 0.9], atol=1e-6)
+    # the unknown column: u p_k / ((1 - u) + u p_k), u = 1 - p^+_k, p_k the closed-set top probability
+    u, top = np.array([0.49, 0.51, 0.1, 0.9]), F.softmax(logits, 1).max(1).values.double().numpy()
+    np.testing.assert_allclose(P[:, -1], u * top / ((1 - u) + u * top), atol=1e-6)
+    np.testing.assert_array_equal(P.argmax(1), [0, 3, 2, 3])
 
 
 def test_osbp_and_threshold_rules():
@@ -321,3 +324,48 @@ def test_strategy_rejects_bad_options():
         _strategy(norm="layer").validate()
     with pytest.raises(ConfigError, match="open_set.domain_bn"):
         _strategy(method="threshold", domain_bn=True).validate()
+
+
+def test_the_source_label_space_is_the_classes_its_rows_show(one_thread):
+    """A source restricted with ``keep_classes`` keeps the full class list; ``open_set`` knows only the
+    classes its labeled rows show (renumbered), and a target class outside them is unknown."""
+    import warnings
+
+    from transferkit.data import DomainDataset
+    from transferkit.strategies.open_set import OpenSet
+
+    rng = np.random.default_rng(0)
+    C = np.eye(6) * 4
+    names = [str(i) for i in range(6)]
+    X = np.concatenate([C[c] + rng.normal(size=(40, 6)) for c in (1, 3, 5)]).astype(np.float32)
+    src = DomainDataset(X, np.repeat([1, 3, 5], 40), "s", "tabular", classes=names)
+    Xt = np.concatenate([C[c] + rng.normal(size=(40, 6)) for c in (1, 3, 4)]).astype(np.float32)
+    tgt = DomainDataset(Xt, np.repeat([1, 3, 4], 40), "t", "tabular", classes=names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = OpenSet(backbone="identity", method="osbp", epochs=30, seed=0).fit(tgt.without_labels(), source=src)
+    assert s.classes_ == ["1", "3", "5", "unknown"] and s.n_known_ == 3
+    r = s.open_set_report(tgt)
+    assert r.details["n_unknown"] == 40 and r.details["n_known_present"] == 2
+    assert r.details["os_star"] > 0.8 and r.details["unk"] > 0.5
+
+
+@pytest.mark.parametrize("method", ["ovanet", "osbp", "threshold"])
+def test_open_set_probabilities_argmax_is_the_decision_rule(method, one_thread):
+    """``predict_proba``'s argmax is ``predict`` (what ``transferkit predict`` and ``load_run``
+    decide by), the rows sum to 1, and the unknown column rises with ``unknown_score``."""
+    from transferkit.adapt.open_set import fit_open_set
+
+    rng = np.random.default_rng(3)
+    C = np.eye(5) * 3
+    Xs = np.concatenate([C[c] + rng.normal(size=(40, 5)) for c in range(3)]).astype(np.float32)
+    ys = np.repeat(np.arange(3), 40)
+    Xt = np.concatenate([C[c] + rng.normal(size=(40, 5)) for c in (0, 1, 3)]).astype(np.float32)
+    m = fit_open_set(Xs, ys, Xt, method=method, epochs=5, seed=0)
+    X = np.concatenate([Xt, rng.normal(scale=0.3, size=(200, 5)).astype(np.float32)])  # near 0: between the blobs
+    if method == "threshold":  # a threshold inside the confidences seen here, so both decisions occur
+        m.threshold.fill_(float(np.median(m.predict_proba_known(X).max(1))))
+    P, pred = m.predict_proba(X), m.predict(X)
+    assert P.shape == (len(X), 4) and np.allclose(P.sum(1), 1)
+    assert np.array_equal(P.argmax(1), pred)
+    assert 0 < (pred == 3).mean() < 1  # both decisions occur, so the check means something

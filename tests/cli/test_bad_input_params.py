@@ -123,6 +123,8 @@ CASES = {
                                                ["multi_source.method='m3sdaa'", "'m3sda'"]),
     "domain_generalization method misspelt": lambda t: (_s(t, name="domain_generalization", method="irn"),
                                                         ["irn", "'irm'"]),
+    "open_set method misspelt": lambda t: (_s(t, name="open_set", method="ovanett"),
+                                           ["open_set.method='ovanett'", "'ovanet'"]),
     "two_stage with a shallow method": lambda t: (
         _s(t, name="two_stage", method="coral"), ["closed-form estimator", "deep loss"]),
 }

@@ -62,6 +62,7 @@ STRATEGIES = [
     {"name": "ensemble", "members": ["scratch", "finetune"]},  # resumed: its kept members are read from disk
     {"name": "multi_source", "epochs": 2, "bottleneck": 32, "seed": 12},  # the config's one source: a list of one
     {"name": "domain_generalization", "method": "vrex", "epochs": 2, "bottleneck": 32, "seed": 13},
+    {"name": "open_set", "method": "osbp", "epochs": 2, "bottleneck": 32, "seed": 14},
 ]
 
 

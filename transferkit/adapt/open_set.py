@@ -366,15 +366,26 @@ class OpenSetModel(nn.Module):
         return torch.where(unknown, torch.full_like(k, self.n_known), k).cpu().numpy()
 
     def predict_proba(self, X) -> np.ndarray:
-        """``(n, K+1)`` open-set probabilities ``[(1 - u) p_1, ..., (1 - u) p_K, u]`` with ``u`` the
-        unknown probability (OSBP: its own softmax; OVANet: ``1 - p^+_k``; threshold:
-        ``1 - max softmax``). Their argmax need not equal :meth:`predict`'s rule (which is each
-        method's own), so use :meth:`predict` for decisions."""
+        r"""``(n, K+1)`` open-set probabilities whose argmax is :meth:`predict` (the package's
+        contract: predictions are the argmax of the outputs, also after ``load_run``).
+
+        OSBP: its own ``K+1``-way softmax. OVANet, with :math:`p` the closed-set softmax,
+        :math:`\hat k` its argmax and :math:`u = 1 - p^+_{\hat k}`:
+        :math:`[(1-u)\,p_1, \dots, (1-u)\,p_K,\; u\,p_{\hat k}] / Z`; the unknown column beats
+        the best known one exactly when :math:`u > 1/2`, the paper's rule. Threshold, with
+        :math:`	au` the fitted threshold: :math:`[p_1, \dots, p_K, 	au] / (1 + 	au)`, unknown
+        exactly when :math:`\max_k p_k < 	au`. (:meth:`unknown_score` is the raw score.)"""
+        logits, ova = self._outputs(X)
         if self.method == "osbp":
-            logits, _ = self._outputs(X)
             return F.softmax(logits, dim=1).cpu().numpy()
-        p, u = self.predict_proba_known(X), self.unknown_score(X)
-        return np.c_[p * (1 - u)[:, None], u]
+        p = F.softmax(logits[:, :self.n_known], dim=1).double()
+        if self.method == "ovanet":
+            k = logits[:, :self.n_known].argmax(1)
+            u = 1 - ova_positive_prob(ova).gather(1, k[:, None])[:, 0].double()
+            out = torch.cat([p * (1 - u)[:, None], (u * p.gather(1, k[:, None])[:, 0])[:, None]], 1)
+        else:
+            out = torch.cat([p, torch.full_like(p[:, :1], float(self.threshold))], 1)
+        return (out / out.sum(1, keepdim=True)).cpu().numpy()
 
     @classmethod
     def from_state(cls, state: dict, method: str, n_known: int, dropout: float = 0.5,

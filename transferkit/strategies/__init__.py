@@ -4,7 +4,9 @@ self_training, fixmatch (also ``adapt`` methods of the same name); source_free (
 a trained source model adapted on the unlabeled target, no source data); ensemble (the weighted
 mixture of other strategies of the same experiment); multi_source (several labeled sources, one
 unlabeled target: M3SDA, relevance weighting, pooled) and domain_generalization (several labeled
-sources, no target until test: ERM, IRM, V-REx, GroupDRO, CORAL), both given ``sources: [...]``."""
+sources, no target until test: ERM, IRM, V-REx, GroupDRO, CORAL), both given ``sources: [...]``;
+open_set (the target may hold classes the source never saw: OVANet, OSBP, a thresholded
+baseline; "unknown" is class K)."""
 
 from .adapt import (
     Adapt,
@@ -22,8 +24,9 @@ from .ensemble import Ensemble
 from .feature_extraction import FeatureExtraction
 from .finetune import FineTune, Scratch
 from .multi_source import MultiSource
+from .open_set import OpenSet
 from .source_free import SourceFree
 
 __all__ = ["Adapt", "DomainGeneralization", "Ensemble", "FeatureExtraction", "FineTune", "FixMatch", "MultiSource",
-           "Scratch", "SelfTraining", "SourceOnly", "SourceFree", "SourceOnlyAdaBN", "SourceOnlyLR", "Strategy",
+           "OpenSet", "Scratch", "SelfTraining", "SourceOnly", "SourceFree", "SourceOnlyAdaBN", "SourceOnlyLR", "Strategy",
            "TargetOnly", "TwoStage"]

@@ -164,6 +164,7 @@ class OpenSet(Strategy):
         self._reset_fitted()
         _check_source(self, source)
         t0 = time.perf_counter()
+        source = self._known_classes(source)
         K = int(source.n_classes)
         method, selection = self.method, self._selection()
         Fs, ys, Fsv, ysv = self._source_split(source, hold_out=method == "threshold" or selection == "source_val")
@@ -189,6 +190,24 @@ class OpenSet(Strategy):
         self.n_target_labels_ = 0
         self.train_time_ = time.perf_counter() - t0
         return self
+
+    @staticmethod
+    def _known_classes(source):
+        """The source with its label space: the classes its labeled rows show, renumbered
+        ``0..K-1`` (a ``keep_classes=[0,1,2,3,4,5]`` source of a 10-class dataset knows 6)."""
+        from ..data import DomainDataset
+
+        y = np.asarray(source.labels)
+        present = np.unique(y[y >= 0])
+        n = int(source.n_classes)
+        if len(present) == n and np.array_equal(present, np.arange(n)):
+            return source
+        lut = np.full(max(n, int(present.max()) + 1), -1, dtype=np.int64)
+        lut[present] = np.arange(len(present))
+        names = ([str(source.classes[c]) for c in present] if source.classes is not None
+                 else [str(c) for c in present])
+        return DomainDataset(source.inputs, np.where(y >= 0, lut[np.clip(y, 0, None)], -1), source.name,
+                             source.modality, classes=names, spec=source.spec, meta=dict(source.meta))
 
     @staticmethod
     def _class_names(names, K: int) -> list[str]:
