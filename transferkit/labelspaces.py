@@ -214,13 +214,13 @@ def _class_split(seed: int) -> tuple[list[int], list[int]]:
 
 def _zero_shot_cell(task: str, method: str, emb: str, seed: int) -> dict:
     from .adapt.zero_shot import ConSE, DeViSE, ESZSL
-    from .features.label_embeddings import class_name_embeddings
+    from .features.label_embeddings import dataset_class_embeddings
     from .metrics.zero_shot import calibrated_stacking, gzsl_scores, per_class_accuracy
 
     t = ZERO_SHOT_TASKS[task]
     tr, te = _featurize(t["train"]), _featurize(t["test"])
     seen, unseen = _class_split(seed)
-    S = class_name_embeddings(list(tr.classes), kind=emb)
+    S = dataset_class_embeddings(tr, kind=emb)  # the dataset's own class names, no template (fixed beforehand)
     mu, sd = tr.inputs.mean(0), tr.inputs.std(0) + 1e-6
     Xtr, Xte = (tr.inputs - mu) / sd, (te.inputs - mu) / sd
     keep = np.isin(tr.labels, seen)

@@ -94,3 +94,18 @@ def test_template_and_bad_names():
         class_name_embeddings("cat", kind="glove")
     with pytest.raises(ConfigError, match="kind='glov' is not valid.*glove"):
         class_name_embeddings(["cat"], kind="glov")
+
+
+def test_a_dataset_without_class_names_is_refused_for_zero_shot():
+    import numpy as np
+
+    from transferkit.data import DomainDataset
+    from transferkit.errors import DataError
+    from transferkit.features.label_embeddings import dataset_class_embeddings
+
+    X, y = np.zeros((2, 3), np.float32), np.array([0, 1])
+    with pytest.raises(DataError, match="has no class names; zero-shot") as e:
+        dataset_class_embeddings(DomainDataset(X, y, "rows", "tabular"), kind="glove")
+    assert "\n" not in str(e.value)
+    with pytest.raises(DataError, match=r"only by numbers \(0, 1\)"):
+        dataset_class_embeddings(DomainDataset(X, y, "digits", "tabular", classes=["0", "1"]), kind="glove")

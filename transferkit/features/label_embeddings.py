@@ -39,7 +39,7 @@ import numpy as np
 from .._validation import check_choice, require
 from ..errors import DataError, MissingDependencyError, TransferKitWarning
 
-__all__ = ["KINDS", "class_name_embeddings", "glove_vocabulary"]
+__all__ = ["KINDS", "class_name_embeddings", "dataset_class_embeddings", "glove_vocabulary"]
 
 KINDS = ("minilm", "glove", "wordllama")
 _WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
@@ -195,3 +195,23 @@ def class_name_embeddings(names: Sequence[str], kind: str = "minilm", template: 
         raise DataError(f"the {kind} embedding of class name {list(names)[bad]!r} is zero or not finite; "
                         "rename the class.")
     return (E / norms).astype(np.float32)
+
+
+def dataset_class_embeddings(dataset, kind: str = "minilm", template: str | None = None) -> np.ndarray:
+    """:func:`class_name_embeddings` of a dataset's class names (``dataset.classes``).
+
+    Zero-shot transfer reads what the classes are from their names, so a dataset without names,
+    or whose names are only the label indices (``"0"``, ``"1"``, ...), is refused in one line:
+    an index says nothing about the class, and its "embedding" would be noise.
+    """
+    names = getattr(dataset, "classes", None)
+    what = getattr(dataset, "name", "the dataset")
+    if not names:
+        raise DataError(f"dataset {what!r} has no class names; zero-shot transfer embeds the names of the classes: "
+                        "give them (classes=[...] in an idx spec, a label column of names in a table, one folder "
+                        "per class name).")
+    if all(str(c).strip().isdigit() for c in names):
+        raise DataError(f"dataset {what!r} names its classes only by numbers ({', '.join(map(str, names[:5]))}"
+                        f"{' ...' if len(names) > 5 else ''}); zero-shot transfer needs words for them: give the "
+                        "class names (classes=[...] in the spec).")
+    return class_name_embeddings(list(names), kind=kind, template=template)
