@@ -48,6 +48,7 @@ bench: $(STAMP) data
 	$(VENV)/bin/transferkit benchmark few-shot --seeds 1 --out runs/bench-few-shot --overwrite
 	$(VENV)/bin/transferkit fewshot examples/fewshot/flavia.yaml --out runs/bench-fewshot-flavia --overwrite
 	$(VENV)/bin/transferkit benchmark drift --seeds 3 --out runs/bench-drift --overwrite
+	$(VENV)/bin/transferkit benchmark label-spaces --seeds 3 --out runs/bench-label-spaces --overwrite
 	$(PY) benchmarks/tta_speed.py
 
 clean:

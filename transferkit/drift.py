@@ -44,7 +44,6 @@ interrupted run continues where it stopped (``--resume DIR``).
 from __future__ import annotations
 
 import functools
-import json
 import time
 from pathlib import Path
 
@@ -93,28 +92,10 @@ def check_drift_args(parts=None, seeds: int = 3, n_test: int = 1000, passes: int
 
 
 # ------------------------------------------------------------------ cells on disk
-def _cell_file(out: Path | None, name: str) -> Path | None:
-    return None if out is None else out / "cells" / f"{name}.json"
-
-
 def _cached(out, name: str, definition: dict, compute, echo):
-    path = _cell_file(out, name)
-    if path is not None and path.is_file():
-        try:
-            kept = json.loads(path.read_text())
-        except (OSError, ValueError):
-            kept = None
-        if isinstance(kept, dict) and kept.get("definition") == definition and "value" in kept:
-            echo(f"  {name}: complete, kept")
-            return kept["value"]
-    t0 = time.perf_counter()
-    value = compute()
-    if path is not None:
-        from .train.rundir import write_json
+    from .train.rundir import cached_cell
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, {"definition": definition, "value": value, "seconds": time.perf_counter() - t0})
-    return value
+    return cached_cell(out, name, definition, compute, echo)
 
 
 def _err(pred, y) -> float:
@@ -703,20 +684,10 @@ def run_drift_dir(out, *, overwrite: bool = False, echo=print, **kw) -> dict:
     """:func:`run_drift` into the benchmark directory ``out`` (finished cells and trained models
     kept: a rerun with the same arguments continues; other arguments are refused); writes
     ``results.json`` and ``results.md``."""
-    from .train.rundir import check_output_dir, write_json
+    from .train.rundir import open_benchmark_dir, write_json
 
-    out = Path(out)
     args = check_drift_args(**kw)
-    stored = out / "benchmark.json"
-    if (out / "cells").is_dir() and stored.is_file() and not overwrite:
-        before = json.loads(stored.read_text())
-        if before != {"suite": "drift", **args}:
-            raise ConfigError(f"{str(out)!r} holds a drift benchmark started with other arguments ({before}); give "
-                              "another --out, or --overwrite to start again.")
-    else:
-        check_output_dir(out, overwrite=overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(stored, {"suite": "drift", **args})
+    out = open_benchmark_dir(out, "drift", args, overwrite=overwrite)
     t0 = time.perf_counter()
     res = run_drift(out_dir=out, echo=echo, **args)
     res["seconds"] = time.perf_counter() - t0

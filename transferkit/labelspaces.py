@@ -162,12 +162,6 @@ def _pool_test(ds, seed: int):
 
 
 # ------------------------------------------------------------------ cells
-def _cached(out, name: str, definition: dict, compute, echo):
-    from .drift import _cached as cached
-
-    return cached(out, name, definition, compute, echo)
-
-
 def _common(seed: int, epochs: int) -> dict:
     return {"backbone": "identity", "seed": seed, "epochs": epochs, "device": "cpu"}
 
@@ -356,6 +350,8 @@ def run_label_spaces(parts=None, seeds: int = 3, *, epochs: int = 20, out_dir=No
     """Run the parts of the label-spaces benchmark; ``{part: [cell rows], "summary", "protocol"}``."""
     import warnings
 
+    from .train.rundir import cached_cell
+
     a = check_label_space_args(parts, seeds, epochs)
     out = None if out_dir is None else Path(out_dir)
     res: dict = {"suite": "label-spaces", "arguments": a}
@@ -364,7 +360,7 @@ def run_label_spaces(parts=None, seeds: int = 3, *, epochs: int = 20, out_dir=No
     for i, (part, name, definition, compute) in enumerate(cells):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # per-cell warnings (one seed, EM convergence) go to the log only
-            value = _cached(out, name, definition, compute, echo)
+            value = cached_cell(out, name, definition, compute, echo)
         res.setdefault(part, []).append({**_cell_key(part, name), **value})
         shown = {k: round(v, 3) for k, v in value.items() if isinstance(v, float)}
         echo(f"[{i + 1}/{len(cells)}] {name} {shown} ({(time.perf_counter() - t0) / 60:.1f} min)")
@@ -460,20 +456,10 @@ def markdown(res: dict) -> str:
 def run_label_spaces_dir(out, *, overwrite: bool = False, echo=print, **kw) -> dict:
     """:func:`run_label_spaces` into ``out`` (finished cells kept: a rerun with the same arguments
     continues; other arguments are refused); writes ``results.json`` and ``results.md``."""
-    from .train.rundir import check_output_dir, write_json
+    from .train.rundir import open_benchmark_dir, write_json
 
-    out = Path(out)
     args = check_label_space_args(**kw)
-    stored = out / "benchmark.json"
-    if (out / "cells").is_dir() and stored.is_file() and not overwrite:
-        before = json.loads(stored.read_text())
-        if before != {"suite": "label-spaces", **args}:
-            raise ConfigError(f"{str(out)!r} holds a label-spaces benchmark started with other arguments ({before}); "
-                              "give another --out, or --overwrite to start again.")
-    else:
-        check_output_dir(out, overwrite=overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(stored, {"suite": "label-spaces", **args})
+    out = open_benchmark_dir(out, "label-spaces", args, overwrite=overwrite)
     t0 = time.perf_counter()
     res = run_label_spaces(out_dir=out, echo=echo, **args)
     res["seconds"] = time.perf_counter() - t0

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -294,20 +293,10 @@ def run_real_shift_dir(out, *, overwrite: bool = False, echo=print, **kw) -> dic
     """:func:`run_real_shift` into the benchmark directory ``out`` (cells kept for a rerun with the
     same arguments continues where it stopped; other arguments are refused); writes ``results.json``
     and ``results.md``."""
-    from .train.rundir import check_output_dir, write_json
+    from .train.rundir import open_benchmark_dir, write_json
 
-    out = Path(out)
     args = check_real_args(**kw)
-    stored = out / "benchmark.json"
-    if (out / "cells").is_dir() and stored.is_file() and not overwrite:
-        before = json.loads(stored.read_text())
-        if before != {"suite": "real-shift", **args}:
-            raise ConfigError(f"{str(out)!r} holds a real-shift benchmark started with other arguments ({before}); "
-                              "give another --out, or --overwrite to start again.")
-    else:
-        check_output_dir(out, overwrite=overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(stored, {"suite": "real-shift", **args})
+    out = open_benchmark_dir(out, "real-shift", args, overwrite=overwrite)
     t0 = time.perf_counter()
     res = run_real_shift(out_dir=out, echo=echo, cache_dir=str(out / "feature-cache"), **args)
     res["seconds"] = time.perf_counter() - t0

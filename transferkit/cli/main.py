@@ -484,8 +484,8 @@ def _cmd_benchmark(args) -> int:
     drift_only = [f for f, v in (("--parts", args.parts), ("--passes", args.passes), ("--n-test", args.n_test))
                   if v is not None]
     if drift_only:
-        raise ConfigError(f"{drift_only[0]} is an option of 'benchmark drift' (and --parts of 'benchmark label-spaces') "
-                          "only; leave it out.")
+        where = "'benchmark drift' and 'benchmark label-spaces'" if drift_only[0] == "--parts" else "'benchmark drift'"
+        raise ConfigError(f"{drift_only[0]} is an option of {where} only; leave it out.")
     if args.suite == "real-shift" and not args.resume:
         return _cmd_real_shift(args)
     if args.resume and _real_shift_args(args.resume) is not None:

@@ -67,3 +67,17 @@ def check_pair(Xs, Xt, *, min_rows: int = 2, dtype=np.float64) -> tuple[np.ndarr
             "embed both with the same backbone."
         )
     return S, T
+
+
+def class_indices(name: str, v) -> np.ndarray:
+    """A 1-D array (or tensor) of class indices as int64; integral floats are accepted, anything
+    else is a one-line :class:`DataError` naming ``name``."""
+    a = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+    if a.ndim != 1:
+        raise DataError(f"{name} must be a 1-D array of class indices, got shape {a.shape}.")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        if np.issubdtype(a.dtype, np.floating) and np.all(a == np.round(a)):
+            a = a.astype(np.int64)
+        else:
+            raise DataError(f"{name} must hold integer class indices, got dtype {a.dtype}.")
+    return a.astype(np.int64)

@@ -29,21 +29,9 @@ import numpy as np
 
 from .._validation import check_number
 from ..errors import DataError
-from ._base import MetricResult
+from ._base import MetricResult, class_indices
 
 __all__ = ["open_set_scores", "threshold_unknown"]
-
-
-def _ints(name: str, v) -> np.ndarray:
-    a = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
-    if a.ndim != 1:
-        raise DataError(f"{name} must be a 1-D array of class indices, got shape {a.shape}.")
-    if a.size and not np.issubdtype(a.dtype, np.integer):
-        if np.issubdtype(a.dtype, np.floating) and np.all(a == np.round(a)):
-            a = a.astype(np.int64)
-        else:
-            raise DataError(f"{name} must hold integer class indices, got dtype {a.dtype}.")
-    return a.astype(np.int64)
 
 
 def open_set_scores(y_true, y_pred, n_known: int) -> MetricResult:
@@ -66,7 +54,7 @@ def open_set_scores(y_true, y_pred, n_known: int) -> MetricResult:
         ``n_unknown``, ``n_known_present``.
     """
     n_known = check_number("n_known", n_known, low=1, integer=True)
-    yt, yp = _ints("y_true", y_true), _ints("y_pred", y_pred)
+    yt, yp = class_indices("y_true", y_true), class_indices("y_pred", y_pred)
     if yt.shape != yp.shape:
         raise DataError(f"y_true and y_pred must have the same length, got {len(yt)} and {len(yp)}.")
     if len(yt) == 0:

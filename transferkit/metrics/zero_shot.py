@@ -32,25 +32,13 @@ import numpy as np
 
 from .._validation import check_number
 from ..errors import DataError
-from ._base import MetricResult
+from ._base import MetricResult, class_indices
 
 __all__ = ["calibrated_stacking", "gzsl_scores", "per_class_accuracy"]
 
 
-def _ints(name: str, v) -> np.ndarray:
-    a = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
-    if a.ndim != 1:
-        raise DataError(f"{name} must be a 1-D array of class indices, got shape {a.shape}.")
-    if a.size and not np.issubdtype(a.dtype, np.integer):
-        if np.issubdtype(a.dtype, np.floating) and np.all(a == np.round(a)):
-            a = a.astype(np.int64)
-        else:
-            raise DataError(f"{name} must hold integer class indices, got dtype {a.dtype}.")
-    return a.astype(np.int64)
-
-
 def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
-    yt, yp = _ints("y_true", y_true), _ints("y_pred", y_pred)
+    yt, yp = class_indices("y_true", y_true), class_indices("y_pred", y_pred)
     if yt.shape != yp.shape:
         raise DataError(f"y_true and y_pred must have the same length, got {len(yt)} and {len(yp)}.")
     if len(yt) == 0:
@@ -93,7 +81,7 @@ def _seen_mask(seen, n_classes: int | None = None) -> np.ndarray:
         if n_classes is not None and len(s) != n_classes:
             raise DataError(f"seen is a boolean mask over {len(s)} classes but the scores have {n_classes} columns.")
         return s
-    s = _ints("seen", s)
+    s = class_indices("seen", s)
     if (s < 0).any() or (n_classes is not None and (s >= n_classes).any()):
         raise DataError(f"seen holds class indices from {s.min()} to {s.max()}"
                         + (f", outside 0..{n_classes - 1}" if n_classes is not None else "") + ".")

@@ -385,6 +385,45 @@ def stored_arguments(folder: str | os.PathLike, stored: str, keys, *, suite: str
     return {k: data[k] for k in keys}
 
 
+def open_benchmark_dir(out: str | os.PathLike, suite: str, args: dict, *, overwrite: bool = False) -> Path:
+    """Make ``out`` the directory of the ``suite`` benchmark started with ``args``: an existing one
+    with kept cells continues only with the same arguments (others are a one-line error), anything
+    else goes through :func:`check_output_dir`; writes ``benchmark.json`` (what ``--resume`` reads)."""
+    out = Path(out)
+    stored = out / "benchmark.json"
+    if (out / "cells").is_dir() and stored.is_file() and not overwrite:
+        before = json.loads(stored.read_text())
+        if before != {"suite": suite, **args}:
+            raise ConfigError(f"{str(out)!r} holds a {suite} benchmark started with other arguments ({before}); "
+                              "give another --out, or --overwrite to start again.")
+    else:
+        check_output_dir(out, overwrite=overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(stored, {"suite": suite, **args})
+    return out
+
+
+def cached_cell(out: str | os.PathLike | None, name: str, definition: dict, compute, echo=print):
+    """A benchmark cell's value: read from ``out/cells/NAME.json`` when it holds this
+    ``definition``, else computed and written there (atomically, with its seconds); ``out=None``
+    computes without keeping."""
+    path = None if out is None else Path(out) / "cells" / f"{name}.json"
+    if path is not None and path.is_file():
+        try:
+            kept = json.loads(path.read_text())
+        except (OSError, ValueError):
+            kept = None
+        if isinstance(kept, dict) and kept.get("definition") == definition and "value" in kept:
+            echo(f"  {name}: complete, kept")
+            return kept["value"]
+    t0 = time.perf_counter()
+    value = compute()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"definition": definition, "value": value, "seconds": time.perf_counter() - t0})
+    return value
+
+
 def stored_suite(folder: str | os.PathLike, stored: str = "benchmark.json") -> str | None:
     """The ``suite`` named by a benchmark directory's arguments file (read where ``--resume``
     would read it, :func:`resume_source`), or ``None`` when there is none."""
