@@ -218,17 +218,23 @@ def test_class_weight_refresh_sets_weights_from_whole_target_predictions():
         ClassWeightRefresh(DANNLoss(in_features=D), None)
 
 
-def test_class_weight_refresh_sees_absent_classes_that_batch_statistics_hide(one_thread):
-    """One-hot blob means: a target batch holding classes 0 and 1 only is re-centred by the
-    bottleneck's training-mode BatchNorm, and the batch moving average of its predictions keeps
-    the absent classes' weights high (measured [0.94, 1, 0.69, 0.57]); eval-mode predictions of
-    the whole target set, refreshed each epoch, find them (measured [1, 0.99, 0.09, 0.05])."""
+def _one_hot_blobs():
+    """Source: 4 blobs at one-hot means (8-d); target: classes 0 and 1 only, shifted by 0.3."""
     rng = np.random.default_rng(0)
     means = 3.0 * np.eye(8)[:4]
     Xs = np.concatenate([rng.normal(means[c], 0.6, size=(40, 8)) for c in range(4)]).astype(np.float32)
     ys = np.repeat(np.arange(4), 40)
     rng = np.random.default_rng(1)
     Xt = np.concatenate([rng.normal(means[c] + 0.3, 0.6, size=(60, 8)) for c in (0, 1)]).astype(np.float32)
+    return Xs, ys, Xt
+
+
+def test_class_weight_refresh_sees_absent_classes_that_batch_statistics_hide(one_thread):
+    """One-hot blob means: a target batch holding classes 0 and 1 only is re-centred by the
+    bottleneck's training-mode BatchNorm, and the batch moving average of its predictions keeps
+    the absent classes' weights high (measured [0.94, 1, 0.69, 0.57]); eval-mode predictions of
+    the whole target set, refreshed each epoch, find them (measured [1, 0.99, 0.09, 0.05])."""
+    Xs, ys, Xt = _one_hot_blobs()
     torch.manual_seed(0)
     model = BottleneckClassifier(8, 4, 16, 0.1)
     da = build_da_loss("pada", 16, 4, 1.0, hidden=(32,), momentum=1.0)
@@ -433,12 +439,7 @@ def test_train_feature_adapter_refreshes_pada_weights_each_epoch(one_thread):
     hides the absent classes from batch averages does not reach them."""
     from transferkit.adapt.features import train_feature_adapter
 
-    rng = np.random.default_rng(0)
-    means = 3.0 * np.eye(8)[:4]
-    Xs = np.concatenate([rng.normal(means[c], 0.6, size=(40, 8)) for c in range(4)]).astype(np.float32)
-    ys = np.repeat(np.arange(4), 40)
-    rng = np.random.default_rng(1)
-    Xt = np.concatenate([rng.normal(means[c] + 0.3, 0.6, size=(60, 8)) for c in (0, 1)]).astype(np.float32)
+    Xs, ys, Xt = _one_hot_blobs()
     res = train_feature_adapter(Xs, ys, Xt, num_classes=4, method="pada", loss_options={"hidden": (32,)},
                                 bottleneck=16, dropout=0.1, epochs=15, batch_size=32, steps_per_epoch=8, lr=1e-2,
                                 selection="last", seed=0)
