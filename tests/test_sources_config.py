@@ -76,3 +76,20 @@ def test_concat_datasets_checks_and_keeps_domains_through_subset():
     with pytest.raises(DataError, match="same class list"):
         concat_datasets([a, DomainDataset(np.zeros((1, 2), np.float32), np.array([0]), "c", "tabular",
                                           classes=["x", "z"])])
+
+
+def test_an_open_set_run_records_its_open_set_scores(tmp_path, one_thread):
+    """``open_set`` from a source that shows classes 0-5 to a target holding all ten: the run
+    passes the label-space check, and result.json holds OS, OS*, UNK and the H-score of the test
+    split (classes 6-9 the unknown), consistent with its recorded accuracy."""
+    import json
+
+    cfg = _cfg(target="digits:subset=1/2", source="digits:subset=0/2,keep_classes=[0,1,2,3,4,5]",
+               strategies=[{"name": "open_set", "method": "osbp", "epochs": 2, "bottleneck": 16}])
+    run_experiment(cfg, tmp_path / "run", echo=lambda *a: None)
+    res = json.loads((tmp_path / "run" / "open_set" / "seed0" / "result.json").read_text())
+    o = res["open_set"]
+    assert set(o) == {"h_score", "os", "os_star", "unk", "n_unknown"}
+    assert o["n_unknown"] > 0 and all(0 <= o[k] <= 1 for k in ("h_score", "os", "os_star", "unk"))
+    h = 2 * o["os_star"] * o["unk"] / (o["os_star"] + o["unk"]) if o["os_star"] + o["unk"] > 0 else 0.0
+    assert o["h_score"] == pytest.approx(h)

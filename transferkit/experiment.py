@@ -430,6 +430,16 @@ def _class_name(ds, c: int):
     return names[c] if names is not None and c < len(names) else c
 
 
+def _open_set_row(strat, test, y_test) -> dict:
+    """OS, OS*, UNK and the H-score of an open-set strategy on the test split (a target class the
+    source never shows counts as "unknown"); a score a test split cannot define (UNK and H when it
+    holds no unknown class) is ``None``."""
+    r = strat.open_set_report(test, y_pred=y_test)
+    vals = {"h_score": r.value, **{k: r.details.get(k) for k in ("os", "os_star", "unk")},
+            "n_unknown": r.details.get("n_unknown")}
+    return {k: (float(v) if isinstance(v, (int, float)) and np.isfinite(v) else None) for k, v in vals.items()}
+
+
 def _run_extras(strat, train, seed: int) -> dict:
     """What a run reports beyond accuracy: the label-shift estimate when the strategy corrects
     for one, and the label-free view of its predictions on the unlabeled target training rows
@@ -870,6 +880,8 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                 if test is not None and (test.meta or {}).get("transductive"):
                     row["protocol"] = "transductive"
                 row.update(_run_extras(strat, train, seed))
+                if test is not None and hasattr(strat, "open_set_report"):  # open-set: OS, OS*, UNK, H on test
+                    row["open_set"] = _open_set_row(strat, test, y_test)
                 if row.get("label_free"):  # kept in memory for the comparison with source_only, not in the files
                     target_preds[(scfg.key, seed)] = row["label_free"].pop("predictions")
                 row["warnings"] = _warn_run(scfg.key, seed, strat, y_test, scored, test is not None)
