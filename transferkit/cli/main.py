@@ -7,6 +7,7 @@ shows the traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -320,10 +321,18 @@ def _cmd_report(args) -> int:
     from ..reports import write_report
     from ..train.rundir import stored_suite
 
-    if stored_suite(args.run_dir) == "drift":
+    suite = stored_suite(args.run_dir)
+    if suite is None:  # a results.json without its benchmark.json (copied on its own): its own suite key
+        try:
+            suite = json.loads((Path(args.run_dir) / "results.json").read_text()).get("suite")
+        except (OSError, ValueError, AttributeError):
+            suite = None
+    if suite in ("drift", "label-spaces"):
         from ..reports.drift import write_drift_report
+        from ..reports.labelspaces import write_label_spaces_report
 
-        for fmt, path in write_drift_report(args.run_dir, formats=args.format).items():
+        write = write_drift_report if suite == "drift" else write_label_spaces_report
+        for fmt, path in write(args.run_dir, formats=args.format).items():
             print(f"{fmt}: {path}")
         return 0
     for fmt, path in write_report(args.run_dir, formats=args.format).items():
@@ -589,6 +598,16 @@ def _cmd_label_spaces(args) -> int:
     res = run_label_spaces_dir(out, overwrite=args.overwrite, **kw)
     print()
     print(markdown(res))
+    if not args.no_report:
+        from ..reports.labelspaces import write_label_spaces_report
+
+        try:
+            print(f"report: {write_label_spaces_report(res['output_dir'])['html']}")
+        except Exception as exc:  # the results are on disk already: a report failure only warns
+            if getattr(args, "debug", False):
+                raise
+            print(f"transferkit: warning: report not written ({type(exc).__name__}: {exc}); retry with "
+                  f"'transferkit report {res['output_dir']}'", file=sys.stderr)
     print(f"\nwritten: {os.path.join(res['output_dir'], 'results.json')} and results.md "
           f"({res['seconds'] / 60:.1f} min)")
     return 0

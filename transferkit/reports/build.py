@@ -36,6 +36,26 @@ def _read_json(path: Path):
                         "Re-run the command that produced it.") from None
 
 
+def load_suite_results(run_dir, is_kind, *, what: str, command: str, build):
+    """Read a benchmark's ``results.json`` and build its report with ``build(results, folder)``:
+    a missing file, a file of another kind (``is_kind(results)`` false) and content the builder
+    cannot read are each one-line :class:`DataError` naming the file and what to do (the drift,
+    few-shot and label-spaces reports)."""
+    d = Path(run_dir)
+    path = d / "results.json"
+    if not path.is_file():
+        raise DataError(f"{str(d)!r} has no results.json; give the output directory of {command} (continue an "
+                        "interrupted one with --resume).")
+    res = _read_json(path)
+    if not is_kind(res):
+        raise DataError(f"{path}: not the results of {what}; use 'transferkit report' for other run directories.")
+    try:
+        return build(res, d)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise DataError(f"{path}: unexpected content ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); the "
+                        "file is damaged or was not written by transferkit: re-run the command that wrote it.") from None
+
+
 def _fmt(x, digits: int = 3) -> str:
     if x is None:
         return "-"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DataError
 from . import plots
 from .document import Image, Report, Section, Table, Text
 
@@ -23,21 +22,11 @@ def _curves(rows, xs, xname, methods, value="error_mean", std="error_std"):
 
 
 def build_drift_report(run_dir) -> Report:
-    from .build import _read_json
+    from .build import load_suite_results
 
-    d = Path(run_dir)
-    path = d / "results.json"
-    if not path.is_file():
-        raise DataError(f"{str(d)!r} has no results.json; give the output directory of 'transferkit benchmark drift' "
-                        "(continue an interrupted one with --resume).")
-    res = _read_json(path)
-    if not isinstance(res, dict) or res.get("suite") != "drift":
-        raise DataError(f"{path}: not the results of 'transferkit benchmark drift' (no suite: drift).")
-    try:
-        return _sections(res, d)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise DataError(f"{path}: unexpected content ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); the "
-                        "file is damaged or was not written by transferkit: run the benchmark again.") from None
+    return load_suite_results(run_dir, lambda r: isinstance(r, dict) and r.get("suite") == "drift",
+                              what="'transferkit benchmark drift' (no suite: drift)",
+                              command="'transferkit benchmark drift'", build=_sections)
 
 
 def _sections(res: dict, d: Path) -> Report:

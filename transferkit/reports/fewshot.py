@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
 from . import plots
 from .document import Image, KeyValues, Report, Section, Table, Text
 
@@ -163,18 +162,9 @@ def benchmark_sections(res: dict) -> list[Section]:
 
 
 def build_fewshot_report(run_dir) -> Report:
-    from .build import _read_json
+    from .build import load_suite_results
 
-    d = Path(run_dir)
-    path = d / "results.json"
-    if not path.is_file():
-        raise DataError(f"{str(d)!r} has no results.json; give the output directory of 'transferkit fewshot' or "
-                        "'transferkit benchmark few-shot' (re-run it if it was interrupted: --resume).")
-    res = _read_json(path)
-    if not is_fewshot_results(res):
-        raise DataError(f"{path}: not the results of a few-shot run (no kind: fewshot); use 'transferkit report' for "
-                        "other run directories.")
-    try:
+    def build(res, d):
         if res["kind"] == "fewshot":
             rep = Report(title=f"transferkit few-shot report: {res.get('name') or d.name}",
                          subtitle=f"fewshot · {d.resolve()}")
@@ -182,15 +172,15 @@ def build_fewshot_report(run_dir) -> Report:
         else:
             rep = Report(title="transferkit few-shot benchmark", subtitle=f"benchmark few-shot · {d.resolve()}")
             rep.sections += benchmark_sections(res)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise DataError(f"{path}: unexpected content ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); the "
-                        "file is damaged or was not written by transferkit: re-run the command that wrote it.") from None
-    warnings = [w for w in res.get("warnings") or [] if isinstance(w, str)]
-    if warnings:
-        sec = Section("Warnings")
-        sec.add(*[Text(w, warning=True) for w in warnings])
-        rep.sections.insert(0, sec)
-    return rep
+        warnings = [w for w in res.get("warnings") or [] if isinstance(w, str)]
+        if warnings:
+            sec = Section("Warnings")
+            sec.add(*[Text(w, warning=True) for w in warnings])
+            rep.sections.insert(0, sec)
+        return rep
+
+    return load_suite_results(run_dir, is_fewshot_results, what="a few-shot run (no kind: fewshot)",
+                              command="'transferkit fewshot' or 'transferkit benchmark few-shot'", build=build)
 
 
 def write_fewshot_report(run_dir, formats=("html", "md")) -> dict[str, Path]:
