@@ -223,3 +223,28 @@ def test_the_label_free_verdict_is_the_same_with_and_without_target_labels(csvs,
     assert labeled["verdict"]["text"].startswith(unlabeled["verdict"]["label_free"]["text"])
     assert labeled["verdict"]["label_based"]["reasons"] and labeled["target_oracle"]
     assert unlabeled["verdict"]["label_based"]["advice"][0].startswith("no target labels")
+
+
+def test_a_partial_target_is_named_and_partial_adaptation_advised():
+    """Four well-separated classes in the source, only two in the target (pure label shift): the
+    estimated priors of the other two are ~0 with their intervals, and the verdict calls the
+    target partial and names pada / ba3us; a target with every class gets no such advice."""
+    C = 4.0 * np.eye(6)[:4]
+
+    def blobs(classes, n, seed):
+        r = np.random.default_rng(seed)
+        y = np.repeat(classes, n)
+        return (C[y] + r.normal(size=(len(y), 6))).astype(np.float32), y
+
+    names = ["a", "b", "c", "d"]
+    Xs, ys = blobs([0, 1, 2, 3], 150, 1)
+    Xt, yt = blobs([0, 1], 200, 2)
+    src = DomainDataset(Xs, ys, "s", "tabular", classes=names)
+    res = assess(src, DomainDataset(Xt, None, "t", "tabular", classes=names), **FAST)
+    pe = res["label_shift_estimate"]
+    assert max(pe["ci_high"][2:]) < 0.01
+    text = res["verdict"]["label_free"]["text"]
+    assert "class(es) c, d look absent from the target" in text and "method: pada or ba3us" in text
+    Xf, yf = blobs([0, 1, 2, 3], 100, 3)
+    full = assess(src, DomainDataset(Xf, None, "t", "tabular", classes=names), **FAST)
+    assert "look absent" not in full["verdict"]["label_free"]["text"]

@@ -341,6 +341,9 @@ def target_oracle(F, y, source_model, *, seed: int = 0) -> dict | None:
             "small": bool(head < SMALL_HEADROOM or head <= dse)}
 
 
+#: A class whose estimated target prior (and the upper end of its interval) is below this looks absent
+#: from the target: the verdict calls the target partial.
+ABSENT_PRIOR = 0.01
 #: A prior change smaller than this (absolute, in every class) is not acted on, even when significant.
 MIN_PRIOR_CHANGE = 0.05
 #: Components the label-shift check's domain classifier works on (PCA of the pooled features, when wider).
@@ -857,6 +860,14 @@ def make_verdict(div: dict, trans: dict, source_only: float | None, labels_per_c
             ls_advised = True
         else:
             reasons.append(f"no significant change of the class priors (MLLS estimate, no target labels: {change})")
+        absent = [str(cn[i]) if cn is not None and i < len(cn) else str(i) for i in range(len(pe["priors"]))
+                  if pe["ci_high"][i] < ABSENT_PRIOR and pe["source_priors"][i] > 0]
+        if absent and len(absent) < len(pe["priors"]):
+            reasons.append(f"class(es) {', '.join(absent[:8])}{' ...' if len(absent) > 8 else ''} look absent from "
+                           f"the target (estimated prior below {ABSENT_PRIOR:.0%}, its interval too)")
+            advice.append("a partial target (fewer classes than the source): plain alignment (dann, jan) pulls the "
+                          "target onto the absent classes; use adapt with method: pada or ba3us, or label_shift: "
+                          "mlls+reweight")
         if pe["explained"] and balanced_draw is not None and _imbalanced(pe["priors"]):
             advice.append(f"a balanced draw of {balanced_draw} labels per class misrepresents this imbalanced target "
                           "(estimated priors above): draw them with split.label_draw: prior")

@@ -232,11 +232,20 @@ def _pool_sources(sources: list, target):
 
     check_sources(sources)
     for s in sources:
-        _check_domains(s, target)
+        if target is not None:
+            _check_domains(s, target)
     pooled = concat_datasets(sources)
     pooled.meta["source_datasets"] = list(sources)
     pooled.spec = " + ".join(str(s.spec or s.name) for s in sources)
     return pooled
+
+
+def pooled_sources(specs, target=None, load_dataset=None):
+    """The datasets of ``sources: [...]`` specs, checked and pooled (see ``validate_run``); with
+    ``target``, each is also checked against it."""
+    if load_dataset is None:
+        from .data.spec import load_dataset
+    return _pool_sources([load_dataset(s) for s in specs], target)
 
 
 def source_datasets(source) -> list:

@@ -438,11 +438,16 @@ def _cmd_assess(args) -> int:
                               f"{' and '.join(given)}, or drop --config and give both --source and --target.")
         over = [] if args.labels_per_class is None else [f"split.labels_per_class={args.labels_per_class}"]
         cfg = load_config(args.config, overrides=over)  # the run's own loader: same checks, same split
-        if cfg.source is None:
+        if cfg.source is None and not cfg.sources:
             raise ConfigError(f"{args.config}: no 'source' dataset; assess measures the shift from a source to the "
                               "target: add source: to the file, or use --source and --target without --config.")
         _check_split_sources(cfg)
         source, target, split = cfg.source, cfg.target, cfg.split
+        if cfg.sources:  # several sources: the shift of the pooled sources, what single-source strategies train on
+            from ..experiment import pooled_sources
+
+            source = pooled_sources(cfg.sources)
+            print(f"assess: sources pooled into one source ({len(cfg.sources)} datasets: {source.name})")
         backbones = [cfg.backbone, *(b for b in (args.backbone or []) if b != cfg.backbone.name)]
         image_size = args.image_size if args.image_size is not None else cfg.backbone.image_size
         if args.seed is None:
