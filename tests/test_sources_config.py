@@ -93,3 +93,22 @@ def test_an_open_set_run_records_its_open_set_scores(tmp_path, one_thread):
     assert o["n_unknown"] > 0 and all(0 <= o[k] <= 1 for k in ("h_score", "os", "os_star", "unk"))
     h = 2 * o["os_star"] * o["unk"] / (o["os_star"] + o["unk"]) if o["os_star"] + o["unk"] > 0 else 0.0
     assert o["h_score"] == pytest.approx(h)
+
+
+@pytest.mark.parametrize("name", ["partial_digits", "open_set_fashion", "multi_source_rotations"])
+def test_the_label_space_examples_validate(name):
+    """examples/label_spaces/*.yaml pass every check a run makes before training (on tiny_cnn,
+    so the test stays fast; the files themselves name EfficientNet-Lite0)."""
+    from pathlib import Path
+
+    from transferkit.config import load_config
+
+    from transferkit.data import real
+
+    fashion = Path(real.FASHION_MNIST_DIR)
+    if "fashion" in name and not all((fashion / f).is_file() for f in real.FASHION_MNIST_SHA256):
+        pytest.skip("Fashion-MNIST files absent: the Debian package dataset-fashion-mnist is not installed")
+    path = Path(__file__).resolve().parents[1] / "examples" / "label_spaces" / f"{name}.yaml"
+    cfg = load_config(path, overrides=["backbone.name=tiny_cnn", "backbone.image_size=16"])
+    target, source, _, strategies = validate_run(cfg)
+    assert source is not None and len(strategies) >= 3
