@@ -105,10 +105,10 @@ def test_the_label_space_examples_validate(name):
 
     from transferkit.data import real
 
-    fashion = Path(real.FASHION_MNIST_DIR)
-    if "fashion" in name and not all((fashion / f).is_file() for f in real.FASHION_MNIST_SHA256):
-        pytest.skip("Fashion-MNIST files absent: the Debian package dataset-fashion-mnist is not installed")
     path = Path(__file__).resolve().parents[1] / "examples" / "label_spaces" / f"{name}.yaml"
+    fashion = Path(real.FASHION_MNIST_DIR)
+    if "fashion_mnist" in path.read_text() and not all((fashion / f).is_file() for f in real.FASHION_MNIST_SHA256):
+        pytest.skip("Fashion-MNIST files absent: the Debian package dataset-fashion-mnist is not installed")
     cfg = load_config(path, overrides=["backbone.name=tiny_cnn", "backbone.image_size=16"])
     target, source, _, strategies = validate_run(cfg)
     assert source is not None and len(strategies) >= 3
