@@ -95,10 +95,11 @@ DG_METHODS = ["erm", "irm", "vrex", "groupdro", "coral"]
 
 PROTOCOL = ("frozen features (EfficientNet-Lite0 at 64 px; minilm for text); every target split 50/50 per seed "
             "(stratified) into an unlabeled pool and a test split; no target label is read before scoring: "
-            "checkpoints chosen by DEV on held-out source rows (source-only, open-set and domain generalisation: "
-            "the held-out source rows' loss or accuracy); open-set thresholds from held-out source rows; zero-shot "
-            "classes split 5/5 per seed, hyper-parameters at their papers' defaults; 'single best' picks a source "
-            "with target test labels and is an oracle ceiling, not a method")
+            "checkpoints chosen by DEV on held-out source rows (source-only, the open-set threshold and domain "
+            "generalisation: the held-out source rows' loss; OSBP and OVANet: the last epoch, the papers' fixed "
+            "budget); moment-matching weights from [0.01, 0.1, 1] by DEV; zero-shot classes split 5/5 per seed, "
+            "hyper-parameters at their papers' defaults; 'single best' picks a source with target test labels and "
+            "is an oracle ceiling, not a method")
 
 
 def check_label_space_args(parts=None, seeds: int = 3, epochs: int = 20) -> dict:
