@@ -1,7 +1,8 @@
 """One registry for every pluggable kind.
 
 Kinds: ``backbone``, ``dataset``, ``strategy``, ``da_loss``, ``shallow_da``, ``penalty``,
-``divergence``, ``transferability``, ``scorer``, ``fewshot``, ``tta``. A method registers itself with
+``divergence``, ``transferability``, ``scorer``, ``fewshot``, ``tta``, ``pretext`` (self-supervised
+pretext tasks), ``mtl_weighting`` (how several task losses become one update). A method registers itself with
 ``@register("strategy", "finetune")`` next to its definition (timm's ``@register_model``).
 Unknown names fail with the nearest valid names.
 """
@@ -27,6 +28,8 @@ KINDS = (
     "scorer",
     "fewshot",
     "tta",
+    "pretext",
+    "mtl_weighting",
 )
 
 # Modules whose import fills each kind; imported lazily so `import transferkit` stays light.
@@ -42,6 +45,8 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "penalty": ("transferkit.finetune.penalties",),
     "fewshot": ("transferkit.fewshot",),
     "tta": ("transferkit.tta",),
+    "pretext": ("transferkit.pretrain",),
+    "mtl_weighting": ("transferkit.pretrain",),
 }
 
 _REGISTRY: dict[str, dict[str, Any]] = {k: {} for k in KINDS}

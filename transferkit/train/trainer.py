@@ -160,21 +160,31 @@ class _Step(nn.Module):
     parameter (the model's and a discriminator's inside a loss term) under one gradient
     all-reduce, with a single forward per backward however many passes a method makes."""
 
-    def __init__(self, model: nn.Module, losses: list, split: bool):
+    def __init__(self, model: nn.Module, losses: list, split: bool, objective=None):
         super().__init__()
         self.model = model
         self.terms = nn.ModuleList([t for t in losses if isinstance(t, nn.Module)])
         self.losses, self.split = losses, split
+        # the objective's own parameters (a projection head, a predictor, task heads) sit under the
+        # one DDP wrapper with the model's
+        self.objective = objective
 
     def forward(self, xb, yb, xt, ctx: StepContext, label_smoothing: float, scale: float):
         model = self.model
-        if self.split:  # features and logits from one pass, for the loss terms that need both
+        logs: dict[str, torch.Tensor] = {}
+        if self.objective is not None:  # a training loss other than cross-entropy (pretext, several tasks)
+            out = self.objective(ctx)
+            loss, logits, feats = out["loss"], out.get("logits"), out.get("features")
+            for k, v in out.items():
+                if k not in ("loss", "logits", "features") and torch.as_tensor(v).numel() == 1:
+                    logs[k] = v
+        elif self.split:  # features and logits from one pass, for the loss terms that need both
             feats = model.features(xb)
             logits = model.head(feats)
+            loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
         else:
             feats, logits = None, model(xb)
-        loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
-        logs: dict[str, torch.Tensor] = {}
+            loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
         if self.losses:
             ctx.features, ctx.logits = feats, logits
             if xt is not None:
@@ -193,6 +203,34 @@ class _Step(nn.Module):
         if scale != 1.0:  # this process's share of the global batch mean, or of an accumulated step
             loss = loss * scale
         return loss, logits, logs
+
+
+class Objective(nn.Module):
+    """The training loss of a fit when it is not the cross-entropy of ``model(inputs)`` against
+    the labels (``Trainer(objective=...)``): a pretext task, several task heads, a contrastive loss.
+
+    Subclasses implement :meth:`forward`, which takes the :class:`StepContext` (``inputs`` are
+    the preprocessed, *not* augmented batch: an objective that needs views builds them with its
+    own augmentation and ``ctx.generator``; ``labels`` and ``indices`` as for loss terms) and
+    returns a dict with ``"loss"`` (a scalar), optionally ``"logits"`` (``(n, K)``: the
+    epoch's ``train_accuracy`` is their argmax against ``ctx.labels``; without them the row
+    has no accuracy), optionally ``"features"`` (what extra loss terms see as
+    ``ctx.features``), and other scalars, logged as epoch means.
+
+    Its parameters belong in the trainer's ``param_groups`` (they are moved to the device,
+    put under the same DDP wrapper as the model and checkpointed with it).
+
+    Attributes
+    ----------
+    needs_labels
+        ``False``: the fit trains on every row of the training dataset, labeled or not
+        (self-supervised pretext tasks); ``True`` (default): only on rows with a label >= 0.
+    """
+
+    needs_labels: bool = True
+
+    def after_optimizer_step(self, progress: float) -> None:
+        """Called after every optimizer step (``progress`` in [0, 1]): a target network's EMA."""
 
 
 #: Multi-tensor optimizer updates (torch picks them only on CUDA by default; on the CPU they
@@ -312,6 +350,11 @@ class Trainer:
     fault_prefix
         Name prefix of the kill points (``train.step``, ``train.epoch_logged``,
         ``train.epoch``) used by the crash-and-resume tests.
+    objective
+        An :class:`Objective` that replaces the cross-entropy of ``model(inputs)`` as the
+        training loss (self-supervised pretext tasks, several task heads, a contrastive
+        image-text loss); the extra ``losses`` are still added to it. With
+        ``objective.needs_labels = False`` unlabeled rows train too. ``None``: cross-entropy.
 
     Notes
     -----
@@ -334,8 +377,12 @@ class Trainer:
                  selection=None, steps_per_epoch: int | None = None, val_every: int = 1,
                  val_max_samples: int | None = None, checkpoint_every: int | str = "auto", async_checkpoint: bool = True,
                  grad_accum_steps: int = 1, mixed_precision: str = "no", num_workers: int = 0,
-                 fault_prefix: str = "train"):
+                 fault_prefix: str = "train", objective: Objective | None = None):
         self.model = model
+        if objective is not None and not callable(objective):
+            raise ConfigError(f"objective={objective!r} must be a transferkit.train.Objective (a module taking a "
+                              "StepContext and returning {'loss': ...}).")
+        self.objective = objective
         self.epochs = check_number("epochs", epochs, low=1, integer=True)
         self.batch_size = check_number("batch_size", batch_size, low=1, integer=True)
         if early_stopping is not None:
@@ -461,13 +508,20 @@ class Trainer:
         from ..finetune import make_schedule
 
         seed_everything(self.seed)
-        y_all = self._labels(train, "training")
-        keep = np.flatnonzero(y_all >= 0)
-        self.train_data = train.subset(keep) if len(keep) < len(y_all) else train
+        if self.objective is not None and not getattr(self.objective, "needs_labels", True):
+            if len(train) == 0:
+                raise DataError(f"training dataset {train.name!r} is empty; give it some rows.")
+            self.train_data = train  # every row trains, labeled or not
+            y_all = train.labels if train.labels is not None else np.full(len(train), -1, dtype=np.int64)
+        else:
+            y_all = self._labels(train, "training")
+            keep = np.flatnonzero(y_all >= 0)
+            self.train_data = train.subset(keep) if len(keep) < len(y_all) else train
+            y_all = self.train_data.labels
         self.val, self.target = val, target
         if target is not None and len(target) == 0:
             raise DataError(f"target dataset {target.name!r} is empty; pass unlabeled target samples or target=None.")
-        self._y = torch.as_tensor(self.train_data.labels)
+        self._y = torch.as_tensor(np.asarray(y_all, dtype=np.int64))
         self._ty = None if target is None else torch.as_tensor(
             target.labels if target.labels is not None else np.full(len(target), -1), dtype=torch.long)
         self.history, self.best_epoch, self.stopped_early, self.should_stop, self.start_epoch = [], None, False, False, 0
@@ -488,9 +542,9 @@ class Trainer:
         if getattr(getattr(self.model, "spec", None), "modality", None) == "image":
             self.model.to(memory_format=torch.channels_last)
         split = bool(self.losses) and hasattr(self.model, "features") and hasattr(self.model, "head")
-        self._step_module = _Step(self.model, self.losses, split)
+        self._step_module = _Step(self.model, self.losses, split, self.objective)
         self._wrapped, self.opt = self.accelerator.prepare(self._step_module, self.opt)
-        for term in self.losses:
+        for term in [*self.losses, self.objective]:
             if isinstance(term, nn.Module):
                 term.to(self.device)
         self._train_src = self._source(self.train_data)
@@ -541,7 +595,7 @@ class Trainer:
         for m in self.bn_frozen():
             m.eval()
         t0 = time.perf_counter()
-        sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n (this rank)
+        sums = torch.zeros(4, dtype=torch.float64)  # loss * n, correct, n, n with a scored label (this rank)
         extra: dict[str, float] = {}
         n_terms = 0
         global_batches = list(self.sampler.epoch())
@@ -549,8 +603,8 @@ class Trainer:
         accum = self.grad_accum_steps
         for i, (idx, xb) in enumerate(self._train_src.batches(local)):
             n_global = len(global_batches[i])
-            if self.augment is not None and isinstance(xb, torch.Tensor) and xb.ndim == 4:
-                xb = self.augment(xb, self.aug_gen)
+            if self.augment is not None and self.objective is None and isinstance(xb, torch.Tensor) and xb.ndim == 4:
+                xb = self.augment(xb, self.aug_gen)  # an objective makes its own views (ctx.augment)
             xb = to_channels_last(self.model.move_inputs(xb, self.device))
             yb = self._y[idx].to(self.device)
             last_micro = (i + 1) % accum == 0 or i == len(local) - 1
@@ -561,7 +615,12 @@ class Trainer:
                 n_terms += 1
             if last_micro:
                 self._optimizer_step()
-            sums += torch.tensor([loss * len(idx), float((logits.argmax(1) == yb).sum()), len(idx)], dtype=torch.float64)
+            if logits is not None:
+                correct = float((logits.argmax(1) == yb).sum())
+                n_scored = float((yb >= 0).sum()) if self.objective is not None else float(len(idx))
+            else:
+                correct = n_scored = 0.0
+            sums += torch.tensor([loss * len(idx), correct, len(idx), n_scored], dtype=torch.float64)
             self._progress.tick(self, "train", i + 1, len(local))
             fault_point(f"{self.fault_prefix}.step")
         bad_param = _first_nonfinite(self.model)
@@ -569,9 +628,10 @@ class Trainer:
             raise self._diverged(f"weight {bad_param!r} became NaN or infinite", epoch)
         if self.world > 1:
             sums = self.accelerator.reduce(sums, reduction="sum")
-        row = {"epoch": epoch, "train_loss": float(sums[0] / max(sums[2], 1)),
-               "train_accuracy": float(sums[1] / max(sums[2], 1)), "lr": self.opt.param_groups[-1]["lr"],
-               "epoch_time": time.perf_counter() - t0}
+        row = {"epoch": epoch, "train_loss": float(sums[0] / max(sums[2], 1))}
+        if sums[3] > 0:  # an objective without logits (or with no labeled row) has no training accuracy
+            row["train_accuracy"] = float(sums[1] / sums[3])
+        row.update({"lr": self.opt.param_groups[-1]["lr"], "epoch_time": time.perf_counter() - t0})
         row.update({k: v / max(n_terms, 1) for k, v in extra.items()})
         return row
 
@@ -584,7 +644,7 @@ class Trainer:
         """
         xt = tlab = None
         ctx = None
-        if self.losses:
+        if self.losses or self.objective is not None:
             ctx = StepContext(model=self.model, inputs=xb, labels=yb, indices=torch.as_tensor(idx, dtype=torch.int64),
                               augment=self.augment,
                               generator=self.aug_gen, epoch=epoch, step=self.step,
@@ -608,7 +668,8 @@ class Trainer:
         if sync:
             self.step += 1
         value = loss.item() / scale if scale != 1.0 else loss.item()
-        return value, logits.detach(), (logs if self.losses else None)
+        logs = logs if (self.losses or self.objective is not None) else None
+        return value, (logits.detach() if logits is not None else None), logs
 
     def _check_finite_loss(self, loss, epoch: int) -> None:
         finite = bool(torch.isfinite(loss))
@@ -624,6 +685,10 @@ class Trainer:
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
+        hook = getattr(self.objective, "after_optimizer_step", None)
+        if hook is not None:  # after the update, before the next forward (a target network's EMA)
+            with torch.no_grad():
+                hook(min(self.step / max(self.total_steps, 1), 1.0))
 
     def _end_epoch(self, epoch: int, row: dict) -> None:
         """Selection, logging, callbacks, checkpoint: everything after an epoch's steps."""
@@ -671,6 +736,7 @@ class Trainer:
             "rng": {"gen": self.gen.get_state(), "tgen": self.tgen.get_state(), "ranks": ranks},
             "sampler": self.sampler.state_dict(),
             "losses": [t.state_dict() if isinstance(t, nn.Module) else None for t in self.losses],
+            "objective": self.objective.state_dict() if isinstance(self.objective, nn.Module) else None,
             "selection": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self._builtin],
             "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self._user],
             "history": self.history, "best_epoch": self.best_epoch,
@@ -703,6 +769,10 @@ class Trainer:
         for term, st in zip(self.losses, ckpt["losses"]):
             if st is not None and isinstance(term, nn.Module):
                 term.load_state_dict(st)
+        if isinstance(self.objective, nn.Module):
+            if ckpt.get("objective") is None:
+                raise ValueError("the checkpoint has no objective state, this fit has one")
+            self.objective.load_state_dict(ckpt["objective"])
         if len(ckpt["selection"]) != len(self._builtin):
             raise ValueError(f"the checkpoint has {len(ckpt['selection'])} selection states, this fit "
                              f"{len(self._builtin)} (a labeled val split, selection or early_stopping differs)")
@@ -733,6 +803,7 @@ class Trainer:
             "processes": self.world,
             "parameters": [f"{k}:{tuple(v.shape)}" for k, v in self.model.state_dict().items()],
             "losses": [type(t).__name__ for t in self.losses],
+            **({"objective": type(self.objective).__name__} if self.objective is not None else {}),
         }
 
     def _resume_from(self, resume, ckpt_path: Path | None, fingerprint: dict) -> dict | None:
