@@ -9,7 +9,8 @@ Names
 - ``timm:<model>``: any timm model (hub weights online, ``weights=`` a local file offline);
 - ``hf:<repo-or-local-path>``: a Hugging Face transformers encoder with its tokenizer/processor;
 - ``file:<path.safetensors>``: a checkpoint saved by transferkit (architecture in its metadata)
-  or any safetensors file with ``arch=`` naming the architecture.
+  or any safetensors file with ``arch=`` naming the architecture; ``file:<run directory>``: the
+  ``backbone.safetensors`` a ``transferkit pretrain`` run wrote there.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ from . import source_cnn as _source_cnn  # noqa: F401  registers mnist_cnn, usps
 PREFIXES = {
     "timm:": "any timm model; hub weights online, weights=<file> offline",
     "hf:": "a Hugging Face encoder (repo id or local folder), pooled output",
-    "file:": "a safetensors checkpoint (architecture from its metadata or arch=)",
+    "file:": "a safetensors checkpoint (architecture from its metadata or arch=), or a pretrain run directory",
 }
+
+#: The backbone file a ``transferkit pretrain`` run directory holds (``file:RUN_DIR`` loads it).
+RUN_BACKBONE = "backbone.safetensors"
 
 
 def create_backbone(
@@ -123,6 +127,8 @@ def _create(name, num_classes, pretrained, weights, image_size, arch, head, drop
         factory = get("backbone", name)
         _check_options(name, factory, kwargs)
         bb = factory(pretrained=pretrained, image_size=image_size, weights=weights, **kwargs)
+        if kwargs:  # what save_backbone records, so that file: rebuilds the same architecture (a width)
+            bb.spec.extra["options"] = dict(kwargs)
     if num_classes is None:
         return bb
     from ..nn.model import TransferModel
@@ -158,11 +164,16 @@ def _from_file(path: str, arch: str | None, image_size: int | None, options: dic
     import os
     from pathlib import Path
 
+    if Path(path).is_dir() and (Path(path) / RUN_BACKBONE).is_file():
+        path = str(Path(path) / RUN_BACKBONE)
     p = Path(path)
     chain: list[str] = []
     cur, meta_arch = path, arch
+    saved: dict = {}
     while True:
         meta = _file_metadata(cur, chain)
+        if not saved and meta.get("transferkit.options"):
+            saved = _saved_options(cur, meta["transferkit.options"])
         if image_size is None and meta.get("transferkit.image_size"):
             try:
                 image_size = check_number("image_size", meta["transferkit.image_size"], low=8, high=4096, integer=True)
@@ -180,10 +191,23 @@ def _from_file(path: str, arch: str | None, image_size: int | None, options: dic
             break
         chain.append(os.path.realpath(cur))
         cur, meta_arch = meta_arch[5:], None
-    bb = _create(meta_arch, None, False, str(p), image_size, None, "linear", 0.0, dict(options or {}))
+    bb = _create(meta_arch, None, False, str(p), image_size, None, "linear", 0.0, {**saved, **dict(options or {})})
     bb.spec.extra["arch"] = meta_arch  # what save_backbone records: the real architecture, never this file
     bb.spec.name = f"file:{path}"
     return bb
+
+
+def _saved_options(path: str, text: str) -> dict:
+    import json
+
+    try:
+        opts = json.loads(text)
+    except ValueError:
+        opts = None
+    if not isinstance(opts, dict):
+        raise WeightsError(f"{path}: its metadata holds transferkit.options={text[:40]!r}, not a mapping of backbone "
+                           "options; re-save it with transferkit.backbones.save_backbone.")
+    return opts
 
 
 def _file_metadata(path: str, chain: list[str]) -> dict:
@@ -196,7 +220,8 @@ def _file_metadata(path: str, chain: list[str]) -> dict:
     if not path:
         raise ConfigError("file: needs the path of a .safetensors file, e.g. 'file:runs/x/model.safetensors'.")
     if p.is_dir():
-        raise WeightsError(f"file backbone {path!r} is a directory; give the path of a .safetensors file.")
+        raise WeightsError(f"file backbone {path!r} is a directory without {RUN_BACKBONE} (what a transferkit "
+                           "pretrain run writes); give the path of a .safetensors file or of a pretrain run directory.")
     if not p.is_file():
         raise WeightsError(f"file backbone {path!r} does not exist; check the path.")
     key = os.path.realpath(p)
@@ -209,13 +234,21 @@ def _file_metadata(path: str, chain: list[str]) -> dict:
     return safetensors_metadata(p) if p.suffix == ".safetensors" else {}
 
 
-def save_backbone(backbone: Backbone, path) -> None:
-    """Save a backbone's weights as safetensors with its architecture in the metadata."""
+def save_backbone(backbone: Backbone, path, metadata: dict[str, str] | None = None) -> None:
+    """Save a backbone's weights as safetensors with its architecture (and options, image size)
+    in the metadata; ``metadata``: more ``transferkit.*`` string entries (a pretrain run adds
+    its pretext task and data)."""
     from safetensors.torch import save_file
+
+    import json
 
     meta = {"transferkit.backbone": _arch_name(backbone)}
     if backbone.spec.input_size:
         meta["transferkit.image_size"] = str(backbone.spec.input_size[-1])
+    if backbone.spec.extra.get("options"):
+        meta["transferkit.options"] = json.dumps(backbone.spec.extra["options"], sort_keys=True)
+    for k, v in (metadata or {}).items():
+        meta[str(k)] = str(v)
     state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
     if isinstance(backbone, TimmBackbone):
         state = {k[len("model."):]: v for k, v in state.items()}
@@ -229,15 +262,44 @@ def _arch_name(bb: Backbone) -> str:
     return n
 
 
-def list_backbones() -> dict[str, str]:
-    """Registered backbone names and prefixes with one-line descriptions."""
+def list_backbones(runs: str | None = "runs") -> dict[str, str]:
+    """Registered backbone names and prefixes with one-line descriptions, then the backbones that
+    ``transferkit pretrain`` runs under ``runs`` wrote (``file:<run dir>``; ``None``: none)."""
     out = dict(describe("backbone"))
     out.update({p + "<...>": d for p, d in PREFIXES.items()})
+    if runs is not None:
+        out.update(pretrained_runs(runs))
+    return out
+
+
+def pretrained_runs(root="runs") -> dict[str, str]:
+    """``{"file:<run dir>": description}`` for every run directory directly under ``root`` that
+    holds a backbone written by ``transferkit pretrain`` (its metadata names the pretext task).
+    Only reads; a missing ``root`` gives ``{}``; unreadable files are skipped."""
+    from pathlib import Path
+
+    from .weights import safetensors_metadata
+
+    base = Path(root)
+    if not base.is_dir():
+        return {}
+    out = {}
+    for f in sorted(base.glob(f"*/{RUN_BACKBONE}")):
+        try:
+            meta = safetensors_metadata(f)
+        except (WeightsError, OSError):
+            continue
+        if "transferkit.pretext" not in meta:
+            continue
+        data = meta.get("transferkit.data", "")
+        out[f"file:{f.parent}"] = (f"{meta.get('transferkit.backbone', '?')} pretrained by "
+                                   f"{meta['transferkit.pretext']} (transferkit pretrain" + (f" on {data}" if data else "")
+                                   + ")")
     return out
 
 
 __all__ = [
     "Backbone", "BackboneSpec", "TimmBackbone", "TinyCNN", "TinyMLP", "create_backbone",
-    "describe_groups", "list_backbones", "preprocess_images", "save_backbone", "available",
+    "describe_groups", "list_backbones", "pretrained_runs", "preprocess_images", "save_backbone", "available",
     "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "timm_backbone", "tiny_cnn", "tiny_mlp",
 ]
