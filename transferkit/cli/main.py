@@ -169,6 +169,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_threads(bm)
 
     _add_fewshot_parser(sub)
+    _add_pretrain_parser(sub)
 
     dg = sub.add_parser("diagnose", help="negative transfer, sample efficiency, convergence and sharpness "
                                          "(the config's optional 'diagnose:' section)")
@@ -225,7 +226,11 @@ def _build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list backbones, datasets, strategies, divergences, transferability scores, "
                                      "few-shot methods or test-time adaptation methods")
     ls.add_argument("kind", choices=["backbones", "datasets", "strategies", "divergences", "transferability",
-                                     "da_losses", "shallow_da", "scorers", "penalties", "fewshot", "tta"])
+                                     "da_losses", "shallow_da", "scorers", "penalties", "fewshot", "tta", "pretext",
+                                     "mtl_weighting"])
+    ls.add_argument("--runs", default="runs", metavar="DIR",
+                    help="backbones: also list the pretrained backbones of transferkit pretrain runs in DIR "
+                         "(default: runs)")
 
     g = sub.add_parser("groups", help="print a backbone's layer groups")
     g.add_argument("backbone")
@@ -669,6 +674,37 @@ def _add_fewshot_parser(sub) -> None:
     _add_threads(fs)
 
 
+def _add_pretrain_parser(sub) -> None:
+    pt = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone on unlabeled data (rotation, "
+                                         "simclr, byol, simsiam, mae); strategies load it as backbone: file:RUN_DIR")
+    pt.add_argument("config", nargs="?", help="pretrain YAML file (not with --resume); see examples/pretrain/")
+    pt.add_argument("--resume", metavar="DIR", help="continue an interrupted pretrain run in DIR with its stored config")
+    pt.add_argument("--out", help="output directory (default: config's output_dir or runs/NAME-TIMESTAMP)")
+    pt.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    pt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set epochs=5 (repeatable)")
+    _add_threads(pt)
+
+
+def _cmd_pretrain(args) -> int:
+    from ..errors import ConfigError
+    from ..pretrain.run import format_result, run_pretrain
+
+    if args.resume:
+        _resume_alone(args, "pretrain", "the config", (("a config file", args.config), ("--out", args.out),
+                                                         ("--overwrite", args.overwrite), ("--set", args.set)))
+        res = run_pretrain(None, args.resume, resume=True)
+    else:
+        if not args.config:
+            raise ConfigError("'transferkit pretrain' needs a pretrain file (transferkit pretrain exp.yaml, see "
+                              "examples/pretrain/) or --resume DIR to continue an interrupted run.")
+        res = run_pretrain(args.config, args.out, overwrite=args.overwrite, overrides=args.set)
+    print()
+    print(format_result(res))
+    print(f"\nresult: {os.path.join(res['output_dir'], 'result.json')}")
+    return 0
+
+
 def _fewshot_report(out, args) -> None:
     """The few-shot report after a run; a failure warns (the results are on disk already)."""
     if getattr(args, "no_report", False):
@@ -772,7 +808,7 @@ def _cmd_list(args) -> int:
     if args.kind == "backbones":
         from ..backbones import list_backbones
 
-        items = list_backbones()
+        items = list_backbones(runs=args.runs)
     elif args.kind == "datasets":
         from ..data.spec import list_datasets
 
@@ -835,7 +871,7 @@ def _dispatch(args) -> int:
         return {"run": _cmd_run, "demo": _cmd_demo, "assess": _cmd_assess, "benchmark": _cmd_benchmark,
                 "list": _cmd_list, "report": _cmd_report, "diagnose": _cmd_diagnose,
                 "groups": _cmd_groups, "predict": _cmd_predict, "export": _cmd_export,
-                "fewshot": _cmd_fewshot}[args.command](args)
+                "fewshot": _cmd_fewshot, "pretrain": _cmd_pretrain}[args.command](args)
     except (TransferKitError, OSError) as exc:
         # OSError: a path that cannot be written or read (permissions, full disk), not a bug
         if args.debug:
