@@ -144,8 +144,10 @@ def _build_parser() -> argparse.ArgumentParser:
                                           "models; few-shot: every few-shot method on offline data; drift: "
                                           "source-free and test-time adaptation, uncertainty under corruption; "
                                           "label-spaces: partial, open-set, zero-shot, multi-source, domain "
-                                          "generalisation)")
-    bm.add_argument("suite", nargs="?", choices=["digits-shift", "real-shift", "few-shot", "drift", "label-spaces"],
+                                          "generalisation; representation: self-supervised, multi-task, "
+                                          "image-text)")
+    bm.add_argument("suite", nargs="?", choices=["digits-shift", "real-shift", "few-shot", "drift", "label-spaces",
+                                                     "representation"],
                     help="the suite (not with --resume)")
     bm.add_argument("--resume", metavar="DIR",
                     help="continue an interrupted benchmark in DIR with its stored arguments (finished cells are kept)")
@@ -158,7 +160,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--image-size", type=_int_arg(8, 1024), default=None, help="input side (default 64)")
     bm.add_argument("--parts", nargs="+", default=None,
                     help="drift: source_free, corruptions, continual, uncertainty; label-spaces: partial, open_set, "
-                         "zero_shot, multi_source, dg (default: all)")
+                         "zero_shot, multi_source, dg; representation: ssl, mtl, cross_modal (default: all)")
     bm.add_argument("--passes", type=_int_arg(1, 100), default=None,
                     help="drift: passes of the continual stream over the 13 corruptions (default 10)")
     bm.add_argument("--n-test", type=_int_arg(100, 10_000), default=None,
@@ -500,10 +502,13 @@ def _cmd_benchmark(args) -> int:
         return _cmd_drift(args)
     if args.suite == "label-spaces" or (args.resume and stored_suite(args.resume) == "label-spaces"):
         return _cmd_label_spaces(args)
+    if args.suite == "representation" or (args.resume and stored_suite(args.resume) == "representation"):
+        return _cmd_representation(args)
     drift_only = [f for f, v in (("--parts", args.parts), ("--passes", args.passes), ("--n-test", args.n_test))
                   if v is not None]
     if drift_only:
-        where = "'benchmark drift' and 'benchmark label-spaces'" if drift_only[0] == "--parts" else "'benchmark drift'"
+        where = ("'benchmark drift', 'benchmark label-spaces' and 'benchmark representation'"
+                 if drift_only[0] == "--parts" else "'benchmark drift'")
         raise ConfigError(f"{drift_only[0]} is an option of {where} only; leave it out.")
     if args.suite == "real-shift" and not args.resume:
         return _cmd_real_shift(args)
@@ -583,36 +588,51 @@ def _cmd_drift(args) -> int:
 
 
 def _cmd_label_spaces(args) -> int:
-    from ..errors import ConfigError
     from ..labelspaces import check_label_space_args, markdown, run_label_spaces_dir
+
+    def report(out):
+        from ..reports.labelspaces import write_label_spaces_report
+
+        return write_label_spaces_report(out)["html"]
+
+    return _cmd_parts_suite(args, "label-spaces", check_label_space_args, run_label_spaces_dir, markdown, report,
+                            "its tasks, methods, backbones and selection are fixed before any target label is read")
+
+
+def _cmd_representation(args) -> int:
+    from ..representation import check_representation_args, markdown, run_representation_dir
+
+    return _cmd_parts_suite(args, "representation", check_representation_args, run_representation_dir, markdown,
+                            None, "its tasks, backbones and methods are fixed in transferkit/representation.py")
+
+
+def _cmd_parts_suite(args, suite: str, check_args, run_dir, markdown, report, fixed_why: str) -> int:
+    """A benchmark of parts (label-spaces, representation): ``--parts/--seeds/--epochs``, ``--resume``."""
+    from ..errors import ConfigError
     from ..train.rundir import stored_arguments
 
     if args.resume:
         _resume_alone(args, "benchmark", "the arguments",
                       (("the suite", args.suite), ("--parts", args.parts), ("--seeds", args.seeds),
                        ("--epochs", args.epochs), ("--out", args.out), ("--overwrite", args.overwrite)))
-        kw = check_label_space_args(**stored_arguments(args.resume, "benchmark.json", ("parts", "seeds", "epochs"),
-                                                       suite="label-spaces"))
+        kw = check_args(**stored_arguments(args.resume, "benchmark.json", ("parts", "seeds", "epochs"), suite=suite))
         out = args.resume
     else:
         fixed = [f for f, v in (("--tasks", args.tasks), ("--methods", args.methods), ("--selection", args.selection),
                                 ("--backbone", args.backbone), ("--image-size", args.image_size),
                                 ("--passes", args.passes), ("--n-test", args.n_test)) if v is not None]
         if fixed:
-            raise ConfigError(f"benchmark label-spaces: {fixed[0]} is fixed by the suite (its tasks, methods, backbones "
-                              "and selection are fixed before any target label is read); use --parts, --seeds or "
-                              "--epochs.")
-        kw = check_label_space_args(args.parts, **{k: v for k, v in (("seeds", args.seeds), ("epochs", args.epochs))
-                                                   if v is not None})
-        out = args.out or f"runs/label-spaces-{time.strftime('%Y%m%d-%H%M%S')}"
-    res = run_label_spaces_dir(out, overwrite=args.overwrite, **kw)
+            raise ConfigError(f"benchmark {suite}: {fixed[0]} is fixed by the suite ({fixed_why}); use --parts, "
+                              "--seeds or --epochs.")
+        kw = check_args(args.parts, **{k: v for k, v in (("seeds", args.seeds), ("epochs", args.epochs))
+                                       if v is not None})
+        out = args.out or f"runs/{suite}-{time.strftime('%Y%m%d-%H%M%S')}"
+    res = run_dir(out, overwrite=args.overwrite, **kw)
     print()
     print(markdown(res))
-    if not args.no_report:
-        from ..reports.labelspaces import write_label_spaces_report
-
+    if report is not None and not args.no_report:
         try:
-            print(f"report: {write_label_spaces_report(res['output_dir'])['html']}")
+            print(f"report: {report(res['output_dir'])}")
         except Exception as exc:  # the results are on disk already: a report failure only warns
             if getattr(args, "debug", False):
                 raise

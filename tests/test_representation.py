@@ -1,0 +1,50 @@
+"""transferkit benchmark representation: the plumbing on tiny data (the real run is a benchmark)."""
+
+import json
+
+import pytest
+
+from transferkit import representation as rep
+from transferkit.cli.main import main
+from transferkit.errors import ConfigError
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setattr(rep, "SSL_BACKBONE", {"name": "tiny_cnn", "image_size": 16, "width": 4})
+    monkeypatch.setattr(rep, "SSL_DATA", "digits:size=16,subset=0/4")
+    monkeypatch.setattr(rep, "SSL_BANK", "digits:size=16,subset=1/4")
+    monkeypatch.setattr(rep, "SSL_TEST", "digits:size=16,subset=2/4")
+    monkeypatch.setattr(rep, "SSL_TARGETS", {"digits": "digits:size=16,subset=3/4"})
+    monkeypatch.setattr(rep, "PRETEXTS", ("rotation",))
+    monkeypatch.setattr(rep, "SSL_INITS", ("random", "supervised", "rotation"))
+    monkeypatch.setattr(rep, "BANK_ROWS", 300)
+    monkeypatch.setattr(rep, "DRAWS", 2)
+    monkeypatch.setattr(rep, "_DATA", {})
+
+
+def test_the_ssl_part_runs_keeps_its_cells_and_states_the_goals(tmp_path, tiny, one_thread):
+    out = tmp_path / "b"
+    res = rep.run_representation_dir(out, parts=["ssl"], seeds=2, epochs=1, echo=lambda *a: None)
+    assert len(res["ssl"]) == 6 and {r["init"] for r in res["ssl"]} == {"random", "supervised", "rotation"}
+    s = {r["init"]: r for r in res["summary"]["ssl"]}
+    assert s["random"]["train_seconds"]["mean"] == 0 and s["rotation"]["n_seeds"] == 2
+    assert all(0 <= s[i]["fashion_knn"]["mean"] <= 1 for i in s)
+    goal = res["summary"]["ssl_goals"][0]
+    assert goal["pretext"] == "rotation" and set(goal["order_holds"]) == {"digits"}
+    md = (out / "results.md").read_text()
+    assert "random-to-supervised gap" in md and "| rotation |" in md
+    assert (out / "backbones" / "rotation-seed1.safetensors").is_file()
+    assert json.loads((out / "benchmark.json").read_text())["suite"] == "representation"
+    # a rerun keeps every cell
+    seen = []
+    rep.run_representation_dir(out, parts=["ssl"], seeds=2, epochs=1, echo=seen.append)
+    assert sum("complete, kept" in line for line in seen) == 6
+
+
+def test_bad_representation_arguments_are_one_line(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="unknown part 'sll'.*ssl"):
+        rep.check_representation_args(["sll"])
+    code = main(["benchmark", "representation", "--backbone", "x", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--backbone is fixed by the suite" in err and not (tmp_path / "x").exists()
