@@ -81,3 +81,23 @@ def test_bad_pretrain_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     code = main(["pretrain", str(tmp_path / "missing.yaml")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "missing.yaml" in err
+
+
+@pytest.mark.parametrize("name", ["fashion_simclr", "digits_rotation"])
+def test_the_examples_pass_every_check_before_training(name):
+    from pathlib import Path
+
+    from transferkit.pretrain.run import load_pretrain_config, prepare
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "pretrain" / f"{name}.yaml"
+    cfg = load_pretrain_config(path)
+    if "fashion" in name:
+        from transferkit.data.real import fashion_mnist_files
+
+        try:
+            fashion_mnist_files("train")
+        except Exception:
+            pytest.skip("Fashion-MNIST (Debian dataset-fashion-mnist) is not installed")
+    ds, bb, pretext = prepare(cfg)
+    assert len(ds) > 0 and (ds.labels is None or (ds.labels < 0).all())
+    assert bb.spec.modality == "image"

@@ -191,11 +191,7 @@ def prepare(cfg: PretrainConfig):
         raise ConfigError(f"backbone {bcfg.name!r} takes {backbone.spec.modality} inputs but the pretrain data "
                           f"{ds.name!r} is {ds.modality}; choose a {ds.modality} backbone.")
     cls = get("pretext", cfg.pretext_name)
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        pretext = cls(backbone, **cfg.pretext_options)
+    pretext = cls(backbone, **{"seed": cfg.seed, **cfg.pretext_options})  # its heads drawn from the run's seed
     if hasattr(pretext, "check_data"):
         pretext.check_data(ds)
     return ds, backbone, pretext
