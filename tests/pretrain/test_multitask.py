@@ -147,6 +147,18 @@ def test_rows_without_a_value_leave_that_tasks_loss_and_static_weights_apply():
     assert float(both["loss"].detach()) == pytest.approx(float(both["loss_digit"] + 0.5 * both["loss_angle"]), rel=1e-5)
 
 
+def test_rows_with_a_hidden_label_train_no_head():
+    """A split that hides labels (domain adaptation's unlabeled rows) keeps the rows' attributes:
+    they must not become training targets."""
+    ds = _toy()
+    ds.labels[:10] = -1
+    obj = MultiTaskObjective(HEADS, ds, 8)
+    assert (obj.targets_digit[:10] == -1).all() and torch.isnan(obj.targets_angle[:10]).all()
+    assert (obj.targets_digit[10:] >= 0).all() and not torch.isnan(obj.targets_angle[10:]).any()
+    assert float(obj.heads["angle"].mean) == pytest.approx(ds.meta["attributes"]["angle"][10:].mean(), rel=1e-6)
+    assert (read_targets(ds, parse_heads(HEADS))["digit"][:10] >= 0).all()  # scoring reads every row
+
+
 def test_a_gradient_aggregator_puts_exactly_the_combined_gradient_in_the_shared_grads():
     ds = _toy()
     enc = _encoder()

@@ -105,15 +105,16 @@ def test_dwa_weights_closed_form_and_the_two_epoch_warm_up():
     prev, prev2 = torch.tensor([1.0, 2.0], dtype=torch.float64), torch.tensor([2.0, 2.0], dtype=torch.float64)
     e = np.exp(np.array([0.5, 1.0]) / 2)
     assert np.allclose(dwa_weights(prev, prev2).numpy(), 2 * e / e.sum())
+    e = np.exp(np.array([1 / 2, 2 / 1]) / 2)  # r = L(t-1) / L(t-2) of epochs 1 and 0 below
     w = DWAWeighting()
     w.setup(["a", "b"], ["classification", "regression"])
     seen = []
-    for epoch, losses in enumerate([(2.0, 2.0), (1.0, 2.0), (1.0, 1.0)]):
+    for epoch, losses in enumerate([(2.0, 1.0), (1.0, 2.0), (1.0, 1.0)]):
         for _ in range(3):  # three steps per epoch with the same losses: the epoch mean is that value
             _, logs = w.combine(WeightingInput(torch.tensor(losses), epoch=epoch))
         seen.append((float(logs["w_a"]), float(logs["w_b"])))
     assert seen[0] == seen[1] == (1.0, 1.0)
-    assert np.allclose(seen[2], 2 * e / e.sum())  # r = (1/2, 2/2) from epochs 1 and 0
+    assert np.allclose(seen[2], 2 * e / e.sum())
     state = w.state_dict()  # a resumed fit continues with the same means
     w2 = DWAWeighting()
     w2.setup(["a", "b"], ["classification", "regression"])
@@ -147,6 +148,22 @@ def test_gradnorm_weight_gradient_matches_the_closed_form():
     assert float(w.task_weights.detach().sum()) == pytest.approx(2.0)
 
 
+def test_gradnorm_targets_follow_the_relative_training_rates():
+    """Second step: task a's loss doubled since the first, b's unchanged, so L/L(0) = (2, 1),
+    r = (4/3, 2/3) and the targets are mean(G) r^alpha."""
+    W = torch.nn.Parameter(torch.tensor([[1.0, 2.0], [0.5, -1.0]]))
+    w = GradNormWeighting(alpha=1.5)
+    w.setup(["a", "b"], ["regression", "regression"])
+    w.combine(WeightingInput(torch.tensor([1.0, 3.0]) * W.pow(2).sum(), [W], W))  # L(0)
+    with torch.no_grad():
+        w.task_weights.copy_(torch.tensor([1.2, 0.8]))
+    c = torch.tensor([2.0, 3.0])
+    _, logs = w.combine(WeightingInput(c * W.pow(2).sum(), [W], W))
+    G = w.task_weights.detach() * 2 * c * torch.linalg.vector_norm(W.detach())
+    target = G.mean() * torch.tensor([4 / 3, 2 / 3]) ** 1.5
+    assert float(logs["gradnorm_loss"]) == pytest.approx(float((G - target).abs().sum()), rel=1e-6)
+
+
 def test_gradnorm_without_a_shared_layer_says_what_to_do():
     w = GradNormWeighting()
     w.setup(["a", "b"], ["regression", "regression"])
@@ -165,11 +182,26 @@ def test_unknown_names_and_options_suggest_the_nearest():
     assert {"equal", "uncertainty", "dwa", "gradnorm", "pcgrad", "upgrad"} <= set(available("mtl_weighting"))
 
 
-@pytest.mark.skipif(HAS_TORCHJD, reason="torchjd is installed")
-def test_upgrad_without_torchjd_is_a_one_line_error_at_use_time():
-    assert "upgrad" in available("mtl_weighting")  # registered without the package
-    with pytest.raises(MissingDependencyError, match=r"mtl_weighting 'upgrad' needs the optional package 'torchjd'.*"
-                                                     r"pip install"):
+def test_upgrad_without_torchjd_is_a_one_line_error_at_use_time(monkeypatch):
+    import sys
+    import types
+
+    assert "upgrad" in available("mtl_weighting")  # registered whether or not the package is there
+    monkeypatch.setitem(sys.modules, "torchjd", None)  # as if not installed: importing it raises
+    monkeypatch.setitem(sys.modules, "torchjd.aggregation", None)
+    with pytest.raises(MissingDependencyError, match=r"^mtl_weighting 'upgrad' needs the optional package 'torchjd' "
+                                                     r"\(.*\). Install it with: pip install 'transferkit\[mtl\]'$"):
+        make_weighting("upgrad")
+    # torchjd >= 0.12 without its QP solver: UPGrad() itself raises ImportError
+    fake = types.ModuleType("torchjd.aggregation")
+
+    def _no_solver():
+        raise ImportError("QuadprogProjector requires ['qpsolvers', 'quadprog'] to be installed.")
+
+    fake.UPGrad = _no_solver
+    monkeypatch.setitem(sys.modules, "torchjd", types.ModuleType("torchjd"))
+    monkeypatch.setitem(sys.modules, "torchjd.aggregation", fake)
+    with pytest.raises(MissingDependencyError, match=r"needs torchjd's QP solver.*pip install qpsolvers quadprog"):
         make_weighting("upgrad")
 
 

@@ -202,16 +202,24 @@ def _as_values(task: TaskSpec, v: np.ndarray) -> np.ndarray:
     return f
 
 
-def read_targets(dataset, tasks: list[TaskSpec], n_classes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+def read_targets(dataset, tasks: list[TaskSpec], n_classes: dict[str, int] | None = None, *,
+                 hide_unlabeled: bool = False) -> dict[str, np.ndarray]:
     """Each task's per-row targets of ``dataset``: int64 class indices (-1: missing) for a
     classification head, float64 values (NaN: missing) for a regression head.
 
     ``n_classes``: the training classes per classification task; a class index at or above it
     (a validation row of a class the training rows never showed) is an error.
+    ``hide_unlabeled``: a row whose label is hidden (``-1`` in ``dataset.labels``) is missing for
+    *every* head. Training uses it: a split that hides part of the target's labels (domain
+    adaptation's unlabeled rows) keeps their attributes, which must not become training targets.
     """
+    hidden = (np.asarray(dataset.labels) < 0) if (hide_unlabeled and dataset.labels is not None) else None
     out = {}
     for t in tasks:
         v = _column(dataset, t)
+        if hidden is not None and hidden.any():
+            v = np.asarray(v, dtype=object if v.dtype.kind in "USO" else np.float64).copy()
+            v[hidden] = -1 if t.type == "classification" else np.nan
         if t.type == "classification":
             y = _as_class_indices(t, v, dataset)
             k = (n_classes or {}).get(t.name)
@@ -285,8 +293,9 @@ def _standardization(task: TaskSpec, y: np.ndarray, dataset) -> tuple[float, flo
 
 def build_heads(tasks: list[TaskSpec], feature_dim: int, dataset) -> tuple[nn.ModuleDict, dict[str, np.ndarray]]:
     """The heads of ``tasks`` on ``feature_dim`` features, sized and standardised from the
-    training ``dataset``, and the tasks' targets on it."""
-    targets = read_targets(dataset, tasks)
+    training ``dataset``, and the tasks' targets on it (rows with a hidden label count for no head:
+    see :func:`read_targets`)."""
+    targets = read_targets(dataset, tasks, hide_unlabeled=True)
     heads = nn.ModuleDict()
     for t in tasks:
         y = targets[t.name]
@@ -333,8 +342,9 @@ class MultiTaskObjective(Objective):
     ``ctx.model`` is the encoder, or a :class:`MultiTaskModel` (its ``features`` are used); the
     shared parameters are its trainable parameters that are not in these heads. Every row of the
     dataset trains (``needs_labels = False``); a row without a value for a task is left out of
-    that task's loss. Logged per step: ``loss_<task>`` (unweighted), ``acc_<task>`` for
-    classification tasks, and what the weighting logs. ``"logits"`` (the primary head's) are
+    that task's loss, and a row whose label is hidden (``-1``) trains no head. Logged per step:
+    ``loss_<task>`` (unweighted), ``acc_<task>`` for classification tasks, and what the weighting
+    logs. ``"logits"`` (the primary head's) are
     returned when the primary head is a classification head on the labels, so the Trainer's
     ``train_accuracy`` means that head's accuracy.
     """

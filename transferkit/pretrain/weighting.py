@@ -34,8 +34,9 @@ surrogate whose gradient is ``g``, see :func:`surrogate_loss`):
   the others visited in a random order (a generator seeded by ``seed`` and the step), and the
   projected gradients summed (:func:`pcgrad_combine`);
 - ``upgrad`` (Quinton & Rey 2024, Jacobian descent): torchjd's ``UPGrad`` aggregator, when the
-  optional package ``torchjd`` is installed (``pip install torchjd``); asking for it without
-  the package is a one-line error at use time, never at import.
+  optional package ``torchjd`` (and, from torchjd 0.12, its QP solver ``qpsolvers`` +
+  ``quadprog``) is installed; asking for it without them is a one-line error at use time, never
+  at import.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from torch import nn
 
 from .._registry import register
 from .._validation import check_number, require
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingDependencyError
 
 #: Task kinds a head can be.
 TASK_TYPES = ("classification", "regression")
@@ -354,7 +355,13 @@ class UPGradWeighting(Weighting):
     def __init__(self):
         super().__init__()
         agg = require("torchjd.aggregation", "mtl", "mtl_weighting 'upgrad'")
-        self._aggregator = agg.UPGrad()
+        try:
+            self._aggregator = agg.UPGrad()
+        except ImportError as exc:  # torchjd >= 0.12 keeps its QP solver (qpsolvers, quadprog) optional
+            why = " ".join(str(exc).split())
+            raise MissingDependencyError(
+                f"mtl_weighting 'upgrad' needs torchjd's QP solver ({why}); install it with: pip install qpsolvers "
+                "quadprog (or pip install 'transferkit[mtl]').") from None
 
     def aggregate(self, G, inp):
         return self._aggregator(G)
