@@ -48,3 +48,31 @@ def test_bad_representation_arguments_are_one_line(tmp_path, capsys):
     code = main(["benchmark", "representation", "--backbone", "x", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and "--backbone is fixed by the suite" in err and not (tmp_path / "x").exists()
+
+
+def test_the_cross_modal_part_on_synthetic_features(tmp_path, monkeypatch, one_thread):
+    import numpy as np
+
+    from transferkit.data import DomainDataset
+    from transferkit.data.real import FASHION_MNIST_CLASSES
+    from transferkit.pretrain import bench
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(10, 16))
+
+    def fake(spec):
+        y = np.repeat(np.arange(10), 30)
+        X = (centers[y] + 0.3 * rng.normal(size=(300, 16))).astype(np.float32)
+        return DomainDataset(X, y, spec, "tabular", classes=list(FASHION_MNIST_CLASSES))
+
+    monkeypatch.setattr(bench, "_features", fake)
+    monkeypatch.setattr(bench, "CROSS_MODAL_TASKS", {"fashion": {"train": "a", "test": "b"}})
+    monkeypatch.setattr(bench, "CROSS_MODAL_METHODS", ("lit_glove", "probe_10"))
+    res = rep.run_representation_dir(tmp_path / "c", parts=["cross_modal"], seeds=1, epochs=1, echo=lambda *a: None)
+    by = {r["method"]: r for r in res["cross_modal"]}
+    assert by["probe_10"]["unseen_accuracy"] > 0.9  # separable classes: ten labels each suffice
+    lit = by["lit_glove"]
+    assert 0 <= lit["unseen_accuracy"] <= 1 and 0 <= lit["i2t_recall1"] <= lit["i2t_recall5"] <= lit["i2t_recall10"]
+    assert lit["seen"] == bench.class_split(0)[0]
+    md = (tmp_path / "c" / "results.md").read_text()
+    assert "zero-shot on 5 held-out classes" in md and "the goal of 2x chance" in md

@@ -9,6 +9,8 @@
 - :mod:`.openset`: OS, OS*, UNK and the H-score of open-set predictions;
 - :mod:`.zero_shot`: per-class accuracy, generalised zero-shot seen / unseen / harmonic mean,
   calibrated stacking;
+- :mod:`.retrieval`: recall@k of image -> text and text -> image retrieval;
+- :mod:`.regression`: MSE, MAE and R^2 of regression heads;
 - :mod:`.uncertainty`: NLL, Brier, predictive entropy, misclassification/OOD AUROC, a one-call
   report, temperature scaling, (weighted) ensembles, last-layer Laplace approximation.
 """
@@ -16,3 +18,4 @@
 from . import divergence, information, scorers, transferability  # noqa: F401  (registers)
 from . import calibration  # noqa: F401,E402
 from . import openset, uncertainty, zero_shot  # noqa: F401,E402
+from . import regression, retrieval  # noqa: F401,E402

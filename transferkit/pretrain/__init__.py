@@ -15,16 +15,15 @@
 
 from __future__ import annotations
 
-import importlib
-
+from . import pretext, weighting  # noqa: F401  (register the pretext tasks and the MTL weightings)
+from .captions import captions_for, class_prompts
 from .contrastive import LearnableTemperature, info_nce, nt_xent
+from .image_text import ImageTextModel, LiT, LiTObjective, lit_loss
+from .multitask import MultiTaskModel, MultiTaskObjective, delta_m, parse_heads
+from .pretext import Pretext, make_pretext
+from .views import SSLViews, check_views_possible
+from .weighting import make_weighting, pcgrad_combine
 
-# modules that register entries (pretext tasks, MTL weightings); each imported when present
-for _m in ("pretext", "weighting"):
-    try:
-        importlib.import_module(f"{__name__}.{_m}")
-    except ModuleNotFoundError as _exc:  # pragma: no cover - a module not written yet
-        if _exc.name != f"{__name__}.{_m}":
-            raise
-
-__all__ = ["LearnableTemperature", "info_nce", "nt_xent"]
+__all__ = ["ImageTextModel", "LearnableTemperature", "LiT", "LiTObjective", "MultiTaskModel", "MultiTaskObjective",
+           "Pretext", "SSLViews", "captions_for", "check_views_possible", "class_prompts", "delta_m", "info_nce",
+           "lit_loss", "make_pretext", "make_weighting", "nt_xent", "parse_heads", "pcgrad_combine"]
