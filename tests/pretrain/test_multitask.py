@@ -282,3 +282,14 @@ def test_a_missing_column_stops_fit_before_training(digits):
     with pytest.raises(DataError, match=r"head 'rotation' reads column 'rotation'.*\(its columns: label, digit, "
                                         r"parity, angle, source_index\)"):
         _strategy(heads={"rotation": "regression"}).fit(train)
+
+
+def test_check_target_refuses_missing_columns_and_string_regression_labels_before_a_run(digits):
+    train, _ = digits
+    _strategy().check_target(None, train)  # the heads' columns are there
+    with pytest.raises(ConfigError, match=r"^multitask.heads: head 'rotation' reads column 'rotation'"):
+        _strategy(heads={"rotation": "regression"}).check_target(None, train)
+    bad = _toy(angle=np.array(["north"] * 40))
+    with pytest.raises(ConfigError, match=r"multitask.heads: head 'angle' is regression but column 'angle' holds "
+                                          r"strings such as 'north'; give numbers or make it a classification head"):
+        _strategy(heads={"angle": "regression"}).check_target(None, bad)

@@ -182,6 +182,16 @@ class MultiTask(Strategy):
                               "regression; use monitor: val_loss, or put a classification head first.")
         check_flag(p("progress"), self.progress)
 
+    def check_target(self, backbone, target) -> None:
+        """Every head's column exists in ``target`` and holds values of the head's type: checked by
+        ``transferkit run`` before anything is written (the message names the head and the columns)."""
+        from ..pretrain.multitask import read_targets
+
+        try:
+            read_targets(target, self._tasks())
+        except DataError as exc:
+            raise ConfigError(f"{self._p('heads')}: {exc}") from None
+
     # ------------------------------------------------------------------ fit
     def _build(self, train):
         from ..pretrain.multitask import MultiTaskObjective
