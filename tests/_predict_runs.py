@@ -22,6 +22,7 @@ DEEP = [
     {"name": "multi_source", "epochs": 2, "bottleneck": 16, "seed": 13},
     {"name": "domain_generalization", "method": "coral", "epochs": 2, "bottleneck": 16, "seed": 14},
     {"name": "open_set", "epochs": 2, "bottleneck": 16, "seed": 15},
+    {"name": "multitask", "epochs": 2, "batch_size": 16, "seed": 16},
     {"name": "ensemble", "members": ["scratch", "finetune"]},  # after its members: it combines them
 ]
 CLOSED = [

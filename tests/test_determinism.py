@@ -92,6 +92,7 @@ BUDGET = {
     "multi_source": {"epochs": 2, "batch_size": 32, "bottleneck": 32},
     "domain_generalization": {"method": "irm", "epochs": 2, "batch_size": 32, "bottleneck": 32},
     "open_set": {"epochs": 2, "batch_size": 32, "bottleneck": 32},
+    "multitask": {"epochs": 2, "batch_size": 16},
 }
 #: Strategies that combine others run after their members (the members are part of the check).
 MEMBERS_FIRST = {"ensemble": [{"name": "scratch", "epochs": 2, "batch_size": 16}, {"name": "feature_extraction"}]}

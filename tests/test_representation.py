@@ -76,3 +76,22 @@ def test_the_cross_modal_part_on_synthetic_features(tmp_path, monkeypatch, one_t
     assert lit["seen"] == bench.class_split(0)[0]
     md = (tmp_path / "c" / "results.md").read_text()
     assert "zero-shot on 5 held-out classes" in md and "the goal of 2x chance" in md
+
+
+def test_the_mtl_part_computes_delta_m_against_single_task_models(tmp_path, monkeypatch, one_thread):
+    from transferkit.pretrain import bench
+
+    t = dict(bench.MTL_TASKS["digits"], train="digits_multitask:seed=0,n=240", image_size=16)
+    monkeypatch.setattr(bench, "MTL_TASKS", {"digits": t})
+    monkeypatch.setattr(bench, "MTL_METHODS", ("single", "equal", "pcgrad"))
+    res = rep.run_representation_dir(tmp_path / "m", parts=["mtl"], seeds=1, epochs=1, echo=lambda *a: None)
+    by = {r["method"]: r for r in res["mtl"]}
+    assert set(by["single"]) >= {"digit_accuracy", "parity_accuracy", "angle_mae"}
+    from transferkit.pretrain.multitask import delta_m
+
+    want = delta_m([by["equal"][k] for k in ("digit_accuracy", "parity_accuracy", "angle_mae")],
+                   [by["single"][k] for k in ("digit_accuracy", "parity_accuracy", "angle_mae")], [True, True, False])
+    assert by["equal"]["delta_m"] == pytest.approx(want)
+    goal = res["summary"]["mtl_goals"][0]
+    assert goal["task"] == "digits" and goal["equal_delta_m"] == pytest.approx(want)
+    assert "Delta-m%" in (tmp_path / "m" / "results.md").read_text()

@@ -891,6 +891,8 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                 row.update(_run_extras(strat, train, seed))
                 if test is not None and hasattr(strat, "open_set_report"):  # open-set: OS, OS*, UNK, H on test
                     row["open_set"] = _open_set_row(strat, test, y_test)
+                if test is not None and hasattr(strat, "task_metrics"):  # several heads: each task's metric on test
+                    row["tasks"] = strat.task_metrics(test)
                 if row.get("label_free"):  # kept in memory for the comparison with source_only, not in the files
                     target_preds[(scfg.key, seed)] = row["label_free"].pop("predictions")
                 row["warnings"] = _warn_run(scfg.key, seed, strat, y_test, scored, test is not None)

@@ -125,6 +125,8 @@ CASES = {
                                                         ["irn", "'irm'"]),
     "open_set method misspelt": lambda t: (_s(t, name="open_set", method="ovanett"),
                                            ["open_set.method='ovanett'", "'ovanet'"]),
+    "multitask weighting misspelt": lambda t: (_s(t, name="multitask", weighting="pcgard"),
+                                               ["multitask.weighting='pcgard'", "'pcgrad'"]),
     "two_stage with a shallow method": lambda t: (
         _s(t, name="two_stage", method="coral"), ["closed-form estimator", "deep loss"]),
 }

@@ -63,6 +63,7 @@ STRATEGIES = [
     {"name": "multi_source", "epochs": 2, "bottleneck": 32, "seed": 12},  # the config's one source: a list of one
     {"name": "domain_generalization", "method": "vrex", "epochs": 2, "bottleneck": 32, "seed": 13},
     {"name": "open_set", "method": "osbp", "epochs": 2, "bottleneck": 32, "seed": 14},
+    {"name": "multitask", "epochs": 2, "batch_size": 16, "seed": 15},
 ]
 
 

@@ -5,6 +5,7 @@ from .digits import load_digits_domain
 from .domain import UNLABELED, DomainDataset, concat_datasets
 from .folder import ImageFolderInputs, load_image_folder
 from .idx import IdxImages, load_idx
+from .multitask import digits_multitask, multi_fashion_mnist
 from .real import (drug_review_conditions, load_animal_mnist, load_drug_reviews, load_fashion_mnist, load_fine_foods,
                    load_flavia)
 from .spec import list_datasets, load_dataset, parse_spec
@@ -14,6 +15,8 @@ from .transforms import Shift
 
 __all__ = [
     "DomainDataset",
+    "digits_multitask",
+    "multi_fashion_mnist",
     "concat_datasets",
     "IdxImages",
     "ImageFolderInputs",

@@ -6,7 +6,8 @@ mixture of other strategies of the same experiment); multi_source (several label
 unlabeled target: M3SDA, relevance weighting, pooled) and domain_generalization (several labeled
 sources, no target until test: ERM, IRM, V-REx, GroupDRO, CORAL), both given ``sources: [...]``;
 open_set (the target may hold classes the source never saw: OVANet, OSBP, a thresholded
-baseline; "unknown" is class K)."""
+baseline; "unknown" is class K); multitask (one shared encoder, named classification and
+regression heads, a loss weighting: equal, uncertainty, dwa, gradnorm, pcgrad, upgrad)."""
 
 from .adapt import (
     Adapt,
@@ -24,9 +25,10 @@ from .ensemble import Ensemble
 from .feature_extraction import FeatureExtraction
 from .finetune import FineTune, Scratch
 from .multi_source import MultiSource
+from .multitask import MultiTask
 from .open_set import OpenSet
 from .source_free import SourceFree
 
 __all__ = ["Adapt", "DomainGeneralization", "Ensemble", "FeatureExtraction", "FineTune", "FixMatch", "MultiSource",
-           "OpenSet", "Scratch", "SelfTraining", "SourceOnly", "SourceFree", "SourceOnlyAdaBN", "SourceOnlyLR", "Strategy",
+           "MultiTask", "OpenSet", "Scratch", "SelfTraining", "SourceOnly", "SourceFree", "SourceOnlyAdaBN", "SourceOnlyLR", "Strategy",
            "TargetOnly", "TwoStage"]
