@@ -531,6 +531,21 @@ def _warn_run(key: str, seed: int, strat, y_pred, scored, labeled: bool) -> list
     return msgs
 
 
+def _warn_tasks(key: str, seed: int, tasks: dict) -> list[str]:
+    """A regression head whose R^2 on the test split is below 0 predicts worse than the test
+    targets' own mean: a warning, with what to try (the number alone reads like a result)."""
+    import warnings
+
+    from .errors import TransferKitWarning
+
+    msgs = [f"{key} (seed {seed}): regression head {t!r} has R^2 {m['r2']:.2f} < 0 on the test split, worse than "
+            "always predicting the mean; train longer, raise the head's weight, or check the target column."
+            for t, m in tasks.items() if isinstance(m, dict) and isinstance(m.get("r2"), float) and m["r2"] < 0]
+    for m in msgs:
+        warnings.warn(m, TransferKitWarning, stacklevel=3)
+    return msgs
+
+
 def baseline_rows(target, source, split, seeds, load=None) -> dict:
     """The baselines every results table shows, per seed on the run's own splits:
     ``majority_class`` (always predict the most frequent class of the labels a run may train
@@ -896,6 +911,8 @@ def _run_experiment(cfg, out_dir, *, overwrite, echo, on_run, resume, report_fea
                 if row.get("label_free"):  # kept in memory for the comparison with source_only, not in the files
                     target_preds[(scfg.key, seed)] = row["label_free"].pop("predictions")
                 row["warnings"] = _warn_run(scfg.key, seed, strat, y_test, scored, test is not None)
+                if row.get("tasks"):
+                    row["warnings"] += _warn_tasks(scfg.key, seed, row["tasks"])
                 if main:
                     with _dist.local_only():  # alone: the others do not join what this computes
                         with atomic_path(run_dir / "model.safetensors") as tmp:

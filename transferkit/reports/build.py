@@ -342,6 +342,9 @@ def experiment_sections(d: Path, res: dict) -> list[Section]:
     sec.add(Table(["strategy"] + [f"seed {s}" for s in seeds],
                   [[k] + [_fmt(by[(k, s)]["accuracy"]) if (k, s) in by else "-" for s in seeds] for k in summary],
                   caption="test accuracy per seed"))
+    tasks = _task_table(res["runs"])
+    if tasks is not None:
+        sec.add(tasks)
     scored = {k: s for k, s in summary.items() if s["accuracy_mean"] is not None}
     if scored:
         sec.add(Image("accuracy", plots.accuracy_bars(list(scored), [s["accuracy_mean"] for s in scored.values()],
@@ -378,6 +381,36 @@ def experiment_sections(d: Path, res: dict) -> list[Section]:
     if ts is not None:
         secs.append(ts)
     return secs
+
+
+#: The metrics a multi-task run records per head, in the order the table shows them.
+_TASK_METRICS = ("accuracy", "mse", "rmse", "mae", "r2")
+
+
+def _task_table(runs: list[dict]) -> Table | None:
+    """Per strategy and task head: each recorded metric (accuracy; MSE, RMSE, MAE and R^2 in the
+    target's units for a regression head), mean ± std over seeds; ``None`` when no run has heads."""
+    from ..metrics._base import mean_std
+
+    vals: dict = {}
+    for r in runs:
+        for task, m in (r.get("tasks") or {}).items():
+            if not isinstance(m, dict):
+                continue
+            for k in _TASK_METRICS:
+                if _is_num(m.get(k)):
+                    vals.setdefault((r["strategy"], task, k), []).append(float(m[k]))
+    if not vals:
+        return None
+    rows = []
+    for (strat, task) in dict.fromkeys((a, b) for a, b, _ in vals):
+        cells = []
+        for k in _TASK_METRICS:
+            v = vals.get((strat, task, k))
+            cells.append("-" if not v else _pm(*mean_std(v)))
+        rows.append([strat, task, *cells])
+    return Table(["strategy", "task", "accuracy", "MSE", "RMSE", "MAE", "R^2"], rows,
+                 caption="each task head on the test split (regression: in the target's units), mean ± std over seeds")
 
 
 def confusion_from_runs(run_dirs) -> tuple[np.ndarray | None, list[str], int]:
