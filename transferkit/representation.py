@@ -56,17 +56,9 @@ PROTOCOL = ("tiny_cnn (width 32, 28 px) pretrained on 10,000 unlabeled Fashion-M
 
 def check_representation_args(parts=None, seeds: int = 3, epochs: int = 10) -> dict:
     """Check the benchmark's arguments before anything runs."""
-    from ._validation import check_number, suggest
+    from .train.rundir import check_parts_args
 
-    parts = list(PARTS) if parts is None else list(parts)
-    if not parts:
-        raise ConfigError(f"--parts needs at least one part ({', '.join(PARTS)}).")
-    for p in parts:
-        if p not in PARTS:
-            raise ConfigError(f"unknown part {p!r}." + suggest(str(p), PARTS) + f" Parts: {', '.join(PARTS)}.")
-    seeds = int(check_number("seeds", seeds, low=1, high=100, integer=True))
-    epochs = int(check_number("epochs", epochs, low=1, high=1000, integer=True))
-    return {"parts": [p for p in PARTS if p in parts], "seeds": seeds, "epochs": epochs}
+    return check_parts_args(parts, PARTS, seeds, epochs)
 
 
 # ------------------------------------------------------------------ ssl

@@ -37,6 +37,21 @@ def _fsrun(t, cfg, *extra):
     return ["fewshot", cfg, "--out", str(t / "existing"), "--overwrite", "--no-report", *extra]
 
 
+def _pt(t, **changes):
+    """A pretrain experiment: rotation on the digits, a tiny CNN."""
+    import yaml
+
+    data = {"name": "pt", "data": "digits:size=16,subset=0/8", "pretext": "rotation", "epochs": 1,
+            "backbone": {"name": "tiny_cnn", "image_size": 16, "options": {"width": 4}}, **changes}
+    (t / "pt.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(t / "pt.yaml")
+
+
+def _ptrun(t, cfg, *extra):
+    """``pretrain CFG --out existing --overwrite``: the old run must survive the bad input."""
+    return ["pretrain", cfg, "--out", str(t / "existing"), "--overwrite", *extra]
+
+
 def _other_run(t):
     """A second finished run (its marker is what makes it one)."""
     d = t / "other"
@@ -325,6 +340,20 @@ CASES = {
         ["fewshot", "--resume", str(t / "existing")], ["has no fewshot.yaml", "transferkit fewshot CONFIG"]),
     "fewshot: --out is the working directory": lambda t: (
         ["fewshot", _fs(t), "--out", "."], ["is the current directory or holds it", "--out runs/NAME"]),
+    "pretrain: without a config": lambda t: (["pretrain"], ["needs a pretrain file", "--resume DIR"]),
+    "pretrain: unknown pretext": lambda t: (
+        _ptrun(t, _pt(t, pretext="simclear")), ["unknown pretext 'simclear'", "Did you mean 'simclr'"]),
+    "pretrain: unknown key": lambda t: (_ptrun(t, _pt(t, epoch=2)), ["unknown key 'epoch'", "Did you mean 'epochs'"]),
+    "pretrain: two views of a table": lambda t: (
+        _ptrun(t, _pt(t, data=_npz(t), pretext="simclr", backbone={"name": "tiny_mlp", "options": {"in_features": 4}})),
+        ["pretext 'simclr' pretrains image backbones", "tabular"]),
+    "pretrain: an image backbone on a table": lambda t: (
+        _ptrun(t, _pt(t, data=_npz(t))), ["takes image inputs but the pretrain data", "is tabular"]),
+    "pretrain: --resume with a config": lambda t: (
+        ["pretrain", _pt(t), "--resume", str(t / "existing")],
+        ["--resume continues a pretrain with the config stored in it", "drop a config file"]),
+    "pretrain: --resume on another kind of run": lambda t: (
+        ["pretrain", "--resume", str(t / "existing")], ["has no pretrain.yaml", "transferkit pretrain CONFIG"]),
     "benchmark few-shot: unknown task": lambda t: (
         ["benchmark", "few-shot", "--tasks", "flavai", "--out", str(t / "existing"), "--overwrite"],
         ["unknown few-shot task 'flavai'", "Did you mean 'flavia'"]),

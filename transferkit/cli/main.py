@@ -706,19 +706,25 @@ def _add_pretrain_parser(sub) -> None:
     _add_threads(pt)
 
 
-def _cmd_pretrain(args) -> int:
+def _config_command(args, command: str, what: str, run) -> dict:
+    """A command that runs one config file (``fewshot``, ``pretrain``) or continues ``--resume DIR``
+    with the config stored there; returns ``run``'s result."""
     from ..errors import ConfigError
-    from ..pretrain.run import format_result, run_pretrain
 
     if args.resume:
-        _resume_alone(args, "pretrain", "the config", (("a config file", args.config), ("--out", args.out),
-                                                         ("--overwrite", args.overwrite), ("--set", args.set)))
-        res = run_pretrain(None, args.resume, resume=True)
-    else:
-        if not args.config:
-            raise ConfigError("'transferkit pretrain' needs a pretrain file (transferkit pretrain exp.yaml, see "
-                              "examples/pretrain/) or --resume DIR to continue an interrupted run.")
-        res = run_pretrain(args.config, args.out, overwrite=args.overwrite, overrides=args.set)
+        _resume_alone(args, command, "the config", (("a config file", args.config), ("--out", args.out),
+                                                     ("--overwrite", args.overwrite), ("--set", args.set)))
+        return run(None, args.resume, resume=True)
+    if not args.config:
+        raise ConfigError(f"'transferkit {command}' needs {what} (transferkit {command} exp.yaml, see "
+                          f"examples/{command}/) or --resume DIR to continue an interrupted run.")
+    return run(args.config, args.out, overwrite=args.overwrite, overrides=args.set)
+
+
+def _cmd_pretrain(args) -> int:
+    from ..pretrain.run import format_result, run_pretrain
+
+    res = _config_command(args, "pretrain", "a pretrain file", run_pretrain)
     print()
     print(format_result(res))
     print(f"\nresult: {os.path.join(res['output_dir'], 'result.json')}")
@@ -743,18 +749,9 @@ def _fewshot_report(out, args) -> None:
 
 
 def _cmd_fewshot(args) -> int:
-    from ..errors import ConfigError
     from ..fewshot.run import format_results, run_fewshot
 
-    if args.resume:
-        _resume_alone(args, "fewshot", "the config", (("a config file", args.config), ("--out", args.out),
-                                                        ("--overwrite", args.overwrite), ("--set", args.set)))
-        res = run_fewshot(None, args.resume, resume=True)
-    else:
-        if not args.config:
-            raise ConfigError("'transferkit fewshot' needs a few-shot experiment file (transferkit fewshot exp.yaml, "
-                              "see examples/fewshot/) or --resume DIR to continue an interrupted run.")
-        res = run_fewshot(args.config, args.out, overwrite=args.overwrite, overrides=args.set)
+    res = _config_command(args, "fewshot", "a few-shot experiment file", run_fewshot)
     print()
     print(format_results(res))
     print(f"\nresults: {os.path.join(res['output_dir'], 'results.json')}")

@@ -45,6 +45,33 @@ VIB_DEFAULTS = {"vib_beta": 1e-3, "vib_dim": 64}
 MONITORS = ("val_accuracy", "val_loss")
 
 
+def check_training_budget(strat) -> int:
+    """The fine-tuning recipe's shared parameters of ``strat`` (``lr``, ``backbone_lr_mult``,
+    ``layer_decay``, ``freeze_bn``, ``epochs``, ``val_every``, ``val_max_samples``,
+    ``mixed_precision``, ``optimizer``, ``schedule``, ``warmup_epochs``, ``weight_decay``), each
+    checked with its one-line error; returns ``epochs``. ``finetune`` and ``multitask`` share it."""
+    p = strat._p
+    strat._num("lr", low=0, high=MAX_LR, low_inclusive=False, example=0.001)
+    strat._num("backbone_lr_mult", low=0, high=10, example=0.1)
+    strat._num("layer_decay", low=0, high=1, low_inclusive=False, example=0.75)
+    check_option(p("freeze_bn"), strat.freeze_bn, FREEZE_BN)
+    epochs = strat._num("epochs", low=1, high=MAX_EPOCHS, integer=True, example=10)
+    if strat.val_every != "auto":
+        strat._num("val_every", low=1, high=MAX_EPOCHS, integer=True, example=5)
+    strat._num("val_max_samples", low=2, high=10**9, integer=True, none_ok=True, example=256)
+    check_option(p("mixed_precision"), strat.mixed_precision, ("no", "bf16", "fp16"))
+    if strat.mixed_precision == "fp16" and (strat.device == "cpu" or not torch.cuda.is_available()):
+        raise ConfigError(f"{p('mixed_precision')}='fp16' needs a CUDA GPU; use 'bf16' or 'no' on the CPU.")
+    check_option(p("optimizer"), strat.optimizer, OPTIMIZERS)
+    check_option(p("schedule"), strat.schedule, SCHEDULES)
+    warm = strat._num("warmup_epochs", low=0, high=MAX_EPOCHS, example=1)
+    if warm > epochs:
+        raise ConfigError(f"{p('warmup_epochs')}={warm!r} is longer than {p('epochs')}={epochs}; the learning "
+                          "rate would never reach its peak: use warmup_epochs <= epochs.")
+    strat._num("weight_decay", low=0, high=10, example=0.01)
+    return epochs
+
+
 @register("strategy", "finetune")
 class FineTune(Strategy):
     """Pretrained backbone + new head, trained end to end (or its top groups).
@@ -273,26 +300,9 @@ class FineTune(Strategy):
         self._check_common(backbone)
         nb = n_backbone_groups(backbone if backbone is not None else self.backbone)
         check_unfreeze(p("unfreeze"), self.unfreeze, nb)
-        self._num("lr", low=0, high=MAX_LR, low_inclusive=False, example=0.001)
-        self._num("backbone_lr_mult", low=0, high=10, example=0.1)
-        self._num("layer_decay", low=0, high=1, low_inclusive=False, example=0.75)
         self._num("progressive_unfreeze", low=1, high=MAX_EPOCHS, integer=True, none_ok=True, example=2)
         check_flag(p("lp_init"), self.lp_init)
-        check_option(p("freeze_bn"), self.freeze_bn, FREEZE_BN)
-        epochs = self._num("epochs", low=1, high=MAX_EPOCHS, integer=True, example=10)
-        if self.val_every != "auto":
-            self._num("val_every", low=1, high=MAX_EPOCHS, integer=True, example=5)
-        self._num("val_max_samples", low=2, high=10**9, integer=True, none_ok=True, example=256)
-        check_option(p("mixed_precision"), self.mixed_precision, ("no", "bf16", "fp16"))
-        if self.mixed_precision == "fp16" and (self.device == "cpu" or not torch.cuda.is_available()):
-            raise ConfigError(f"{p('mixed_precision')}='fp16' needs a CUDA GPU; use 'bf16' or 'no' on the CPU.")
-        check_option(p("optimizer"), self.optimizer, OPTIMIZERS)
-        check_option(p("schedule"), self.schedule, SCHEDULES)
-        warm = self._num("warmup_epochs", low=0, high=MAX_EPOCHS, example=1)
-        if warm > epochs:
-            raise ConfigError(f"{p('warmup_epochs')}={warm!r} is longer than {p('epochs')}={epochs}; the learning "
-                              "rate would never reach its peak: use warmup_epochs <= epochs.")
-        self._num("weight_decay", low=0, high=10, example=0.01)
+        check_training_budget(self)
         self._num("dropout", low=0, high=1, high_inclusive=False, example=0.1)
         check_option(p("head"), self.head, HEADS)
         for k, rule in (("vib_beta", dict(low=0, high=1e6, example=0.001)),

@@ -13,7 +13,6 @@ from ..errors import ConfigError, DataError
 from ..train.selection import SelectionCallback, _capped
 from .base import (
     MAX_EPOCHS,
-    MAX_LR,
     Strategy,
     check_finite_tree,
     check_flag,
@@ -23,7 +22,7 @@ from .base import (
     resolve_backbone,
     seeded,
 )
-from .finetune import FREEZE_BN, OPTIMIZERS, SCHEDULES
+from .finetune import check_training_budget
 
 #: ``heads`` when it is left out: one classification head on the dataset's labels.
 DEFAULT_HEADS = {"label": "classification"}
@@ -156,24 +155,7 @@ class MultiTask(Strategy):
         make_weighting(self.weighting, self.weighting_options, where=p("weighting"))  # names, options, the extra
         nb = n_backbone_groups(backbone if backbone is not None else self.backbone)
         check_unfreeze(p("unfreeze"), self.unfreeze, nb)
-        self._num("lr", low=0, high=MAX_LR, low_inclusive=False, example=0.001)
-        self._num("backbone_lr_mult", low=0, high=10, example=0.1)
-        self._num("layer_decay", low=0, high=1, low_inclusive=False, example=0.75)
-        check_option(p("freeze_bn"), self.freeze_bn, FREEZE_BN)
-        epochs = self._num("epochs", low=1, high=MAX_EPOCHS, integer=True, example=10)
-        if self.val_every != "auto":
-            self._num("val_every", low=1, high=MAX_EPOCHS, integer=True, example=5)
-        self._num("val_max_samples", low=2, high=10**9, integer=True, none_ok=True, example=256)
-        check_option(p("mixed_precision"), self.mixed_precision, ("no", "bf16", "fp16"))
-        if self.mixed_precision == "fp16" and (self.device == "cpu" or not torch.cuda.is_available()):
-            raise ConfigError(f"{p('mixed_precision')}='fp16' needs a CUDA GPU; use 'bf16' or 'no' on the CPU.")
-        check_option(p("optimizer"), self.optimizer, OPTIMIZERS)
-        check_option(p("schedule"), self.schedule, SCHEDULES)
-        warm = self._num("warmup_epochs", low=0, high=MAX_EPOCHS, example=1)
-        if warm > epochs:
-            raise ConfigError(f"{p('warmup_epochs')}={warm!r} is longer than {p('epochs')}={epochs}; the learning "
-                              "rate would never reach its peak: use warmup_epochs <= epochs.")
-        self._num("weight_decay", low=0, high=10, example=0.01)
+        check_training_budget(self)
         self._num("grad_clip", low=0, none_ok=True, example=1.0)
         self._num("early_stopping", low=1, high=MAX_EPOCHS, integer=True, none_ok=True, example=5)
         check_option(p("monitor"), self.monitor, MONITORS)

@@ -403,6 +403,23 @@ def open_benchmark_dir(out: str | os.PathLike, suite: str, args: dict, *, overwr
     return out
 
 
+def check_parts_args(parts, known, seeds, epochs) -> dict:
+    """The arguments of a benchmark of parts (label-spaces, representation), checked before
+    anything runs: ``parts`` a non-empty subset of ``known`` (``None``: all; kept in ``known``'s
+    order), ``seeds`` in 1..100 and ``epochs`` in 1..1000."""
+    from .._validation import check_number, suggest
+
+    parts = list(known) if parts is None else list(parts)
+    if not parts:
+        raise ConfigError(f"--parts needs at least one part ({', '.join(known)}).")
+    for p in parts:
+        if p not in known:
+            raise ConfigError(f"unknown part {p!r}." + suggest(str(p), known) + f" Parts: {', '.join(known)}.")
+    seeds = int(check_number("seeds", seeds, low=1, high=100, integer=True))
+    epochs = int(check_number("epochs", epochs, low=1, high=1000, integer=True))
+    return {"parts": [p for p in known if p in parts], "seeds": seeds, "epochs": epochs}
+
+
 def cached_cell(out: str | os.PathLike | None, name: str, definition: dict, compute, echo=print):
     """A benchmark cell's value: read from ``out/cells/NAME.json`` when it holds this
     ``definition``, else computed and written there (atomically, with its seconds); ``out=None``
