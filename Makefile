@@ -49,6 +49,7 @@ bench: $(STAMP) data
 	$(VENV)/bin/transferkit fewshot examples/fewshot/flavia.yaml --out runs/bench-fewshot-flavia --overwrite
 	$(VENV)/bin/transferkit benchmark drift --seeds 3 --out runs/bench-drift --overwrite
 	$(VENV)/bin/transferkit benchmark label-spaces --seeds 3 --out runs/bench-label-spaces --overwrite
+	$(VENV)/bin/transferkit benchmark representation --seeds 3 --out runs/bench-representation --overwrite
 	$(PY) benchmarks/tta_speed.py
 
 clean:

@@ -36,6 +36,11 @@ def test_the_ssl_part_runs_keeps_its_cells_and_states_the_goals(tmp_path, tiny, 
     assert "random-to-supervised gap" in md and "| rotation |" in md
     assert (out / "backbones" / "rotation-seed1.safetensors").is_file()
     assert json.loads((out / "benchmark.json").read_text())["suite"] == "representation"
+    from transferkit.reports.representation import write_representation_report
+
+    paths = write_representation_report(out)
+    text = paths["md"].read_text()
+    assert "Self-supervised pretraining" in text and "report_files/ssl-accuracy" in text
     # a rerun keeps every cell
     seen = []
     rep.run_representation_dir(out, parts=["ssl"], seeds=2, epochs=1, echo=seen.append)
@@ -95,3 +100,5 @@ def test_the_mtl_part_computes_delta_m_against_single_task_models(tmp_path, monk
     goal = res["summary"]["mtl_goals"][0]
     assert goal["task"] == "digits" and goal["equal_delta_m"] == pytest.approx(want)
     assert "Delta-m%" in (tmp_path / "m" / "results.md").read_text()
+    assert main(["report", str(tmp_path / "m"), "--format", "md"]) == 0
+    assert "Multi-task learning" in (tmp_path / "m" / "report.md").read_text()

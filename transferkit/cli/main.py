@@ -334,11 +334,13 @@ def _cmd_report(args) -> int:
             suite = json.loads((Path(args.run_dir) / "results.json").read_text()).get("suite")
         except (OSError, ValueError, AttributeError):
             suite = None
-    if suite in ("drift", "label-spaces"):
+    if suite in ("drift", "label-spaces", "representation"):
         from ..reports.drift import write_drift_report
         from ..reports.labelspaces import write_label_spaces_report
+        from ..reports.representation import write_representation_report
 
-        write = write_drift_report if suite == "drift" else write_label_spaces_report
+        write = {"drift": write_drift_report, "label-spaces": write_label_spaces_report,
+                 "representation": write_representation_report}[suite]
         for fmt, path in write(args.run_dir, formats=args.format).items():
             print(f"{fmt}: {path}")
         return 0
@@ -602,8 +604,13 @@ def _cmd_label_spaces(args) -> int:
 def _cmd_representation(args) -> int:
     from ..representation import check_representation_args, markdown, run_representation_dir
 
+    def report(out):
+        from ..reports.representation import write_representation_report
+
+        return write_representation_report(out)["html"]
+
     return _cmd_parts_suite(args, "representation", check_representation_args, run_representation_dir, markdown,
-                            None, "its tasks, backbones and methods are fixed in transferkit/representation.py")
+                            report, "its tasks, backbones and methods are fixed in transferkit/representation.py")
 
 
 def _cmd_parts_suite(args, suite: str, check_args, run_dir, markdown, report, fixed_why: str) -> int:
