@@ -86,7 +86,7 @@ def test_the_cross_modal_part_on_synthetic_features(tmp_path, monkeypatch, one_t
 def test_the_mtl_part_computes_delta_m_against_single_task_models(tmp_path, monkeypatch, one_thread):
     from transferkit.pretrain import bench
 
-    t = dict(bench.MTL_TASKS["digits"], train="digits_multitask:seed=0,n=240", image_size=16)
+    t = dict(bench.MTL_TASKS["digits"], train="digits_multitask:seed=0,n=240", image_size=16, epochs=None)
     monkeypatch.setattr(bench, "MTL_TASKS", {"digits": t})
     monkeypatch.setattr(bench, "MTL_METHODS", ("single", "equal", "pcgrad"))
     res = rep.run_representation_dir(tmp_path / "m", parts=["mtl"], seeds=1, epochs=1, echo=lambda *a: None)
