@@ -293,3 +293,18 @@ def test_check_target_refuses_missing_columns_and_string_regression_labels_befor
     with pytest.raises(ConfigError, match=r"multitask.heads: head 'angle' is regression but column 'angle' holds "
                                           r"strings such as 'north'; give numbers or make it a classification head"):
         _strategy(heads={"angle": "regression"}).check_target(None, bad)
+
+
+@pytest.mark.parametrize("weighting", ["pcgrad", "upgrad"])
+def test_a_gradient_aggregator_on_one_task_trains_as_equal_weighting(digits, weighting, one_thread):
+    """One task: its gradient is the aggregate (the default pcgrad then costs nothing extra)."""
+    if weighting == "upgrad":
+        pytest.importorskip("torchjd")
+    train, test = digits
+    heads = {"angle": "regression"}
+    a = _strategy(heads=heads, weighting="equal", seed=1).fit(train, test)
+    b = _strategy(heads=heads, weighting=weighting, seed=1).fit(train, test)
+    wa = torch.cat([p.detach().flatten() for p in a.model_.parameters()])
+    wb = torch.cat([p.detach().flatten() for p in b.model_.parameters()])
+    assert torch.equal(wa, wb)
+    assert _strategy().weighting == "pcgrad"  # the default (see the strategy's docstring for the evidence)

@@ -263,6 +263,11 @@ def mtl_summary(rows) -> dict:
         keys = [k for k in r if k in ref and k not in ("task", "method", "seed")]
         r["delta_m"] = float(delta_m([r[k] for k in keys], [ref[k] for k in keys],
                                      [k.rsplit("_", 1)[1] not in LOWER_IS_BETTER for k in keys]))
+    # each weighting against equal weighting on the same seed (the same splits and initialisation)
+    equal = {(r["task"], r["seed"]): r["delta_m"] for r in rows if r["method"] == "equal" and "delta_m" in r}
+    for r in rows:
+        if "delta_m" in r and r["method"] != "equal" and (r["task"], r["seed"]) in equal:
+            r["delta_m_vs_equal"] = r["delta_m"] - equal[(r["task"], r["seed"])]
     metrics = sorted({k for r in rows for k in r if k not in ("task", "method", "seed")})
     summary = _group(rows, metrics)
     goals = []
@@ -270,8 +275,9 @@ def mtl_summary(rows) -> dict:
         eq = next((r for r in summary if r["task"] == task and r["method"] == "equal" and "delta_m" in r), None)
         if eq is None:
             continue
-        better = [r["method"] for r in summary if r["task"] == task and r["method"] not in ("single", "equal")
-                  and "delta_m" in r and r["delta_m"]["mean"] > eq["delta_m"]["mean"]]
+        # "beats": a higher Delta-m than equal weighting on every seed, not only on average
+        better = [m for m in dict.fromkeys(r["method"] for r in rows if r["task"] == task and "delta_m_vs_equal" in r)
+                  if all(r["delta_m_vs_equal"] > 0 for r in rows if r["task"] == task and r["method"] == m)]
         goals.append({"task": task, "equal_delta_m": eq["delta_m"]["mean"], "beat_equal": better})
     return {"mtl": summary, "mtl_goals": goals}
 
@@ -283,15 +289,17 @@ def mtl_markdown(res: dict, s: dict) -> list[str]:
         if not rows:
             continue
         cols = [f"{k}_{v}" for k, v in t["metrics"].items()]
-        lines += [f"### {task}", "", "| method | " + " | ".join(cols) + " | Delta-m% |", "|---" * (len(cols) + 2) + "|"]
+        lines += [f"### {task}", "", "| method | " + " | ".join(cols) + " | Delta-m% | minus equal's, paired |",
+                  "|---" * (len(cols) + 3) + "|"]
         for r in rows:
-            dm = r.get("delta_m")
+            dm, de = r.get("delta_m"), r.get("delta_m_vs_equal")
             shown = "—" if not dm else f"{dm['mean']:+.1f} ± {dm['std']:.1f}"
-            lines.append(f"| {r['method']} | " + " | ".join(_fmt(r.get(c)) for c in cols) + f" | {shown} |")
+            paired = "—" if not de else f"{de['mean']:+.2f} ± {de['std']:.2f}"
+            lines.append(f"| {r['method']} | " + " | ".join(_fmt(r.get(c)) for c in cols) + f" | {shown} | {paired} |")
         lines.append("")
     for g in s.get("mtl_goals", []):
         who = ", ".join(g["beat_equal"]) or "none"
-        lines.append(f"- {g['task']}: equal weighting Delta-m {g['equal_delta_m']:+.1f}%; weightings that beat it on "
-                     f"Delta-m: {who}.")
+        lines.append(f"- {g['task']}: equal weighting Delta-m {g['equal_delta_m']:+.1f}%; weightings with a higher "
+                     f"Delta-m than equal weighting on every seed: {who}.")
     lines.append("")
     return lines

@@ -404,7 +404,9 @@ class MultiTaskObjective(Objective):
         shared = self._shared(enc)
         last = next((p for p in reversed(shared) if p.ndim >= 2), None)
         inp = WeightingInput(L, shared, last, int(ctx.epoch or 0), int(ctx.step or 0))
-        if self.weighting.gradient_based:
+        if self.weighting.gradient_based and len(self.tasks) == 1:
+            loss = L.sum()  # one task: PCGrad and UPGrad return its gradient as it is, so skip the extra pass
+        elif self.weighting.gradient_based:
             L_head, _ = self.task_losses(feats.detach(), idx)
             head_loss = L_head.sum()
             if shared:
