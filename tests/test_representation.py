@@ -60,7 +60,7 @@ def test_the_cross_modal_part_on_synthetic_features(tmp_path, monkeypatch, one_t
 
     from transferkit.data import DomainDataset
     from transferkit.data.real import FASHION_MNIST_CLASSES
-    from transferkit.pretrain import bench
+    from transferkit import representation as bench
 
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(10, 16))
@@ -84,7 +84,7 @@ def test_the_cross_modal_part_on_synthetic_features(tmp_path, monkeypatch, one_t
 
 
 def test_the_mtl_part_computes_delta_m_against_single_task_models(tmp_path, monkeypatch, one_thread):
-    from transferkit.pretrain import bench
+    from transferkit import representation as bench
 
     t = dict(bench.MTL_TASKS["digits"], train="digits_multitask:seed=0,n=240", image_size=16, epochs=None)
     monkeypatch.setattr(bench, "MTL_TASKS", {"digits": t})

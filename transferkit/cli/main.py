@@ -705,7 +705,8 @@ def _add_pretrain_parser(sub) -> None:
     pt = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone on unlabeled data (rotation, "
                                          "simclr, byol, simsiam, mae); strategies load it as backbone: file:RUN_DIR")
     pt.add_argument("config", nargs="?", help="pretrain YAML file (not with --resume); see examples/pretrain/")
-    pt.add_argument("--resume", metavar="DIR", help="continue an interrupted pretrain run in DIR with its stored config")
+    pt.add_argument("--resume", metavar="DIR",
+                    help="continue an interrupted pretrain run in DIR with its stored config")
     pt.add_argument("--out", help="output directory (default: config's output_dir or runs/NAME-TIMESTAMP)")
     pt.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     pt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
