@@ -81,6 +81,9 @@ def test_the_cross_modal_part_on_synthetic_features(tmp_path, monkeypatch, one_t
     assert lit["seen"] == bench.class_split(0)[0]
     md = (tmp_path / "c" / "results.md").read_text()
     assert "zero-shot on 5 held-out classes" in md and "the goal of 2x chance" in md
+    seen = []  # a rerun keeps every cell (their definitions survive the JSON round trip)
+    rep.run_representation_dir(tmp_path / "c", parts=["cross_modal"], seeds=1, epochs=1, echo=seen.append)
+    assert sum("complete, kept" in line for line in seen) == 2
 
 
 def test_the_mtl_part_computes_delta_m_against_single_task_models(tmp_path, monkeypatch, one_thread):

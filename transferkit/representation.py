@@ -400,7 +400,8 @@ def _part_cells(part: str, seed: int, epochs: int):
     if part == "cross_modal":
         for task, t in CROSS_MODAL_TASKS.items():
             for m in CROSS_MODAL_METHODS:
-                yield (f"cross_modal--{task}--{m}--seed{seed}", {"task": t, "method": m, "split": class_split(seed)},
+                yield (f"cross_modal--{task}--{m}--seed{seed}",
+                       {"task": t, "method": m, "split": list(class_split(seed))},  # a list: as JSON keeps it
                        lambda task=task, m=m: cross_modal_cell(task, m, seed))
     elif part == "mtl":
         yield from mtl_cells(seed, epochs)
