@@ -31,7 +31,8 @@ def test_the_ssl_part_runs_keeps_its_cells_and_states_the_goals(tmp_path, tiny, 
     assert s["random"]["train_seconds"]["mean"] == 0 and s["rotation"]["n_seeds"] == 2
     assert all(0 <= s[i]["fashion_knn"]["mean"] <= 1 for i in s)
     goal = res["summary"]["ssl_goals"][0]
-    assert goal["pretext"] == "rotation" and set(goal["order_holds"]) == {"digits"}
+    assert goal["pretext"] == "rotation" and set(goal["order_holds"]) == set(goal["above_random"]) == {"digits"}
+    assert goal["order_holds"]["digits"] == (goal["above_random"]["digits"] and goal["at_most_supervised"]["digits"])
     md = (out / "results.md").read_text()
     assert "random-to-supervised gap" in md and "| rotation |" in md
     assert (out / "backbones" / "rotation-seed1.safetensors").is_file()
