@@ -687,31 +687,31 @@ def _cmd_real_shift(args, resume: dict | None = None) -> int:
     return 0
 
 
+def _add_config_parser(sub, name: str, help: str, what: str, resume: str, example_set: str):
+    """The parser of a command that runs one config file or continues ``--resume DIR`` (fewshot, pretrain)."""
+    c = sub.add_parser(name, help=help)
+    c.add_argument("config", nargs="?", help=f"{what} YAML file (not with --resume); see examples/{name}/")
+    c.add_argument("--resume", metavar="DIR", help=resume)
+    c.add_argument("--out", help="output directory (default: config's output_dir or runs/NAME-TIMESTAMP)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a config value, e.g. --set {example_set} (repeatable)")
+    _add_threads(c)
+    return c
+
+
 def _add_fewshot_parser(sub) -> None:
-    fs = sub.add_parser("fewshot", help="few-shot learning: meta-train, select on meta-val episodes, test on >= 600 "
-                                        "meta-test episodes (mean and 95%% interval per N-way K-shot)")
-    fs.add_argument("config", nargs="?", help="few-shot experiment YAML file (not with --resume); see examples/fewshot/")
-    fs.add_argument("--resume", metavar="DIR",
-                    help="continue an interrupted few-shot run in DIR with its stored config (finished cells are kept)")
-    fs.add_argument("--out", help="output directory (default: config's output_dir or runs/NAME-TIMESTAMP)")
-    fs.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    fs.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value, e.g. --set meta_train_steps=200 (repeatable)")
+    fs = _add_config_parser(sub, "fewshot", "few-shot learning: meta-train, select on meta-val episodes, test on >= "
+                            "600 meta-test episodes (mean and 95%% interval per N-way K-shot)", "few-shot experiment",
+                            "continue an interrupted few-shot run in DIR with its stored config (finished cells are "
+                            "kept)", "meta_train_steps=200")
     fs.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
-    _add_threads(fs)
 
 
 def _add_pretrain_parser(sub) -> None:
-    pt = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone on unlabeled data (rotation, "
-                                         "simclr, byol, simsiam, mae); strategies load it as backbone: file:RUN_DIR")
-    pt.add_argument("config", nargs="?", help="pretrain YAML file (not with --resume); see examples/pretrain/")
-    pt.add_argument("--resume", metavar="DIR",
-                    help="continue an interrupted pretrain run in DIR with its stored config")
-    pt.add_argument("--out", help="output directory (default: config's output_dir or runs/NAME-TIMESTAMP)")
-    pt.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    pt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value, e.g. --set epochs=5 (repeatable)")
-    _add_threads(pt)
+    _add_config_parser(sub, "pretrain", "self-supervised pretraining of a backbone on unlabeled data (rotation, "
+                       "simclr, byol, simsiam, mae); strategies load it as backbone: file:RUN_DIR", "pretrain",
+                       "continue an interrupted pretrain run in DIR with its stored config", "epochs=5")
 
 
 def _config_command(args, command: str, what: str, run) -> dict:

@@ -824,30 +824,17 @@ def run_fewshot(config, out=None, *, overwrite: bool = False, resume: bool = Fal
         ``meta_train_seconds_mean``, ``test_seconds_mean``...), ``default_method``, ``confusion``
         (of the default method), ``cells`` and ``output_dir``.
     """
-    from ..train.rundir import (check_output_dir, completed, environment_info, locate_resume, mark_complete,
-                                mark_incomplete, open_run_dir, write_json, write_text)
+    from ..train.rundir import (check_output_dir, config_or_resume, environment_info, mark_complete, mark_incomplete,
+                                open_run_dir, write_json, write_text)
 
     t_start = time.perf_counter()
-    if resume:
-        if out is None:
-            raise ConfigError("resume needs the run directory to continue (transferkit fewshot --resume DIR).")
-        src = locate_resume(Path(out), CONFIG_FILE, "few-shot run", "transferkit fewshot CONFIG --out DIR",
-                            echo=echo or (lambda _: None))
-        res = completed(src, "results.json", "table") if src == Path(out) else None
-        if res is not None:
-            (echo or (lambda _: None))(f"{out} is complete; nothing to resume.")
-            return res
-        cfg = load_fewshot_config(src / CONFIG_FILE)
-    elif isinstance(config, FewShotConfig):
-        cfg = config
-    elif isinstance(config, Mapping):
-        cfg = config_from_dict(config)
-    elif isinstance(config, (str, Path)):
-        cfg = load_fewshot_config(config, overrides)
-        inputs = (*inputs, str(config))
-    else:
-        raise ConfigError(f"run_fewshot needs a config (a path, a mapping or a FewShotConfig), got "
-                          f"{type(config).__name__}.")
+    cfg, done, given = config_or_resume(config, out, resume, command="fewshot", what="few-shot run",
+                                        stored=CONFIG_FILE, result="results.json", key="table", cls=FewShotConfig,
+                                        from_mapping=config_from_dict, from_file=load_fewshot_config,
+                                        overrides=overrides, echo=echo)
+    if done is not None:
+        return done
+    inputs = (*inputs, *given)
     final = Path(out or cfg.output_dir or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     read = [*_config_inputs(cfg), *inputs]
     check_output_dir(final, overwrite=overwrite, inputs=read, resume=resume)

@@ -287,31 +287,16 @@ def run_pretrain(config, out: str | Path | None = None, *, overwrite: bool = Fal
     import yaml
 
     from ..backbones import save_backbone
-    from ..train.rundir import (check_output_dir, completed, environment_info, input_paths, locate_resume,
-                                mark_complete, mark_incomplete, open_run_dir, write_json, write_text)
+    from ..train.rundir import (check_output_dir, config_or_resume, environment_info, input_paths, mark_complete,
+                                mark_incomplete, open_run_dir, write_json, write_text)
 
     t0 = time.perf_counter()
-    inputs: tuple = ()
-    if resume:
-        if out is None:
-            raise ConfigError("resume needs the run directory to continue (transferkit pretrain --resume DIR).")
-        src = locate_resume(Path(out), CONFIG_FILE, "pretrain run", "transferkit pretrain CONFIG --out DIR",
-                            echo=echo or (lambda _: None))
-        res = completed(src, RESULT_FILE, "pretext") if src == Path(out) else None
-        if res is not None:
-            (echo or (lambda _: None))(f"{out} is complete; nothing to resume.")
-            return res
-        cfg = load_pretrain_config(src / CONFIG_FILE)
-    elif isinstance(config, PretrainConfig):
-        cfg = config
-    elif isinstance(config, Mapping):
-        cfg = config_from_dict(config)
-    elif isinstance(config, (str, Path)):
-        cfg = load_pretrain_config(config, overrides)
-        inputs = (str(config),)
-    else:
-        raise ConfigError(f"run_pretrain needs a config (a path, a mapping or a PretrainConfig), got "
-                          f"{type(config).__name__}.")
+    cfg, done, inputs = config_or_resume(config, out, resume, command="pretrain", what="pretrain run",
+                                         stored=CONFIG_FILE, result=RESULT_FILE, key="pretext", cls=PretrainConfig,
+                                         from_mapping=config_from_dict, from_file=load_pretrain_config,
+                                         overrides=overrides, echo=echo)
+    if done is not None:
+        return done
     final = Path(out or cfg.output_dir or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     read = [*inputs, *input_paths(*cfg.data, cfg.backbone.name)]
     check_output_dir(final, overwrite=overwrite, inputs=read, resume=resume)

@@ -403,6 +403,37 @@ def open_benchmark_dir(out: str | os.PathLike, suite: str, args: dict, *, overwr
     return out
 
 
+def config_or_resume(config, out, resume: bool, *, command: str, what: str, stored: str, result: str, key: str,
+                     cls: type, from_mapping, from_file, overrides=None, echo=None):
+    """The config of a run of one config file (``fewshot``, ``pretrain``): ``(cfg, done, inputs)``.
+
+    With ``resume``, the config ``stored`` in the directory ``out`` (found by :func:`locate_resume`),
+    and ``done`` the finished ``result`` file's dict when the run is already complete (holding
+    ``key``); otherwise ``config`` as a ``cls`` instance, a mapping (``from_mapping``) or a YAML
+    path (``from_file(path, overrides)``; the path is then one of the ``inputs``, which a run
+    must never overwrite)."""
+    say = echo or (lambda _: None)
+    if resume:
+        if out is None:
+            raise ConfigError(f"resume needs the run directory to continue (transferkit {command} --resume DIR).")
+        src = locate_resume(Path(out), stored, what, f"transferkit {command} CONFIG --out DIR", echo=say)
+        done = completed(src, result, key) if src == Path(out) else None
+        if done is not None:
+            say(f"{out} is complete; nothing to resume.")
+            return None, done, ()
+        return from_file(src / stored), None, ()
+    if isinstance(config, cls):
+        return config, None, ()
+    from collections.abc import Mapping
+
+    if isinstance(config, Mapping):
+        return from_mapping(config), None, ()
+    if isinstance(config, (str, os.PathLike)):
+        return from_file(config, overrides), None, (str(config),)
+    raise ConfigError(f"transferkit {command} needs a config (a path, a mapping or a {cls.__name__}), got "
+                      f"{type(config).__name__}.")
+
+
 def check_parts_args(parts, known, seeds, epochs) -> dict:
     """The arguments of a benchmark of parts (label-spaces, representation), checked before
     anything runs: ``parts`` a non-empty subset of ``known`` (``None``: all; kept in ``known``'s
