@@ -22,9 +22,9 @@ import numpy as np
 
 from .errors import ConfigError, DataError
 from .inference import RunRef, _load, check_output_file, locate_run
+from .nn.onnx import ONNX_TOLERANCE, check_onnx, require_onnx, write_onnx  # noqa: F401  (ONNX_TOLERANCE: its old home)
 
-#: The largest |ONNX - PyTorch| logit difference an export may have.
-ONNX_TOLERANCE = 1e-4
+#: Export formats and their file suffixes.
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
@@ -234,19 +234,6 @@ def sidecar(ref: RunRef, strategy, backbone, fmt: str, diff: float, checked_on: 
     return info
 
 
-def _check_onnx(path: str, module, x) -> float:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ConfigError("ONNX export needs onnx and onnxruntime: pip install \"transferkit[deploy]\".") from None
-    torch, _ = _torch()
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"input": x.numpy()})[0]
-    with torch.no_grad():
-        ref = module(x).float().numpy()
-    return float(np.abs(got - ref).max())
-
-
 def _check_torchscript(path: str, module, x) -> float:
     torch, _ = _torch()
     loaded = torch.jit.load(path)
@@ -266,11 +253,7 @@ def export_run(run_dir, fmt: str = "onnx", out=None, *, strategy=None, seed=None
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is not valid; choose one of {', '.join(FORMATS)}.")
     if fmt == "onnx":
-        try:
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise ConfigError("ONNX export needs onnx and onnxruntime: pip install \"transferkit[deploy]\".") from None
+        require_onnx()
     ref = locate_run(run_dir, strategy, seed)
     out = out if out is not None else f"{ref.key}-seed{ref.seed}{FORMATS[fmt]}"
     path = check_output_file(out, overwrite=overwrite)
@@ -281,15 +264,14 @@ def export_run(run_dir, fmt: str = "onnx", out=None, *, strategy=None, seed=None
     module = module.cpu().float() if not _has_float64(module) else module.cpu()
     module.eval()
     x, where = sample_inputs(ref, backbone)
-    with atomic_path(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
-        with torch.no_grad():
-            if fmt == "onnx":
-                torch.onnx.export(module, (x,), tmp, dynamo=False, input_names=["input"], output_names=["logits"],
-                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17)
-            else:
+    with atomic_path(path) as tmp:
+        if fmt == "onnx":
+            write_onnx(module, x, tmp)
+        else:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # the tracer's notes
                 torch.jit.save(torch.jit.trace(module, x), tmp)
-        diff = (_check_onnx if fmt == "onnx" else _check_torchscript)(tmp, module, x)
+        diff = (check_onnx if fmt == "onnx" else _check_torchscript)(tmp, module, x)
         if not diff <= ONNX_TOLERANCE:
             raise DataError(f"the {fmt} export differs from PyTorch by {diff:.2e} (more than {ONNX_TOLERANCE:g}) on "
                             f"{where}; nothing was written.")
