@@ -90,7 +90,7 @@ def _backbone(seed: int):
     return create_backbone(b.pop("name"), image_size=b.pop("image_size"), seed=seed, **b)
 
 
-def _train_ssl_backbone(init: str, seed: int, epochs: int, echo=print):
+def _train_ssl_backbone(init: str, seed: int, epochs: int):
     """The backbone of one ``init`` and seed, trained as the protocol says; ``(backbone, seconds)``."""
     import torch
 
@@ -113,13 +113,15 @@ def _train_ssl_backbone(init: str, seed: int, epochs: int, echo=print):
                      tag=f"supervised seed {seed}")
         tr.fit(ds)
         return model.backbone, time.perf_counter() - t0
+    from .pretrain.run import PretrainConfig, pretrain_backbone
+
     ds = _dataset(SSL_DATA).without_labels()
     pretext = get("pretext", init)(bb, seed=seed, **PRETEXT_OPTIONS.get(init, {}))
     pretext.check_data(ds)
-    params = list(bb.parameters()) + [p for p in pretext.parameters() if p.requires_grad]
-    tr = Trainer(bb, [{"params": params, "lr": 1e-3, "weight_decay": 1e-4}], epochs=epochs, batch_size=256,
-                 seed=seed, device="cpu", progress=False, objective=pretext, tag=f"{init} seed {seed}")
-    tr.fit(ds)
+    # transferkit pretrain's own training (AdamW, cosine, one warm-up epoch, the last epoch kept)
+    cfg = PretrainConfig(data=[SSL_DATA], epochs=epochs, batch_size=256, lr=1e-3, weight_decay=1e-4, seed=seed,
+                         device="cpu", pretext_name=init, pretext_options=PRETEXT_OPTIONS.get(init, {}))
+    pretrain_backbone(cfg, ds, bb, pretext)
     return bb, time.perf_counter() - t0
 
 
@@ -376,16 +378,10 @@ def cross_modal_cell(task: str, method: str, seed: int) -> dict:
     tr, te = _features(t["train"]), _features(t["test"])
     seen, unseen = class_split(seed)
     test_u = _rows(te, unseen)
-    if method == "probe_10":
-        from .pretrain.run import linear_probe_accuracy
-
-        rng = np.random.default_rng(seed)
+    if method == "probe_10":  # 10 labels per unseen class, five draws
         pool = _rows(tr, unseen)
-        accs = []
-        for _ in range(5):
-            pick = np.concatenate([rng.choice(np.flatnonzero(pool.labels == c), 10, replace=False) for c in unseen])
-            accs.append(linear_probe_accuracy(pool.inputs[pick], pool.labels[pick], test_u.inputs, test_u.labels))
-        return {"unseen_accuracy": float(np.mean(accs)), "seen": seen, "unseen": unseen}
+        acc = _few_label_probe(pool.inputs, pool.labels, seed, k=10, draws=5, test=(test_u.inputs, test_u.labels))
+        return {"unseen_accuracy": acc, "seen": seen, "unseen": unseen}
     enc = method.removeprefix("lit_")
     ident = create_backbone("identity", in_features=int(tr.inputs.shape[1]))
     model = LiT(image_backbone=ident, text_encoder=enc, seed=seed, cache_dir=False).fit(_rows(tr, seen))
@@ -491,20 +487,14 @@ PROTOCOLS["mtl"] = ("one tiny_cnn encoder (width 16, from scratch) with a head p
 
 def _mtl_data(task: str, seed: int):
     from .data import stratified_split
-    from .data.spec import load_dataset
-
-    def load(spec):  # once per process
-        if ("mtl", spec) not in _FEATURES:
-            _FEATURES[("mtl", spec)] = load_dataset(spec)
-        return _FEATURES[("mtl", spec)]
 
     t = MTL_TASKS[task]
-    full = load(t["train"])
+    full = _dataset(t["train"])
     if t["test"] is None:  # one set: a 70/30 split per seed
         tr, te = stratified_split(full.labels, [0.7, 0.3], seed=seed)
         train, test = full.subset(tr), full.subset(te)
     else:
-        train, test = full, load(t["test"])
+        train, test = full, _dataset(t["test"])
     fit, val = stratified_split(train.labels, [0.85, 0.15], seed=seed)
     return train.subset(fit), train.subset(val), test
 

@@ -101,3 +101,13 @@ def test_the_examples_pass_every_check_before_training(name):
     ds, bb, pretext = prepare(cfg)
     assert len(ds) > 0 and (ds.labels is None or (ds.labels < 0).all())
     assert bb.spec.modality == "image"
+
+
+def test_an_eval_section_without_labels_fails_before_anything_is_written(tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "u.npz", x=np.random.default_rng(0).random((40, 16, 16)).astype("float32"))
+    cfg = _cfg(eval={"train": f"{tmp_path / 'u.npz'}:y=none", "test": "digits:size=16,subset=2/4"})
+    with pytest.raises(ConfigError, match=r"eval.train .* has no labels"):
+        run_pretrain(cfg, tmp_path / "never", echo=None)
+    assert not (tmp_path / "never").exists()  # checked with the config, not after training

@@ -292,9 +292,9 @@ def pretrained_runs(root="runs") -> dict[str, str]:
         if "transferkit.pretext" not in meta:
             continue
         data = meta.get("transferkit.data", "")
+        where = f" on {data}" if data else ""
         out[f"file:{f.parent}"] = (f"{meta.get('transferkit.backbone', '?')} pretrained by "
-                                   f"{meta['transferkit.pretext']} (transferkit pretrain" + (f" on {data}" if data else "")
-                                   + ")")
+                                   f"{meta['transferkit.pretext']} (transferkit pretrain{where})")
     return out
 
 

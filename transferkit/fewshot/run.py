@@ -506,18 +506,12 @@ def load_cell(path: Path, key: dict) -> dict | None:
     return row if _valid_cell(row, key) else None
 
 
-class _Log:
-    """Progress lines: to ``echo`` (stderr by default) and appended to the run's log file."""
+def _Log(path: Path | None, echo: Callable[[str], None] | None):
+    """Progress lines to ``echo`` and the run's log file (:class:`transferkit.train.rundir.RunLog`;
+    imported when a run starts, so that importing this module stays light)."""
+    from ..train.rundir import RunLog
 
-    def __init__(self, path: Path | None, echo: Callable[[str], None] | None):
-        self.path, self.echo = path, echo
-
-    def __call__(self, line: str) -> None:
-        if self.echo is not None:
-            self.echo(line)
-        if self.path is not None:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+    return RunLog(path, echo)
 
 
 def _stderr(line: str) -> None:

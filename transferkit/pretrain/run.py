@@ -197,15 +197,14 @@ def prepare(cfg: PretrainConfig):
     return ds, backbone, pretext
 
 
-def _eval_features(backbone, cfg: PretrainConfig) -> dict | None:
-    """kNN and linear-probe accuracy of ``backbone``'s frozen features on ``cfg.eval``."""
+def eval_data(cfg: PretrainConfig) -> dict | None:
+    """The labeled ``eval.train`` / ``eval.test`` rows (at most ``eval.max_rows`` each, seeded),
+    loaded and checked before anything is written; ``None`` without an ``eval`` section."""
     if cfg.eval is None:
         return None
     from ..data.spec import load_dataset
-    from ..features.extractor import extract_features
 
     e = cfg.eval
-    out = {}
     parts = {}
     for part in ("train", "test"):
         ds = load_dataset(e.train if part == "train" else e.test)
@@ -215,13 +214,21 @@ def _eval_features(backbone, cfg: PretrainConfig) -> dict | None:
         keep = np.flatnonzero(ds.labels >= 0)
         if len(keep) > e.max_rows:
             keep = np.sort(np.random.default_rng(0).choice(keep, e.max_rows, replace=False))
-        ds = ds.subset(keep)
-        parts[part] = (extract_features(backbone, ds.inputs, batch_size=256), ds.labels)
-    (Xtr, ytr), (Xte, yte) = parts["train"], parts["test"]
-    out["knn_accuracy"] = knn_accuracy(Xtr, ytr, Xte, yte, k=e.k)
-    out["linear_probe_accuracy"] = linear_probe_accuracy(Xtr, ytr, Xte, yte)
-    out["n_train"], out["n_test"], out["k"] = int(len(ytr)), int(len(yte)), e.k
-    return out
+        parts[part] = ds.subset(keep)
+    return parts
+
+
+def _eval_features(backbone, data: dict | None, k: int) -> dict | None:
+    """kNN and linear-probe accuracy of ``backbone``'s frozen features on :func:`eval_data`'s rows."""
+    if data is None:
+        return None
+    from ..features.extractor import extract_features
+
+    (Xtr, ytr), (Xte, yte) = [(extract_features(backbone, data[p].inputs, batch_size=256), data[p].labels)
+                              for p in ("train", "test")]
+    return {"knn_accuracy": knn_accuracy(Xtr, ytr, Xte, yte, k=k),
+            "linear_probe_accuracy": linear_probe_accuracy(Xtr, ytr, Xte, yte),
+            "n_train": int(len(ytr)), "n_test": int(len(yte)), "k": k}
 
 
 def knn_accuracy(Xtr, ytr, Xte, yte, k: int = 20) -> float:
@@ -266,8 +273,7 @@ def pretrain_backbone(cfg: PretrainConfig, ds, backbone, pretext, *, run_dir=Non
     """Train ``backbone`` with ``pretext`` on ``ds`` through the one Trainer; returns the Trainer."""
     from ..train import Trainer
 
-    params = [p for p in backbone.parameters() if p.requires_grad] + [p for p in pretext.parameters()
-                                                                       if p.requires_grad]
+    params = [p for p in backbone.parameters() if p.requires_grad] + pretext.trainable_parameters()
     groups = [{"params": params, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "name": "pretrain"}]
     tr = Trainer(backbone, groups, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
                  schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, seed=cfg.seed, device=cfg.device,
@@ -287,8 +293,8 @@ def run_pretrain(config, out: str | Path | None = None, *, overwrite: bool = Fal
     import yaml
 
     from ..backbones import save_backbone
-    from ..train.rundir import (check_output_dir, config_or_resume, environment_info, input_paths, mark_complete,
-                                mark_incomplete, open_run_dir, write_json, write_text)
+    from ..train.rundir import (RunLog, check_output_dir, config_or_resume, environment_info, input_paths,
+                                mark_complete, mark_incomplete, open_run_dir, write_json, write_text)
 
     t0 = time.perf_counter()
     cfg, done, inputs = config_or_resume(config, out, resume, command="pretrain", what="pretrain run",
@@ -301,12 +307,13 @@ def run_pretrain(config, out: str | Path | None = None, *, overwrite: bool = Fal
     read = [*inputs, *input_paths(*cfg.data, cfg.backbone.name)]
     check_output_dir(final, overwrite=overwrite, inputs=read, resume=resume)
     ds, backbone, pretext = prepare(cfg)
+    ev_data = eval_data(cfg)
     with open_run_dir(final, overwrite=overwrite, resume=resume, inputs=read, kind="pretrain") as d:
         if not resume:
             mark_incomplete(d)
             write_text(d / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             write_json(d / "environment.json", environment_info([cfg.seed]))
-        log = _RunLog(d / LOG_FILE, echo)
+        log = RunLog(d / LOG_FILE, echo)
         log(("resuming " if resume else "pretrain ") + f"{final}: {cfg.pretext_name} on {ds.name!r} "
             f"({len(ds)} unlabeled rows), backbone {cfg.backbone.name}, {cfg.epochs} epochs of batch {cfg.batch_size}")
         tr = pretrain_backbone(cfg, ds, backbone, pretext, run_dir=d, log=log, resume=True if resume else False)
@@ -314,10 +321,11 @@ def run_pretrain(config, out: str | Path | None = None, *, overwrite: bool = Fal
                 "transferkit.data": ", ".join(s if isinstance(s, str) else str(s) for s in cfg.data)[:500]}
         save_backbone(backbone, d / "backbone.safetensors", metadata=meta)
         log("evaluating the features (kNN, linear probe)" if cfg.eval is not None else "no eval section: done")
-        ev = _eval_features(backbone, cfg)
+        ev = _eval_features(backbone, ev_data, cfg.eval.k if cfg.eval else 0)
         floor = None
         if ev is not None:
-            floor = _eval_features(cfg.backbone.resolved(ds).build(seed=cfg.seed, pretrained=False), cfg)
+            floor = _eval_features(cfg.backbone.resolved(ds).build(seed=cfg.seed, pretrained=False), ev_data,
+                                   cfg.eval.k)
         hist = tr.history
         res = {
             "name": cfg.name, "pretext": cfg.pretext_name, "pretext_options": cfg.pretext_options,
@@ -335,19 +343,6 @@ def run_pretrain(config, out: str | Path | None = None, *, overwrite: bool = Fal
                 f"{ev['linear_probe_accuracy']:.3f} (random init {floor['linear_probe_accuracy']:.3f})")
         log(f"done: {final / 'backbone.safetensors'}; use it as backbone: file:{final}")
     return res
-
-
-class _RunLog:
-    """Progress lines: to ``echo`` (stderr by default) and appended to the run's log file."""
-
-    def __init__(self, path: Path, echo):
-        self.path, self.echo = path, echo
-
-    def __call__(self, line: str) -> None:
-        if self.echo is not None:
-            self.echo(line)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
 
 def format_result(res: dict) -> str:

@@ -30,5 +30,5 @@ from .open_set import OpenSet
 from .source_free import SourceFree
 
 __all__ = ["Adapt", "DomainGeneralization", "Ensemble", "FeatureExtraction", "FineTune", "FixMatch", "MultiSource",
-           "MultiTask", "OpenSet", "Scratch", "SelfTraining", "SourceOnly", "SourceFree", "SourceOnlyAdaBN", "SourceOnlyLR", "Strategy",
-           "TargetOnly", "TwoStage"]
+           "MultiTask", "OpenSet", "Scratch", "SelfTraining", "SourceOnly", "SourceFree", "SourceOnlyAdaBN",
+           "SourceOnlyLR", "Strategy", "TargetOnly", "TwoStage"]

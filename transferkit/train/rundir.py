@@ -434,6 +434,21 @@ def config_or_resume(config, out, resume: bool, *, command: str, what: str, stor
                       f"{type(config).__name__}.")
 
 
+class RunLog:
+    """Progress lines: to ``echo`` (a callable, e.g. printing to stderr; ``None``: none) and
+    appended, with a time stamp, to the run's log file ``path`` (``None``: no file)."""
+
+    def __init__(self, path, echo):
+        self.path, self.echo = path, echo
+
+    def __call__(self, line: str) -> None:
+        if self.echo is not None:
+            self.echo(line)
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+
 def check_parts_args(parts, known, seeds, epochs) -> dict:
     """The arguments of a benchmark of parts (label-spaces, representation), checked before
     anything runs: ``parts`` a non-empty subset of ``known`` (``None``: all; kept in ``known``'s
