@@ -5,23 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transferkit.backbones import create_backbone
-from transferkit.data import DomainDataset
+from test_trainer_losses import _data, _model  # the same toy table and tiny MLP as the loss-term tests
 from transferkit.errors import ConfigError
-from transferkit.nn import TransferModel
 from transferkit.train import Objective, Trainer
-
-
-def _data(n=64, seed=0, labels=True):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 8)).astype(np.float32)
-    y = (X[:, 0] > 0).astype(int) if labels else np.full(n, -1)
-    return DomainDataset(X, y, "toy", "tabular", classes=["a", "b"])
-
-
-def _model():
-    torch.manual_seed(0)
-    return TransferModel(create_backbone("tiny_mlp", pretrained=False, in_features=8), 2)
 
 
 class CE(Objective):

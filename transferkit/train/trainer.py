@@ -604,7 +604,7 @@ class Trainer:
         for i, (idx, xb) in enumerate(self._train_src.batches(local)):
             n_global = len(global_batches[i])
             if self.augment is not None and self.objective is None and isinstance(xb, torch.Tensor) and xb.ndim == 4:
-                xb = self.augment(xb, self.aug_gen)  # an objective makes its own views (ctx.augment)
+                xb = self.augment(xb, self.aug_gen)  # an objective builds its own views from the plain batch
             xb = to_channels_last(self.model.move_inputs(xb, self.device))
             yb = self._y[idx].to(self.device)
             last_micro = (i + 1) % accum == 0 or i == len(local) - 1
