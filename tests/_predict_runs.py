@@ -23,6 +23,8 @@ DEEP = [
     {"name": "domain_generalization", "method": "coral", "epochs": 2, "bottleneck": 16, "seed": 14},
     {"name": "open_set", "epochs": 2, "bottleneck": 16, "seed": 15},
     {"name": "multitask", "epochs": 2, "batch_size": 16, "seed": 16},
+    {"name": "distill", "teacher": "finetune", "student": {"name": "tiny_cnn", "image_size": 16,
+                                                            "options": {"width": 4}}, "epochs": 2, "seed": 17},
     {"name": "ensemble", "members": ["scratch", "finetune"]},  # after its members: it combines them
 ]
 CLOSED = [

@@ -93,9 +93,11 @@ BUDGET = {
     "domain_generalization": {"method": "irm", "epochs": 2, "batch_size": 32, "bottleneck": 32},
     "open_set": {"epochs": 2, "batch_size": 32, "bottleneck": 32},
     "multitask": {"epochs": 2, "batch_size": 16},
+    "distill": {"teacher": "scratch", "epochs": 2, "batch_size": 16},
 }
 #: Strategies that combine others run after their members (the members are part of the check).
-MEMBERS_FIRST = {"ensemble": [{"name": "scratch", "epochs": 2, "batch_size": 16}, {"name": "feature_extraction"}]}
+MEMBERS_FIRST = {"ensemble": [{"name": "scratch", "epochs": 2, "batch_size": 16}, {"name": "feature_extraction"}],
+                 "distill": [{"name": "scratch", "epochs": 2, "batch_size": 16}]}
 
 
 def _scramble(seed: int) -> None:

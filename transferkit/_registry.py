@@ -2,7 +2,8 @@
 
 Kinds: ``backbone``, ``dataset``, ``strategy``, ``da_loss``, ``shallow_da``, ``penalty``,
 ``divergence``, ``transferability``, ``scorer``, ``fewshot``, ``tta``, ``pretext`` (self-supervised
-pretext tasks), ``mtl_weighting`` (how several task losses become one update). A method registers itself with
+pretext tasks), ``mtl_weighting`` (how several task losses become one update), ``rl_transfer`` (policy
+transfer methods). A method registers itself with
 ``@register("strategy", "finetune")`` next to its definition (timm's ``@register_model``).
 Unknown names fail with the nearest valid names.
 """
@@ -30,13 +31,15 @@ KINDS = (
     "tta",
     "pretext",
     "mtl_weighting",
+    "rl_transfer",
 )
 
 # Modules whose import fills each kind; imported lazily so `import transferkit` stays light.
 _PROVIDERS: dict[str, tuple[str, ...]] = {
     "backbone": ("transferkit.backbones",),
     "dataset": ("transferkit.data",),
-    "strategy": ("transferkit.strategies",),
+    # compress.strategy: distill (it reads a teacher run through inference, above strategies)
+    "strategy": ("transferkit.strategies", "transferkit.compress.strategy"),
     "divergence": ("transferkit.metrics",),
     "transferability": ("transferkit.metrics",),
     "scorer": ("transferkit.train.selection",),
@@ -47,6 +50,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "tta": ("transferkit.tta",),
     "pretext": ("transferkit.pretrain",),
     "mtl_weighting": ("transferkit.pretrain",),
+    "rl_transfer": ("transferkit.rl",),
 }
 
 _REGISTRY: dict[str, dict[str, Any]] = {k: {} for k in KINDS}

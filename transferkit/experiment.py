@@ -406,9 +406,10 @@ def member_keys(cfg: ExperimentConfig) -> dict[str, list[str]]:
     ``ensemble``, ``uses_members``), checked by :func:`validate_run`."""
     keys = [s.key for s in cfg.strategies]
     classes = [get("strategy", s.name) for s in cfg.strategies]
-    combiners = {k for k, cls in zip(keys, classes) if getattr(cls, "uses_members", False)}
-    return {k: cls(**dict(s.params)).resolve_members(keys, i, combiners)
-            for i, (k, s, cls) in enumerate(zip(keys, cfg.strategies, classes)) if k in combiners}
+    takers = {k for k, cls in zip(keys, classes) if getattr(cls, "uses_members", False)}
+    ensembles = {k for k, cls in zip(keys, classes) if getattr(cls, "combines_predictions", False)}
+    return {k: cls(**dict(s.params)).resolve_members(keys, i, ensembles)
+            for i, (k, s, cls) in enumerate(zip(keys, cfg.strategies, classes)) if k in takers}
 
 
 def _load_fitted(run_dir: Path, cls, scfg, cfg: ExperimentConfig, seed: int, factory):
@@ -720,6 +721,7 @@ def validate_run(cfg: ExperimentConfig, load_dataset=None):
     strategies = [(s, get("strategy", s.name)) for s in cfg.strategies]
     keys = [s.key for s in cfg.strategies]
     combiners = {s.key for s, cls in strategies if getattr(cls, "uses_members", False)}
+    ensembles = {s.key for s, cls in strategies if getattr(cls, "combines_predictions", False)}
     for i, (scfg, cls) in enumerate(strategies):  # asked of an instance, as in the run loop (no logic in __init__)
         strat = _make_strategy(cls, scfg, cfg, cfg.seeds[0], factory)
         try:
@@ -727,7 +729,7 @@ def validate_run(cfg: ExperimentConfig, load_dataset=None):
             if hasattr(strat, "check_target"):  # rules that need the data (source_free: the source classes)
                 strat.check_target(bb, target)
             if scfg.key in combiners:
-                strat.resolve_members(keys, i, combiners)
+                strat.resolve_members(keys, i, ensembles)
                 if no_val_labels and getattr(strat, "needs_val_labels", False):
                     why = ("the target has no labels and split.val is not given" if label_free and cfg.split.val is None
                            else "the run has no labeled validation split")

@@ -235,7 +235,7 @@ def _member_ref(ref: RunRef, key: str, path: Path) -> RunRef:
     member = RunRef(ref.root, key, ref.seed, ref.cfg, ref.cfg.strategies[keys.index(key)], ref.facts)
     from ._registry import get
 
-    if getattr(get("strategy", member.scfg.name), "uses_members", False):
+    if getattr(get("strategy", member.scfg.name), "combines_predictions", False):
         raise DataError(f"{str(path)!r} combines {key!r}, which is itself an ensemble; ensembles do not nest: the "
                         "folder and its config do not belong together.")
     if not member.model_path.is_file():
@@ -571,7 +571,8 @@ def predict_to_csv(run_dir, data=None, *, strategy=None, seed=None, split=None, 
         line = f"accuracy {res['accuracy']:.4f} ({int((pred[lab] == y[lab]).sum())}/{res['n_labeled']} labeled rows)"
         if unknown:
             line += f"; classes the model does not know, counted as errors: {_shown(unknown, 5)}"
-        recorded = _read_json(ref.seed_dir / "result.json")
+        # a predictor with its own record (a compressed model's compress.json) is compared with that
+        recorded = getattr(predictor, "recorded", None) or _read_json(ref.seed_dir / "result.json")
         if split == "test" and isinstance(recorded, dict) and recorded.get("accuracy") is not None:
             line += f"; the run recorded {recorded['accuracy']:.4f}"
         echo(line)

@@ -127,6 +127,13 @@ CASES = {
                                            ["open_set.method='ovanett'", "'ovanet'"]),
     "multitask weighting misspelt": lambda t: (_s(t, name="multitask", weighting="pcgard"),
                                                ["multitask.weighting='pcgard'", "'pcgrad'"]),
+    "distill teacher misspelt": lambda t: (
+        _run(t, _cfg(t, strategies=[{"name": "scratch", "epochs": 1}, {"name": "distill", "teacher": "scrach"}])),
+        ["distill.teacher='scrach' is neither a strategy", "Did you mean 'scratch'"]),
+    "distill temperature 0": lambda t: (
+        _run(t, _cfg(t, strategies=[{"name": "scratch", "epochs": 1},
+                                    {"name": "distill", "teacher": "scratch", "temperature": 0}])),
+        ["distill.temperature must be > 0"]),
     "two_stage with a shallow method": lambda t: (
         _s(t, name="two_stage", method="coral"), ["closed-form estimator", "deep loss"]),
 }

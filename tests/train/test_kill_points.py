@@ -64,6 +64,8 @@ STRATEGIES = [
     {"name": "domain_generalization", "method": "vrex", "epochs": 2, "bottleneck": 32, "seed": 13},
     {"name": "open_set", "method": "osbp", "epochs": 2, "bottleneck": 32, "seed": 14},
     {"name": "multitask", "epochs": 2, "batch_size": 16, "seed": 15},
+    {"name": "distill", "teacher": "scratch", "student": {"name": "tiny_cnn", "image_size": 16, "options": {"width": 4}},
+     "epochs": 2, "batch_size": 16, "seed": 16},  # resumed: its kept teacher is read from disk
 ]
 
 

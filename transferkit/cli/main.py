@@ -70,6 +70,15 @@ def _one_line_warnings() -> None:
     warnings.showwarning = show
 
 
+def _quiet_cuda_extension_logs() -> None:
+    """torchao logs a warning for each CUDA-only extension (``_C_mxfp8``, ``_C_cutlass_90a``) it
+    cannot load on a CPU build, whenever it is imported (transformers imports it too); through
+    logging's last-resort handler those lines would precede every error and break its one line."""
+    import logging
+
+    logging.getLogger("torchao").addFilter(lambda r: not str(r.msg).startswith("Failed to load"))
+
+
 _THREADS_HELP = ("torch threads for this command (default: this machine's free cores shared among its processes, "
                  "or OMP_NUM_THREADS when set; with --num-processes, the total shared among them)")
 _PROCS_HELP = ("train in N processes on this machine (data parallel through torch's launcher; default 1: this "
@@ -145,9 +154,10 @@ def _build_parser() -> argparse.ArgumentParser:
                                           "source-free and test-time adaptation, uncertainty under corruption; "
                                           "label-spaces: partial, open-set, zero-shot, multi-source, domain "
                                           "generalisation; representation: self-supervised, multi-task, "
-                                          "image-text)")
+                                          "image-text; compress: distillation, pruning, INT8; rl-transfer: policy "
+                                          "transfer between environments)")
     bm.add_argument("suite", nargs="?", choices=["digits-shift", "real-shift", "few-shot", "drift", "label-spaces",
-                                                     "representation"],
+                                                     "representation", "compress", "rl-transfer"],
                     help="the suite (not with --resume)")
     bm.add_argument("--resume", metavar="DIR",
                     help="continue an interrupted benchmark in DIR with its stored arguments (finished cells are kept)")
@@ -160,7 +170,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--image-size", type=_int_arg(8, 1024), default=None, help="input side (default 64)")
     bm.add_argument("--parts", nargs="+", default=None,
                     help="drift: source_free, corruptions, continual, uncertainty; label-spaces: partial, open_set, "
-                         "zero_shot, multi_source, dg; representation: ssl, mtl, cross_modal (default: all)")
+                         "zero_shot, multi_source, dg; representation: ssl, mtl, cross_modal; compress: fashion, "
+                         "digits; rl-transfer: its variants (default: all)")
     bm.add_argument("--passes", type=_int_arg(1, 100), default=None,
                     help="drift: passes of the continual stream over the 13 corruptions (default 10)")
     bm.add_argument("--n-test", type=_int_arg(100, 10_000), default=None,
@@ -172,6 +183,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_fewshot_parser(sub)
     _add_pretrain_parser(sub)
+    # _add_rl_parser(sub)  (with transferkit.rl)
 
     dg = sub.add_parser("diagnose", help="negative transfer, sample efficiency, convergence and sharpness "
                                          "(the config's optional 'diagnose:' section)")
@@ -224,6 +236,31 @@ def _build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=_int_arg(0, 2**32 - 1), default=None, help="seed (default: the first trained one)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _add_threads(ex)
+
+    cp = sub.add_parser("compress", help="prune or quantize (INT8) a finished run's model; measure accuracy, size, "
+                                         "MACs and latency against FP32; 'transferkit predict OUT' applies it")
+    cp.add_argument("run_dir", help="the finished run (its --out folder, or a STRATEGY/seedN folder of it)")
+    cp.add_argument("--method", required=True, choices=["prune", "int8", "dynamic-int8"],
+                    help="prune: structured channels + fine-tune; int8: static PT2E (x86) with QAT when PTQ loses "
+                         "more than --budget; dynamic-int8: Linear layers (tables)")
+    cp.add_argument("--out", required=True, help="the output folder (its own; not inside the run)")
+    cp.add_argument("--strategy", help="which strategy of the run (default: the best by validation accuracy)")
+    cp.add_argument("--seed", type=int, help="which seed (default: the first trained)")
+    cp.add_argument("--ratio", type=float, default=0.5, help="prune: MACs (or params) kept, in (0, 1) (default 0.5)")
+    cp.add_argument("--target", default="macs", help="prune: macs (default) or params")
+    cp.add_argument("--importance", default="magnitude", help="prune: magnitude (default) or taylor")
+    cp.add_argument("--epochs", type=int, default=5, help="prune: fine-tuning epochs after pruning (default 5)")
+    cp.add_argument("--lr", type=float, default=1e-3, help="prune: fine-tuning learning rate (default 0.001)")
+    cp.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size (default 32)")
+    cp.add_argument("--calibration", type=int, default=256, help="int8: calibration rows (default 256)")
+    cp.add_argument("--budget", type=float, default=1.0,
+                    help="int8: validation accuracy points PTQ may lose before QAT runs (default 1.0)")
+    cp.add_argument("--qat", default="auto", help="int8: auto (default), always or never")
+    cp.add_argument("--qat-epochs", type=int, default=3, help="int8: QAT epochs (default 3)")
+    cp.add_argument("--qat-lr", type=float, default=1e-4, help="int8: QAT learning rate (default 0.0001)")
+    cp.add_argument("--onnx", action="store_true", help="prune: also write model.onnx (checked within 1e-4)")
+    cp.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _add_threads(cp)
 
     ls = sub.add_parser("list", help="list backbones, datasets, strategies, divergences, transferability scores, "
                                      "few-shot methods or test-time adaptation methods")
@@ -334,13 +371,14 @@ def _cmd_report(args) -> int:
             suite = json.loads((Path(args.run_dir) / "results.json").read_text()).get("suite")
         except (OSError, ValueError, AttributeError):
             suite = None
-    if suite in ("drift", "label-spaces", "representation"):
-        from ..reports.drift import write_drift_report
-        from ..reports.labelspaces import write_label_spaces_report
-        from ..reports.representation import write_representation_report
+    writers = {"drift": ("drift", "write_drift_report"), "label-spaces": ("labelspaces", "write_label_spaces_report"),
+               "representation": ("representation", "write_representation_report"),
+               "compress": ("compression", "write_compression_report"), "rl-transfer": ("rl", "write_rl_report")}
+    if suite in writers:
+        import importlib
 
-        write = {"drift": write_drift_report, "label-spaces": write_label_spaces_report,
-                 "representation": write_representation_report}[suite]
+        module, name = writers[suite]
+        write = getattr(importlib.import_module(f"transferkit.reports.{module}"), name)
         for fmt, path in write(args.run_dir, formats=args.format).items():
             print(f"{fmt}: {path}")
         return 0
@@ -368,8 +406,29 @@ def _cmd_predict(args) -> int:
         predictor = TTAPredictor(args.tta, args.tta_batch_size, options)
     elif args.tta_option:
         raise ConfigError("--tta-option needs --tta METHOD (e.g. --tta tent).")
+    if (Path(args.run_dir) / "compress.json").is_file():  # a 'transferkit compress' folder
+        from ..compress.run import predict_compressed
+
+        given = [f for f, v in (("--strategy", args.strategy), ("--seed", args.seed), ("--tta", args.tta))
+                 if v is not None]
+        if given:
+            raise ConfigError(f"{given[0]} does not apply to a compressed model folder (it holds one model); drop it.")
+        predict_compressed(args.run_dir, args.data, split=args.split, out=args.out, overwrite=args.overwrite)
+        return 0
     predict_to_csv(args.run_dir, args.data, strategy=args.strategy, seed=args.seed, split=args.split, out=args.out,
                    overwrite=args.overwrite, predictor=predictor)
+    return 0
+
+
+def _cmd_compress(args) -> int:
+    from ..compress.run import compress_run
+
+    opts = {k: getattr(args, k) for k in ("ratio", "target", "importance", "epochs", "lr", "batch_size", "calibration",
+                                          "budget", "qat", "qat_epochs", "qat_lr", "onnx")}
+    res = compress_run(args.run_dir, args.method, args.out, strategy=args.strategy, seed=args.seed,
+                       overwrite=args.overwrite, **opts)
+    print(f"written: {os.path.join(res['output_dir'], 'compress.json')} and model.pt2 "
+          f"(transferkit predict {res['output_dir']} DATA)")
     return 0
 
 
@@ -506,10 +565,14 @@ def _cmd_benchmark(args) -> int:
         return _cmd_label_spaces(args)
     if args.suite == "representation" or (args.resume and stored_suite(args.resume) == "representation"):
         return _cmd_representation(args)
+    if args.suite == "compress" or (args.resume and stored_suite(args.resume) == "compress"):
+        return _cmd_compression_bench(args)
+    if args.suite == "rl-transfer" or (args.resume and stored_suite(args.resume) == "rl-transfer"):
+        return _cmd_rl_bench(args)
     drift_only = [f for f, v in (("--parts", args.parts), ("--passes", args.passes), ("--n-test", args.n_test))
                   if v is not None]
     if drift_only:
-        where = ("'benchmark drift', 'benchmark label-spaces' and 'benchmark representation'"
+        where = ("'benchmark drift', 'label-spaces', 'representation', 'compress' and 'rl-transfer'"
                  if drift_only[0] == "--parts" else "'benchmark drift'")
         raise ConfigError(f"{drift_only[0]} is an option of {where} only; leave it out.")
     if args.suite == "real-shift" and not args.resume:
@@ -613,6 +676,30 @@ def _cmd_representation(args) -> int:
                             report, "its tasks, backbones and methods are fixed in transferkit/representation.py")
 
 
+def _cmd_compression_bench(args) -> int:
+    from ..compression import check_compression_args, markdown, run_compression_dir
+
+    def report(out):
+        from ..reports.compression import write_compression_report
+
+        return write_compression_report(out)["html"]
+
+    return _cmd_parts_suite(args, "compress", check_compression_args, run_compression_dir, markdown, report,
+                            "its teacher, students and compression settings are fixed in transferkit/compression.py")
+
+
+def _cmd_rl_bench(args) -> int:
+    from ..rl.benchmark import check_rl_args, markdown, run_rl_transfer_dir
+
+    def report(out):
+        from ..reports.rl import write_rl_report
+
+        return write_rl_report(out)["html"]
+
+    return _cmd_parts_suite(args, "rl-transfer", check_rl_args, run_rl_transfer_dir, markdown, report,
+                            "its environments, methods and step budgets are fixed in transferkit/rl/benchmark.py")
+
+
 def _cmd_parts_suite(args, suite: str, check_args, run_dir, markdown, report, fixed_why: str) -> int:
     """A benchmark of parts (label-spaces, representation): ``--parts/--seeds/--epochs``, ``--resume``."""
     from ..errors import ConfigError
@@ -706,6 +793,23 @@ def _add_fewshot_parser(sub) -> None:
                             "continue an interrupted few-shot run in DIR with its stored config (finished cells are "
                             "kept)", "meta_train_steps=200")
     fs.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
+
+
+def _add_rl_parser(sub) -> None:
+    _add_config_parser(sub, "rl", "policy transfer in reinforcement learning: a source policy trained, then moved to "
+                       "target environments (zero-shot, fine-tune, domain randomisation, distillation) beside a "
+                       "from-scratch baseline", "rl experiment", "continue an interrupted rl run in DIR with its "
+                       "stored config (finished cells are kept)", "steps=20000")
+
+
+def _cmd_rl(args) -> int:
+    from ..rl.run import format_result, run_rl
+
+    res = _config_command(args, "rl", "an rl file", run_rl)
+    print()
+    print(format_result(res))
+    print(f"\nresult: {os.path.join(res['output_dir'], 'result.json')}")
+    return 0
 
 
 def _add_pretrain_parser(sub) -> None:
@@ -878,6 +982,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import warnings
 
+    _quiet_cuda_extension_logs()
     with warnings.catch_warnings():
         _one_line_warnings()
         return _dispatch(args)
@@ -895,8 +1000,8 @@ def _dispatch(args) -> int:
             configure_threads(args.threads)
         return {"run": _cmd_run, "demo": _cmd_demo, "assess": _cmd_assess, "benchmark": _cmd_benchmark,
                 "list": _cmd_list, "report": _cmd_report, "diagnose": _cmd_diagnose,
-                "groups": _cmd_groups, "predict": _cmd_predict, "export": _cmd_export,
-                "fewshot": _cmd_fewshot, "pretrain": _cmd_pretrain}[args.command](args)
+                "groups": _cmd_groups, "predict": _cmd_predict, "export": _cmd_export, "compress": _cmd_compress,
+                "fewshot": _cmd_fewshot, "pretrain": _cmd_pretrain, "rl": _cmd_rl}[args.command](args)
     except (TransferKitError, OSError) as exc:
         # OSError: a path that cannot be written or read (permissions, full disk), not a bug
         if args.debug:

@@ -107,9 +107,11 @@ def logistic_from_linear(W: np.ndarray, b: np.ndarray):
     return clf
 
 
-def transfer_model_from_state(strategy, state: dict, n_classes: int, head: str, dropout: float, where: str):
-    """``(model, trainer)``: the strategy's :class:`~transferkit.nn.TransferModel` (its backbone
-    built without pretrained weights: every tensor comes from ``state``) in eval mode, with a
+def transfer_model_from_state(strategy, state: dict, n_classes: int, head: str, dropout: float, where: str,
+                              backbone=None):
+    """``(model, trainer)``: the strategy's :class:`~transferkit.nn.TransferModel` (its backbone,
+    or ``backbone`` when given, built without pretrained weights: every tensor comes from
+    ``state``) in eval mode, with a
     :class:`~transferkit.train.Trainer` that predicts as the fitted one did (same batches, same
     device, channels-last images)."""
     import torch
@@ -119,7 +121,7 @@ def transfer_model_from_state(strategy, state: dict, n_classes: int, head: str, 
     from .base import resolve_backbone, seeded
 
     with seeded(strategy.seed):
-        bb = resolve_backbone(strategy.backbone, False, strategy.image_size)
+        bb = resolve_backbone(strategy.backbone, False, strategy.image_size) if backbone is None else backbone
         model = TransferModel(bb, n_classes, head=head, dropout=dropout)
     load_module_state(model, state, where)
     trainer = Trainer(model, [], epochs=1, device=strategy.device, progress=False, tag=strategy.name,

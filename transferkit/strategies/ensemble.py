@@ -119,6 +119,9 @@ class Ensemble(Strategy):
     name = "ensemble"
     #: The runner passes ``members={key: fitted strategy}`` to :meth:`fit` and :meth:`load_state`.
     uses_members = True
+    #: It combines its members' predictions (an ensemble never nests in another; a ``distill``
+    #: student, which also takes a member, its teacher, is an ordinary predictor).
+    combines_predictions = True
     #: The ensemble trains on nothing itself; ``combine="weighted"`` needs labeled *validation*
     #: data, which the runner checks (:meth:`needs_val_labels`).
     needs_target_labels = False
@@ -207,7 +210,7 @@ class Ensemble(Strategy):
         if len(keys) < 2:
             raise ConfigError(f"{self.name}: members= holds {len(keys)} strategy; an ensemble combines at least two.")
         for k in keys:
-            if getattr(members[k], "uses_members", False):
+            if getattr(members[k], "combines_predictions", False):
                 raise ConfigError(f"{self._p('members')}: {k!r} is itself an ensemble; ensembles do not nest.")
             if not callable(getattr(members[k], "predict_proba", None)):
                 raise ConfigError(f"{self.name}: members[{k!r}] is a {type(members[k]).__name__}, not a fitted "
