@@ -115,3 +115,21 @@ def test_bad_teachers_are_one_line_errors_before_anything_is_written(teacher_run
                                       "student": {"name": "tiny_mlp", "options": {"in_features": 4}}}])
     with pytest.raises(ConfigError, match="not the target's class.*ant"):
         validate_run(config_from_dict(cfg))
+
+
+def test_the_compress_example_validates():
+    """examples/compress/kd_fashion.yaml passes every check a run makes before training (a teacher
+    by key listed before its students, the student backbones built on real rows)."""
+    from pathlib import Path
+
+    from transferkit.config import load_config
+    from transferkit.data import real
+    from transferkit.experiment import validate_run
+
+    fashion = Path(real.FASHION_MNIST_DIR)
+    if not all((fashion / f).is_file() for f in real.FASHION_MNIST_SHA256):
+        pytest.skip("Fashion-MNIST files absent: the Debian package dataset-fashion-mnist is not installed")
+    path = Path(__file__).resolve().parents[2] / "examples" / "compress" / "kd_fashion.yaml"
+    cfg = load_config(path, overrides=["backbone.name=tiny_cnn", "backbone.image_size=16"])
+    _, _, _, strategies = validate_run(cfg)
+    assert [c.name for c, _ in strategies] == ["finetune", "distill", "distill"]
