@@ -37,11 +37,16 @@ def _band(ax, x, runs: list[np.ndarray], label: str, color=None, style: str = "-
     """Mean over seeds with a ±1 std band (seeds of unequal length are cut to the shortest)."""
     n = min(len(r) for r in runs)
     Y = np.array([r[:n] for r in runs], dtype=float)
-    m = np.nanmean(Y, 0)
-    (line,) = ax.plot(x[:n], m, style, color=color, label=label, lw=1.6)
+    # epochs without a value in any seed (validation scored every few epochs) are left out, not
+    # averaged over nothing; a band needs two seeds with a value
+    have = np.isfinite(Y).sum(0)
+    keep = have > 0
+    xs, Y = np.asarray(x[:n])[keep], Y[:, keep]
+    m = np.array([np.mean(c[np.isfinite(c)]) for c in Y.T])
+    (line,) = ax.plot(xs, m, style, color=color, label=label, lw=1.6, marker="." if keep.sum() < n else None)
     if len(runs) > 1:
-        s = np.nanstd(Y, 0, ddof=1)
-        ax.fill_between(x[:n], m - s, m + s, color=line.get_color(), alpha=0.15, lw=0)
+        s = np.array([np.std(c[np.isfinite(c)], ddof=1) if np.isfinite(c).sum() > 1 else 0.0 for c in Y.T])
+        ax.fill_between(xs, m - s, m + s, color=line.get_color(), alpha=0.15, lw=0)
 
 
 _NOT_LOSS = {"epoch", "epoch_time", "lr", "score", "step"}
