@@ -287,3 +287,16 @@ def test_layer_groups_refuse_a_broken_grouping_without_assert():
         Overlap().layer_groups()
     with pytest.raises(ConfigError, match=r"\['lin.bias'\] are in no layer group"):
         Missing().layer_groups()
+
+
+@pytest.mark.parametrize("arch", ["mobilenetv3_small_050", "resnet18", "convnext_atto"])
+def test_timm_feature_dim_is_the_width_of_the_features(arch):
+    """MobileNetV3 has a pre-logits layer after its last stage (num_features 288, features 1024):
+    a head built on spec.feature_dim used to fail on its first batch (a small distillation student)."""
+    import torch
+
+    from transferkit.backbones import create_backbone
+
+    bb = create_backbone(f"timm:{arch}", pretrained=False, image_size=32).eval()
+    with torch.no_grad():
+        assert bb(torch.zeros(2, 3, 32, 32)).shape == (2, bb.spec.feature_dim)

@@ -77,7 +77,9 @@ def _spec_from_timm(name: str, model: nn.Module, image_size: int | None, **kw) -
     return BackboneSpec(
         name=name,
         modality="image",
-        feature_dim=int(model.num_features),
+        # the pooled features' width: timm's head_hidden_size where the model has a pre-logits layer after
+        # the last stage (MobileNetV3: num_features 288, but its features are 1024 wide)
+        feature_dim=int(getattr(model, "head_hidden_size", None) or model.num_features),
         input_size=(c, h, w),
         mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
         std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
