@@ -50,6 +50,8 @@ bench: $(STAMP) data
 	$(VENV)/bin/transferkit benchmark drift --seeds 3 --out runs/bench-drift --overwrite
 	$(VENV)/bin/transferkit benchmark label-spaces --seeds 3 --out runs/bench-label-spaces --overwrite
 	$(VENV)/bin/transferkit benchmark representation --seeds 3 --out runs/bench-representation --overwrite
+	$(VENV)/bin/transferkit benchmark compress --seeds 3 --out runs/bench-compress --overwrite
+	$(PY) benchmarks/int8_compile.py runs/bench-compress --out runs/bench-compress/int8_compile.md
 	$(PY) benchmarks/tta_speed.py
 
 clean:

@@ -371,9 +371,7 @@ def _cmd_report(args) -> int:
             suite = json.loads((Path(args.run_dir) / "results.json").read_text()).get("suite")
         except (OSError, ValueError, AttributeError):
             suite = None
-    writers = {"drift": ("drift", "write_drift_report"), "label-spaces": ("labelspaces", "write_label_spaces_report"),
-               "representation": ("representation", "write_representation_report"),
-               "compress": ("compression", "write_compression_report"), "rl-transfer": ("rl", "write_rl_report")}
+    writers = {"drift": ("drift", "write_drift_report"), **{k: v[3:5] for k, v in PARTS_SUITES.items()}}
     if suite in writers:
         import importlib
 
@@ -561,14 +559,9 @@ def _cmd_benchmark(args) -> int:
 
     if args.suite == "drift" or (args.resume and stored_suite(args.resume) == "drift"):
         return _cmd_drift(args)
-    if args.suite == "label-spaces" or (args.resume and stored_suite(args.resume) == "label-spaces"):
-        return _cmd_label_spaces(args)
-    if args.suite == "representation" or (args.resume and stored_suite(args.resume) == "representation"):
-        return _cmd_representation(args)
-    if args.suite == "compress" or (args.resume and stored_suite(args.resume) == "compress"):
-        return _cmd_compression_bench(args)
-    if args.suite == "rl-transfer" or (args.resume and stored_suite(args.resume) == "rl-transfer"):
-        return _cmd_rl_bench(args)
+    for suite in PARTS_SUITES:
+        if args.suite == suite or (args.resume and stored_suite(args.resume) == suite):
+            return _cmd_suite_of_parts(args, suite)
     drift_only = [f for f, v in (("--parts", args.parts), ("--passes", args.passes), ("--n-test", args.n_test))
                   if v is not None]
     if drift_only:
@@ -652,52 +645,33 @@ def _cmd_drift(args) -> int:
     return 0
 
 
-def _cmd_label_spaces(args) -> int:
-    from ..labelspaces import check_label_space_args, markdown, run_label_spaces_dir
+#: The benchmarks of parts: suite -> (runner module, its check/run functions, report module and writer, why the
+#: other options are fixed). Each runner has ``check_X_args``, ``run_X_dir`` and ``markdown``.
+PARTS_SUITES = {
+    "label-spaces": ("labelspaces", "check_label_space_args", "run_label_spaces_dir", "labelspaces",
+                     "write_label_spaces_report",
+                     "its tasks, methods, backbones and selection are fixed before any target label is read"),
+    "representation": ("representation", "check_representation_args", "run_representation_dir", "representation",
+                       "write_representation_report",
+                       "its tasks, backbones and methods are fixed in transferkit/representation.py"),
+    "compress": ("compression", "check_compression_args", "run_compression_dir", "compression",
+                 "write_compression_report",
+                 "its teacher, students and compression settings are fixed in transferkit/compression.py"),
+    "rl-transfer": ("rl.benchmark", "check_rl_args", "run_rl_transfer_dir", "rl", "write_rl_report",
+                    "its environments, methods and step budgets are fixed in transferkit/rl/benchmark.py"),
+}
+
+
+def _cmd_suite_of_parts(args, suite: str) -> int:
+    import importlib
+
+    module, check, run, report_module, writer, why = PARTS_SUITES[suite]
+    runner = importlib.import_module(f"transferkit.{module}")
 
     def report(out):
-        from ..reports.labelspaces import write_label_spaces_report
+        return getattr(importlib.import_module(f"transferkit.reports.{report_module}"), writer)(out)["html"]
 
-        return write_label_spaces_report(out)["html"]
-
-    return _cmd_parts_suite(args, "label-spaces", check_label_space_args, run_label_spaces_dir, markdown, report,
-                            "its tasks, methods, backbones and selection are fixed before any target label is read")
-
-
-def _cmd_representation(args) -> int:
-    from ..representation import check_representation_args, markdown, run_representation_dir
-
-    def report(out):
-        from ..reports.representation import write_representation_report
-
-        return write_representation_report(out)["html"]
-
-    return _cmd_parts_suite(args, "representation", check_representation_args, run_representation_dir, markdown,
-                            report, "its tasks, backbones and methods are fixed in transferkit/representation.py")
-
-
-def _cmd_compression_bench(args) -> int:
-    from ..compression import check_compression_args, markdown, run_compression_dir
-
-    def report(out):
-        from ..reports.compression import write_compression_report
-
-        return write_compression_report(out)["html"]
-
-    return _cmd_parts_suite(args, "compress", check_compression_args, run_compression_dir, markdown, report,
-                            "its teacher, students and compression settings are fixed in transferkit/compression.py")
-
-
-def _cmd_rl_bench(args) -> int:
-    from ..rl.benchmark import check_rl_args, markdown, run_rl_transfer_dir
-
-    def report(out):
-        from ..reports.rl import write_rl_report
-
-        return write_rl_report(out)["html"]
-
-    return _cmd_parts_suite(args, "rl-transfer", check_rl_args, run_rl_transfer_dir, markdown, report,
-                            "its environments, methods and step budgets are fixed in transferkit/rl/benchmark.py")
+    return _cmd_parts_suite(args, suite, getattr(runner, check), getattr(runner, run), runner.markdown, report, why)
 
 
 def _cmd_parts_suite(args, suite: str, check_args, run_dir, markdown, report, fixed_why: str) -> int:

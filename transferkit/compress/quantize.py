@@ -324,7 +324,8 @@ def save_quantized(qmodel: nn.Module, example_input, path: str | os.PathLike) ->
         raise ConfigError(f"save_quantized path {str(path)!r} must end in .pt2 (a torch.export archive).")
     if not path.parent.is_dir():
         raise ConfigError(f"save_quantized: folder {str(path.parent)!r} does not exist; create it first.")
-    ep = _export(qmodel, _args(example_input))
+    # a view would be saved with its whole storage (e.g. a full batch) as the sample input
+    ep = _export(qmodel, tuple(a.detach().clone() for a in _args(example_input)))
     try:
         torch.export.save(ep, path)
     except NotImplementedError as exc:  # oneDNN's prepacked weights are opaque tensors with no storage
