@@ -61,6 +61,9 @@ CASES = {
     "predict a compressed folder with --seed": lambda t: (
         ["predict", _compressed(t, _finished(t)), "--split", "test", "--seed", "1", "--out", str(t / "p.csv")],
         ["--seed does not apply to a compressed model folder"]),
+    "predict --compile on a run that is not compressed": lambda t: (
+        ["predict", _finished(t), "--split", "test", "--compile", "--out", str(t / "p.csv")],
+        ["--compile applies to a 'transferkit compress' folder", "drop --compile"]),
     "distill student input width differs from the data": lambda t: (
         _run(t, _cfg(t, target=_npz(t), backbone={"name": "tiny_mlp", "options": {"in_features": 4}},
                      split={"labels_per_class": 3, "val_fraction": 0.5},

@@ -60,6 +60,11 @@ def test_int8_stays_close_to_fp32_and_its_archive_reloads(trained, tmp_path):
     assert abs(info["compressed"]["test_accuracy"] - info["fp32"]["test_accuracy"]) <= 0.03
     assert main(["predict", str(tmp_path / "q"), "--split", "test", "--out", str(tmp_path / "q.csv")]) == 0
     assert _accuracy_of(tmp_path / "q.csv") == pytest.approx(info["compressed"]["test_accuracy"], abs=2e-3)
+    # compiled by inductor: the same predictions (it lowers the q/dq graph itself)
+    assert main(["predict", str(tmp_path / "q"), "--split", "test", "--compile", "--out", str(tmp_path / "c.csv")]) == 0
+    same = [a["predicted"] == b["predicted"] for a, b in zip(csv.DictReader(open(tmp_path / "q.csv")),
+                                                            csv.DictReader(open(tmp_path / "c.csv")))]
+    assert np.mean(same) >= 0.99
 
 
 def test_qat_runs_when_asked_and_records_its_losses(trained, tmp_path):

@@ -350,8 +350,8 @@ class CompressedPredictor:
     """The ``predictor`` of :func:`transferkit.inference.predict_to_csv` for a compressed model:
     the source run's preprocessing, then ``model.pt2`` (static INT8 lowered to oneDNN kernels)."""
 
-    def __init__(self, folder, info: dict):
-        self.folder, self.info = Path(folder), info
+    def __init__(self, folder, info: dict, compile: bool = False):
+        self.folder, self.info, self.compile = Path(folder), info, bool(compile)
         acc = (info.get("compressed") or {}).get("test_accuracy")
         self.recorded = {"accuracy": acc} if acc is not None else {"accuracy": None}
 
@@ -362,7 +362,11 @@ class CompressedPredictor:
         path = self.folder / MODEL
         self.module = load_quantized(path)
         _, self.backbone = export_module(strategy)
-        if self.info.get("method") == "int8":
+        if self.compile:  # inductor lowers and fuses the q/dq graph itself (on first use of each batch shape)
+            import torch
+
+            self.module = torch.compile(self.module, dynamic=False)
+        elif self.info.get("method") == "int8":
             from .quantize import check_backend
 
             check_backend()
@@ -370,7 +374,8 @@ class CompressedPredictor:
             self.module = lower_to_x86(self.module, example)
 
     def describe(self) -> str:
-        return f"compressed model ({self.info.get('method')}): {self.folder / MODEL}"
+        how = ", compiled by inductor" if self.compile else ""
+        return f"compressed model ({self.info.get('method')}{how}): {self.folder / MODEL}"
 
     def logits(self, strategy, ds) -> np.ndarray:
         from ..inference import apply
@@ -379,7 +384,11 @@ class CompressedPredictor:
 
         class _Compressed:  # ``apply``'s one-line errors for data the network cannot take
             def predict_logits(self, d):
-                return _logits(outer.module, outer.backbone, d)
+                import torch._inductor.config as inductor_config
+
+                # freezing: constant weights folded and prepacked, which inductor's int8 patterns need
+                with inductor_config.patch(freezing=True):
+                    return _logits(outer.module, outer.backbone, d)
 
         return apply(_Compressed(), ds, "the data")
 
@@ -398,7 +407,8 @@ def _tiny(info, backbone):
                          modality="tabular")
 
 
-def predict_compressed(folder, data=None, *, split=None, out="predictions.csv", overwrite=False, echo=print) -> dict:
+def predict_compressed(folder, data=None, *, split=None, out="predictions.csv", overwrite=False, echo=print,
+                       compile: bool = False) -> dict:
     """``transferkit predict COMPRESSED_DIR ...``: the compressed model on ``data`` or the source
     run's ``split``, through the source run's preprocessing and class names."""
     from ..inference import predict_to_csv
@@ -415,4 +425,4 @@ def predict_compressed(folder, data=None, *, split=None, out="predictions.csv", 
         raise DataError(f"the source run {src.get('run_dir')!r} of {str(folder)!r} is gone; its preprocessing and "
                         "classes are needed to predict: restore it, or use the ONNX export (--onnx) with its sidecar.")
     return predict_to_csv(src["run_dir"], data, strategy=src.get("strategy"), seed=src.get("seed"), split=split,
-                          out=out, overwrite=overwrite, echo=echo, predictor=CompressedPredictor(folder, info))
+                          out=out, overwrite=overwrite, echo=echo, predictor=CompressedPredictor(folder, info, compile))
