@@ -67,6 +67,18 @@ def test_int8_stays_close_to_fp32_and_its_archive_reloads(trained, tmp_path):
     assert np.mean(same) >= 0.99
 
 
+def test_sparsify_reports_the_sparsity_and_claims_no_speed(trained, tmp_path):
+    info = _compress(trained, tmp_path / "s", "--method", "sparsify", "--ratio", "0.6")
+    assert info["sparsity"] == pytest.approx(0.6, abs=0.01)
+    assert info["compressed"]["params"] == info["fp32"]["params"]  # dense tensors, zeros inside
+    from transferkit.compress.quantize import load_quantized
+
+    m = load_quantized(tmp_path / "s" / "model.pt2")
+    w = [t for n, t in m.state_dict().items() if n.endswith("weight") and t.ndim > 1]
+    zeros = sum(int((t == 0).sum()) for t in w) / sum(t.numel() for t in w)
+    assert zeros == pytest.approx(info["sparsity"], abs=0.01)  # the saved model holds the zeros
+
+
 def test_qat_runs_when_asked_and_records_its_losses(trained, tmp_path):
     info = _compress(trained, tmp_path / "qat", "--method", "int8", "--qat", "always", "--qat-epochs", "1",
                      "--calibration", "32")

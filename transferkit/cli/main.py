@@ -243,13 +243,14 @@ def _build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compress", help="prune or quantize (INT8) a finished run's model; measure accuracy, size, "
                                          "MACs and latency against FP32; 'transferkit predict OUT' applies it")
     cp.add_argument("run_dir", help="the finished run (its --out folder, or a STRATEGY/seedN folder of it)")
-    cp.add_argument("--method", required=True, choices=["prune", "int8", "dynamic-int8"],
-                    help="prune: structured channels + fine-tune; int8: static PT2E (x86) with QAT when PTQ loses "
+    cp.add_argument("--method", required=True, choices=["prune", "sparsify", "int8", "dynamic-int8"],
+                    help="prune: structured channels + fine-tune; sparsify: unstructured magnitude (sparsity "
+                         "reported, no speed claimed); int8: static PT2E (x86) with QAT when PTQ loses "
                          "more than --budget; dynamic-int8: Linear layers (tables)")
     cp.add_argument("--out", required=True, help="the output folder (its own; not inside the run)")
     cp.add_argument("--strategy", help="which strategy of the run (default: the best by validation accuracy)")
     cp.add_argument("--seed", type=int, help="which seed (default: the first trained)")
-    cp.add_argument("--ratio", type=float, default=0.5, help="prune: MACs (or params) kept, in (0, 1) (default 0.5)")
+    cp.add_argument("--ratio", type=float, default=0.5, help="prune: MACs (or params) kept; sparsify: weights zeroed; in (0, 1) (default 0.5)")
     cp.add_argument("--target", default="macs", help="prune: macs (default) or params")
     cp.add_argument("--importance", default="magnitude", help="prune: magnitude (default) or taylor")
     cp.add_argument("--epochs", type=int, default=5, help="prune: fine-tuning epochs after pruning (default 5)")

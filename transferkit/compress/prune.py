@@ -291,10 +291,18 @@ def prune_unstructured(model: nn.Module, sparsity: float = 0.5) -> float:
     params = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
     if not params:
         raise ConfigError(f"prune_unstructured: {type(model).__name__} has no Conv or Linear layer to prune.")
+    cl = [m for m, _ in params if m.weight.ndim == 4 and m.weight.is_contiguous(memory_format=torch.channels_last)
+          and not m.weight.is_contiguous()]
+    with torch.no_grad():  # torch's pruning views the weights as vectors: a channels-last one (as trained) cannot
+        for m in cl:
+            m.weight.data = m.weight.data.contiguous()
     if sparsity > 0:
         prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=float(sparsity))
         for m, name in params:
             prune.remove(m, name)
+    with torch.no_grad():
+        for m in cl:  # back in the layout it came in
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
     zeros = sum(int((m.weight == 0).sum()) for m, _ in params)
     total = sum(m.weight.numel() for m, _ in params)
     return zeros / total

@@ -10,6 +10,8 @@ Methods (``--method``):
   training rows of the run's target (labels not used); when it loses more than ``--budget``
   accuracy points on the *validation* split (never the test split), quantization-aware
   fine-tuning (``--qat auto``; ``always``/``never``) replaces it;
+- ``sparsify``: unstructured global magnitude pruning of ``--ratio`` of the Conv/Linear weights, for
+  comparison: the sparsity is reported, no speed is claimed (the tensors stay dense);
 - ``dynamic-int8``: dynamic INT8 of the Linear layers (torchao), for Linear-heavy models (tables).
 
 The output folder holds ``model.pt2`` (a ``torch.export`` archive, read back without pickle),
@@ -34,7 +36,7 @@ from ..errors import ConfigError, DataError
 
 __all__ = ["METHODS", "CompressedPredictor", "check_compress_args", "compress_run", "predict_compressed"]
 
-METHODS = ("prune", "int8", "dynamic-int8")
+METHODS = ("prune", "sparsify", "int8", "dynamic-int8")
 QAT = ("auto", "always", "never")
 INFO = "compress.json"
 MODEL = "model.pt2"
@@ -57,6 +59,8 @@ def check_compress_args(method: str, *, ratio: float = 0.5, target: str = "macs"
         a["epochs"] = int(check_number("--epochs", epochs, low=0, high=10_000, integer=True))
         a["lr"] = float(check_number("--lr", lr, low=0, low_inclusive=False))
         a["batch_size"] = int(check_number("--batch-size", batch_size, low=1, high=65_536, integer=True))
+    if method == "sparsify":
+        a["ratio"] = float(check_number("--ratio", ratio, low=0, high=1, low_inclusive=False, high_inclusive=False))
     if method == "int8":
         a["calibration"] = int(check_number("--calibration", calibration, low=1, high=100_000, integer=True))
         a["budget"] = float(check_number("--budget", budget, low=0, high=100))
@@ -77,6 +81,8 @@ def _require_method(method: str) -> None:
 
     if method == "prune":
         require("torch_pruning", "compress", "structured pruning")
+    elif method == "sparsify":
+        return
     else:
         require("torchao", "compress", f"{method} quantization")
     if method == "int8":
@@ -214,6 +220,14 @@ def compress_run(run_dir, method: str, out, *, strategy=None, seed=None, overwri
         elif method == "int8":
             compressed, timing_model, extra = _int8(fp32, backbone, train, val, before["val"], example, args, ref,
                                                     log)
+        elif method == "sparsify":
+            from .prune import prune_unstructured
+
+            compressed = copy.deepcopy(fp32)
+            achieved = prune_unstructured(compressed, args["ratio"])
+            timing_model, extra = compressed, {"sparsity": achieved}
+            log(f"unstructured: {achieved:.3f} of the Conv/Linear weights are zero (dense tensors: no speed-up is "
+                "claimed)")
         else:
             from .quantize import quantize_dynamic_int8
 
@@ -260,7 +274,6 @@ def compress_run(run_dir, method: str, out, *, strategy=None, seed=None, overwri
         info["seconds"] = time.perf_counter() - t0
         write_json(d / INFO, info)
         mark_complete(d)
-        del copy
     info["output_dir"] = str(out)
     return info
 
