@@ -250,7 +250,8 @@ def _build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--out", required=True, help="the output folder (its own; not inside the run)")
     cp.add_argument("--strategy", help="which strategy of the run (default: the best by validation accuracy)")
     cp.add_argument("--seed", type=int, help="which seed (default: the first trained)")
-    cp.add_argument("--ratio", type=float, default=0.5, help="prune: MACs (or params) kept; sparsify: weights zeroed; in (0, 1) (default 0.5)")
+    cp.add_argument("--ratio", type=float, default=0.5,
+                    help="prune: MACs (or params) kept; sparsify: weights zeroed; in (0, 1) (default 0.5)")
     cp.add_argument("--target", default="macs", help="prune: macs (default) or params")
     cp.add_argument("--importance", default="magnitude", help="prune: magnitude (default) or taylor")
     cp.add_argument("--epochs", type=int, default=5, help="prune: fine-tuning epochs after pruning (default 5)")
