@@ -52,6 +52,7 @@ bench: $(STAMP) data
 	$(VENV)/bin/transferkit benchmark representation --seeds 3 --out runs/bench-representation --overwrite
 	$(VENV)/bin/transferkit benchmark compress --seeds 3 --out runs/bench-compress --overwrite
 	$(PY) benchmarks/int8_compile.py runs/bench-compress --out runs/bench-compress/int8_compile.md
+	$(VENV)/bin/transferkit benchmark rl-transfer --seeds 3 --out runs/bench-rl --overwrite
 	$(PY) benchmarks/tta_speed.py
 
 clean:

@@ -387,7 +387,7 @@ def test_the_tables_reach_every_subcommand(tmp_path):
     names, commands = list(CASES), set()
     tables = [CASES] + [importlib.import_module(m).CASES
                         for m in ("test_bad_input_params", "test_bad_input_data", "test_bad_input_config",
-                                  "test_bad_input_compress")]
+                                  "test_bad_input_compress", "test_bad_input_rl")]
     for i, table in enumerate(tables):
         (tmp_path / str(i)).mkdir()
         commands |= {argv[0] for argv, _, _ in check_table(table, tmp_path / str(i)).values()}

@@ -183,7 +183,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_fewshot_parser(sub)
     _add_pretrain_parser(sub)
-    # _add_rl_parser(sub)  (with transferkit.rl)
+    _add_rl_parser(sub)
 
     dg = sub.add_parser("diagnose", help="negative transfer, sample efficiency, convergence and sharpness "
                                          "(the config's optional 'diagnose:' section)")
@@ -271,7 +271,7 @@ def _build_parser() -> argparse.ArgumentParser:
                                      "few-shot methods or test-time adaptation methods")
     ls.add_argument("kind", choices=["backbones", "datasets", "strategies", "divergences", "transferability",
                                      "da_losses", "shallow_da", "scorers", "penalties", "fewshot", "tta", "pretext",
-                                     "mtl_weighting"])
+                                     "mtl_weighting", "rl_transfer"])
     ls.add_argument("--runs", default="runs", metavar="DIR",
                     help="backbones: also list the pretrained backbones of transferkit pretrain runs in DIR "
                          "(default: runs)")
@@ -376,6 +376,8 @@ def _cmd_report(args) -> int:
             suite = json.loads((Path(args.run_dir) / "results.json").read_text()).get("suite")
         except (OSError, ValueError, AttributeError):
             suite = None
+    if suite is None and (Path(args.run_dir) / "rl.yaml").is_file():
+        suite = "rl-transfer"  # a transferkit rl run: write_rl_report reads its result.json
     writers = {"drift": ("drift", "write_drift_report"), **{k: v[3:5] for k, v in PARTS_SUITES.items()}}
     if suite in writers:
         import importlib
@@ -791,6 +793,15 @@ def _cmd_rl(args) -> int:
     res = _config_command(args, "rl", "an rl file", run_rl)
     print()
     print(format_result(res))
+    try:
+        from ..reports.rl import write_rl_report
+
+        print(f"report: {write_rl_report(res['output_dir'])['html']}")
+    except Exception as exc:  # the results are on disk already: a report failure only warns
+        if getattr(args, "debug", False):
+            raise
+        print(f"transferkit: warning: report not written ({type(exc).__name__}: {exc}); retry with "
+              f"'transferkit report {res['output_dir']}'", file=sys.stderr)
     print(f"\nresult: {os.path.join(res['output_dir'], 'result.json')}")
     return 0
 

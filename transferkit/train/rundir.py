@@ -399,6 +399,8 @@ def open_benchmark_dir(out: str | os.PathLike, suite: str, args: dict, *, overwr
     else:
         check_output_dir(out, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / RUN_MARKER).exists():  # a transferkit output: a later --overwrite may replace it
+        _write_marker(out, "benchmark")
     write_json(stored, {"suite": suite, **args})
     return out
 
