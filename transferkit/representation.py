@@ -302,17 +302,9 @@ def markdown(res: dict) -> str:
 def run_representation_dir(out, *, overwrite: bool = False, echo=print, **kw) -> dict:
     """:func:`run_representation` into ``out`` (finished cells kept: a rerun with the same
     arguments continues; other arguments are refused); writes ``results.json`` and ``results.md``."""
-    from .train.rundir import open_benchmark_dir, write_json
+    from .train.rundir import run_suite_dir
 
-    args = check_representation_args(**kw)
-    out = open_benchmark_dir(out, "representation", args, overwrite=overwrite)
-    t0 = time.perf_counter()
-    res = run_representation(out_dir=out, echo=echo, **args)
-    res["seconds"] = time.perf_counter() - t0
-    res["output_dir"] = str(out)
-    write_json(out / "results.json", res)
-    (out / "results.md").write_text(markdown(res) + "\n")
-    return res
+    return run_suite_dir(out, "representation", check_representation_args(**kw), run_representation, markdown, overwrite=overwrite, echo=echo)
 
 
 # ================================================================== the mtl and cross_modal parts

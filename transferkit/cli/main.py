@@ -335,6 +335,21 @@ def _new_out_dir(args, kind: str, inputs=()) -> str:
     return out
 
 
+def _report_or_warn(args, write, out) -> None:
+    """``write(out)`` (a report writer returning ``{"html": path, ...}``) and print where it went;
+    a failure only warns in one line (the results are on disk already), unless ``--debug``."""
+    t0 = time.perf_counter()
+    try:
+        paths = write(out)
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"transferkit: warning: report not written ({type(exc).__name__}: {exc}); retry with "
+              f"'transferkit report {out}'", file=sys.stderr)
+        return
+    print(f"report: {paths['html']}   ({time.perf_counter() - t0:.0f}s)")
+
+
 def _report(run_dir, args) -> None:
     """Write the report after a command; a failure here warns (the results are on disk already)."""
     from .. import _dist
@@ -343,16 +358,7 @@ def _report(run_dir, args) -> None:
         return
     from ..reports import write_report
 
-    t0 = time.perf_counter()
-    try:
-        paths = write_report(run_dir)
-    except Exception as exc:
-        if getattr(args, "debug", False):
-            raise
-        print(f"transferkit: warning: report not written ({type(exc).__name__}: {exc}); "
-              f"retry with 'transferkit report {run_dir}'", file=sys.stderr)
-        return
-    print(f"report: {paths['html']}   ({time.perf_counter() - t0:.0f}s)")
+    _report_or_warn(args, write_report, run_dir)
 
 
 def _resume_alone(args, command: str, stored: str, given) -> None:
@@ -644,13 +650,7 @@ def _cmd_drift(args) -> int:
     if not args.no_report:
         from ..reports.drift import write_drift_report
 
-        try:
-            print(f"report: {write_drift_report(res['output_dir'])['html']}")
-        except Exception as exc:  # the results are on disk already: a report failure only warns
-            if getattr(args, "debug", False):
-                raise
-            print(f"transferkit: warning: report not written ({type(exc).__name__}: {exc}); retry with "
-                  f"'transferkit report {res['output_dir']}'", file=sys.stderr)
+        _report_or_warn(args, write_drift_report, res["output_dir"])
     print(f"\nwritten: {os.path.join(res['output_dir'], 'results.json')} and results.md "
           f"({res['seconds'] / 60:.1f} min)")
     return 0
@@ -680,7 +680,7 @@ def _cmd_suite_of_parts(args, suite: str) -> int:
     runner = importlib.import_module(f"transferkit.{module}")
 
     def report(out):
-        return getattr(importlib.import_module(f"transferkit.reports.{report_module}"), writer)(out)["html"]
+        return getattr(importlib.import_module(f"transferkit.reports.{report_module}"), writer)(out)
 
     return _cmd_parts_suite(args, suite, getattr(runner, check), getattr(runner, run), runner.markdown, report, why)
 
@@ -710,13 +710,7 @@ def _cmd_parts_suite(args, suite: str, check_args, run_dir, markdown, report, fi
     print()
     print(markdown(res))
     if report is not None and not args.no_report:
-        try:
-            print(f"report: {report(res['output_dir'])}")
-        except Exception as exc:  # the results are on disk already: a report failure only warns
-            if getattr(args, "debug", False):
-                raise
-            print(f"transferkit: warning: report not written ({type(exc).__name__}: {exc}); retry with "
-                  f"'transferkit report {res['output_dir']}'", file=sys.stderr)
+        _report_or_warn(args, report, res["output_dir"])
     print(f"\nwritten: {os.path.join(res['output_dir'], 'results.json')} and results.md "
           f"({res['seconds'] / 60:.1f} min)")
     return 0
@@ -793,15 +787,9 @@ def _cmd_rl(args) -> int:
     res = _config_command(args, "rl", "an rl file", run_rl)
     print()
     print(format_result(res))
-    try:
-        from ..reports.rl import write_rl_report
+    from ..reports.rl import write_rl_report
 
-        print(f"report: {write_rl_report(res['output_dir'])['html']}")
-    except Exception as exc:  # the results are on disk already: a report failure only warns
-        if getattr(args, "debug", False):
-            raise
-        print(f"transferkit: warning: report not written ({type(exc).__name__}: {exc}); retry with "
-              f"'transferkit report {res['output_dir']}'", file=sys.stderr)
+    _report_or_warn(args, write_rl_report, res["output_dir"])
     print(f"\nresult: {os.path.join(res['output_dir'], 'result.json')}")
     return 0
 
@@ -843,15 +831,7 @@ def _fewshot_report(out, args) -> None:
         return
     from ..reports.fewshot import write_fewshot_report
 
-    t0 = time.perf_counter()
-    try:
-        paths = write_fewshot_report(out)
-    except Exception as exc:
-        if getattr(args, "debug", False):
-            raise
-        print(f"transferkit: warning: report not written ({type(exc).__name__}: {exc})", file=sys.stderr)
-        return
-    print(f"report: {paths['html']}   ({time.perf_counter() - t0:.0f}s)")
+    _report_or_warn(args, write_fewshot_report, out)
 
 
 def _cmd_fewshot(args) -> int:

@@ -302,23 +302,15 @@ def markdown(res: dict) -> str:
 def run_rl_transfer_dir(out, *, overwrite: bool = False, echo=print, **kw) -> dict:
     """:func:`run_rl_transfer` into ``out`` (finished cells kept: a rerun with the same arguments
     continues; other arguments are refused); writes ``results.json`` and ``results.md``."""
-    from ..train.rundir import open_benchmark_dir, write_json, write_text
+    from ..train.rundir import run_suite_dir
     from .envs import require_rl
+    from .run import prepare
 
     require_rl("transferkit benchmark rl-transfer")
     args = check_rl_args(**kw)
     for p in args["parts"]:  # every check before the directory is made
-        from .run import prepare
-
         prepare(part_config(p, args["seeds"]))
-    out = open_benchmark_dir(out, "rl-transfer", args, overwrite=overwrite)
-    t0 = time.perf_counter()
-    res = run_rl_transfer(out_dir=out, echo=echo, **args)
-    res["seconds"] = time.perf_counter() - t0
-    res["output_dir"] = str(out)
-    write_json(out / "results.json", res)
-    write_text(out / "results.md", markdown(res) + "\n")
-    return res
+    return run_suite_dir(out, "rl-transfer", args, run_rl_transfer, markdown, overwrite=overwrite, echo=echo)
 
 
 __all__ = ["PARTS", "VARIANTS", "check_rl_args", "goals", "markdown", "run_rl_transfer", "run_rl_transfer_dir"]

@@ -405,6 +405,21 @@ def open_benchmark_dir(out: str | os.PathLike, suite: str, args: dict, *, overwr
     return out
 
 
+def run_suite_dir(out, suite: str, args: dict, run, markdown, *, overwrite: bool = False, echo=print) -> dict:
+    """A benchmark of parts into ``out``: :func:`open_benchmark_dir` with the checked ``args``,
+    ``run(out_dir=out, echo=echo, **args)``, then ``results.json`` and ``results.md``
+    (``markdown(res)``); ``res`` gains ``seconds`` and ``output_dir``. Finished cells are kept:
+    a rerun with the same arguments continues, other arguments are refused."""
+    out = open_benchmark_dir(out, suite, args, overwrite=overwrite)
+    t0 = time.perf_counter()
+    res = run(out_dir=out, echo=echo, **args)
+    res["seconds"] = time.perf_counter() - t0
+    res["output_dir"] = str(out)
+    write_json(out / "results.json", res)
+    write_text(out / "results.md", markdown(res) + "\n")
+    return res
+
+
 def config_or_resume(config, out, resume: bool, *, command: str, what: str, stored: str, result: str, key: str,
                      cls: type, from_mapping, from_file, overrides=None, echo=None):
     """The config of a run of one config file (``fewshot``, ``pretrain``): ``(cfg, done, inputs)``.
