@@ -467,10 +467,9 @@ def run_compression(parts=None, seeds: int = 3, *, epochs: int = 30, out_dir=Non
 
 
 def _mean_std(v) -> dict:
-    from .metrics._base import mean_std
+    from .metrics._base import mean_std_dict
 
-    m, sd = mean_std(list(v))
-    return {"mean": m, "std": sd}
+    return mean_std_dict(v)
 
 
 _METRICS = ("accuracy", "params", "file_bytes", "macs", "ratio_b1", "ratio_b64", "latency_b1", "latency_b64",

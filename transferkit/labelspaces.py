@@ -367,10 +367,9 @@ def run_label_spaces(parts=None, seeds: int = 3, *, epochs: int = 20, out_dir=No
 
 
 def _mean_std(v) -> dict:
-    from .metrics._base import mean_std
+    from .metrics._base import mean_std_dict
 
-    m, sd = mean_std(list(v))
-    return {"mean": m, "std": sd}
+    return mean_std_dict(v)
 
 
 def summarize(res: dict) -> dict:

@@ -222,10 +222,9 @@ def run_representation(parts=None, seeds: int = 3, *, epochs: int = 10, out_dir=
 
 
 def _mean_std(v) -> dict:
-    from .metrics._base import mean_std
+    from .metrics._base import mean_std_dict
 
-    m, sd = mean_std(list(v))
-    return {"mean": m, "std": sd}
+    return mean_std_dict(v)
 
 
 def _ssl_metrics() -> list[str]:

@@ -57,6 +57,12 @@ def mean_std(values) -> tuple[float, float]:
     return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else 0.0)
 
 
+def mean_std_dict(values) -> dict:
+    """:func:`mean_std` as ``{"mean": ..., "std": ...}`` (the benchmarks' summary cells)."""
+    m, sd = mean_std(list(values))
+    return {"mean": m, "std": sd}
+
+
 def check_pair(Xs, Xt, *, min_rows: int = 2, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
     """Source and target samples as 2-D arrays with the same number of features."""
     S = as_2d(Xs, "source samples", min_rows=min_rows, dtype=dtype)

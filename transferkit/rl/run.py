@@ -336,10 +336,9 @@ def _cell_seconds(out, name: str, measured: float) -> float:
 
 
 def _ms(values) -> dict:
-    from ..metrics._base import mean_std
+    from ..metrics._base import mean_std_dict
 
-    m, s = mean_std(list(values))
-    return {"mean": m, "std": s}
+    return mean_std_dict(values)
 
 
 def summarize(cfg: RLConfig, rows: list[dict]) -> list[dict]:
