@@ -134,15 +134,11 @@ def _file_size(module, example, folder: Path, name: str) -> int:
     """Bytes of the model as ``torch.export.save`` writes it (every variant the same way)."""
     from .quantize import save_quantized
 
-    p = save_quantized(module, example, folder / name)
-    n = p.stat().st_size
-    return n
+    return save_quantized(module, example, folder / name).stat().st_size
 
 
 def _timed(models: dict, backbone, ds, repeats: int = 15) -> dict:
     """Median seconds per forward at batch 1 and 64 for each model, interleaved in one process."""
-    import torch
-
     from .quantize import latency
 
     x64 = next(_chunks(backbone, ds, 64))[0]
@@ -154,7 +150,6 @@ def _timed(models: dict, backbone, ds, repeats: int = 15) -> dict:
         for _ in range(3):  # rounds interleave the models, so a noisy moment hits them all
             for k, m in models.items():
                 out[k].setdefault(b, []).append(latency(m, x, repeats=repeats, warmup=3))
-    del torch
     return {k: {f"batch{b}": float(np.median(v)) for b, v in d.items()} for k, d in out.items()}
 
 

@@ -261,31 +261,31 @@ class Distill(FineTune):
         return None if len(own) == len(teacher_classes) and (order == np.arange(len(own))).all() else order
 
     def _teacher_model(self, members):
-        """``(fitted teacher strategy, description)``."""
+        """``(fitted teacher strategy, description, RunRef or None)``: the ref when the teacher was
+        loaded from a finished run directory."""
         from .. import inference
 
         self._require_teacher()
         t = self.teacher
         if isinstance(t, str) and members and t in members:
-            return members[t], f"strategy {t!r} of this run"
+            return members[t], f"strategy {t!r} of this run", None
         if isinstance(t, (str, os.PathLike)):
             if not Path(os.path.expanduser(str(t))).is_dir():
                 raise ConfigError(f"{self._p('teacher')}={str(t)!r} is not a run directory; from Python pass the "
                                   f"fitted teacher (fit(..., members={{{str(t)!r}: fitted}})) or a fitted strategy.")
             ref = self._teacher_ref()
-            return inference.load_run(ref), f"{ref.key} (seed {ref.seed}) of {ref.root}"
-        return t, type(t).__name__
+            return inference.load_run(ref), f"{ref.key} (seed {ref.seed}) of {ref.root}", ref
+        return t, type(t).__name__, None
 
     def teacher_logits(self, dataset, members=None) -> tuple[np.ndarray, object, str]:
         """``(logits (n, K), fitted teacher, description)`` on every row of ``dataset``, the columns
         in the order of ``dataset.classes``."""
         from .distill import _as_table
 
-        teacher, what = self._teacher_model(members)
-        if isinstance(self.teacher, (str, os.PathLike)) and not (members and self.teacher in members):
+        teacher, what, ref = self._teacher_model(members)
+        if ref is not None:  # a run's model preprocesses the data its own way (checked against its facts)
             from .. import inference
 
-            ref = self._teacher_ref()
             inference.check_fits(dataset, ref.facts, f"dataset {dataset.name!r}")
             logits = inference.apply(teacher, dataset, f"dataset {dataset.name!r}")
         else:
