@@ -818,8 +818,8 @@ def run_fewshot(config, out=None, *, overwrite: bool = False, resume: bool = Fal
         ``meta_train_seconds_mean``, ``test_seconds_mean``...), ``default_method``, ``confusion``
         (of the default method), ``cells`` and ``output_dir``.
     """
-    from ..train.rundir import (check_output_dir, config_or_resume, environment_info, mark_complete, mark_incomplete,
-                                open_run_dir, write_json, write_text)
+    from ..train.rundir import (begin_config_run, check_output_dir, config_or_resume, mark_complete, open_run_dir,
+                                write_json, write_text)
 
     t_start = time.perf_counter()
     cfg, done, given = config_or_resume(config, out, resume, command="fewshot", what="few-shot run",
@@ -841,13 +841,8 @@ def run_fewshot(config, out=None, *, overwrite: bool = False, resume: bool = Fal
             raise ConfigError(f"cache_dir={cfg.cache_dir!r} is inside the output directory {str(final)!r}; leave "
                               "cache_dir out (the run keeps its features in feature-cache/) or put it elsewhere.")
         check_cache_dir(cfg.cache_dir)
-    import yaml
-
     with open_run_dir(final, overwrite=overwrite, resume=resume, inputs=read, kind="fewshot") as d:
-        if not resume:
-            mark_incomplete(d)
-            write_text(d / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            write_json(d / "environment.json", environment_info(cfg.seeds))
+        begin_config_run(d, CONFIG_FILE, cfg.to_dict(), cfg.seeds, resume=resume)
         log = _Log(d / LOG_FILE, echo)
         log(("resuming " if resume else "few-shot run ") + f"{final}: {len(cfg.methods)} method(s) x "
             f"{len(cfg.settings)} setting(s) x {len(cfg.seeds)} seed(s)")

@@ -290,11 +290,9 @@ def run_pretrain(config, out: str | Path | None = None, *, overwrite: bool = Fal
     ``config``: a :class:`PretrainConfig`, a mapping or a YAML path; with ``resume=True``,
     ``None`` (the config stored in ``out`` is used).
     """
-    import yaml
-
     from ..backbones import save_backbone
-    from ..train.rundir import (RunLog, check_output_dir, config_or_resume, environment_info, input_paths,
-                                mark_complete, mark_incomplete, open_run_dir, write_json, write_text)
+    from ..train.rundir import (RunLog, begin_config_run, check_output_dir, config_or_resume, input_paths,
+                                mark_complete, open_run_dir, write_json)
 
     t0 = time.perf_counter()
     cfg, done, inputs = config_or_resume(config, out, resume, command="pretrain", what="pretrain run",
@@ -309,10 +307,7 @@ def run_pretrain(config, out: str | Path | None = None, *, overwrite: bool = Fal
     ds, backbone, pretext = prepare(cfg)
     ev_data = eval_data(cfg)
     with open_run_dir(final, overwrite=overwrite, resume=resume, inputs=read, kind="pretrain") as d:
-        if not resume:
-            mark_incomplete(d)
-            write_text(d / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            write_json(d / "environment.json", environment_info([cfg.seed]))
+        begin_config_run(d, CONFIG_FILE, cfg.to_dict(), [cfg.seed], resume=resume)
         log = RunLog(d / LOG_FILE, echo)
         log(("resuming " if resume else "pretrain ") + f"{final}: {cfg.pretext_name} on {ds.name!r} "
             f"({len(ds)} unlabeled rows), backbone {cfg.backbone.name}, {cfg.epochs} epochs of batch {cfg.batch_size}")

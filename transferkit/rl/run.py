@@ -408,10 +408,8 @@ def run_rl(config, out: str | Path | None = None, *, overwrite: bool = False, re
 
     ``config``: an :class:`RLConfig`, a mapping or a YAML path; with ``resume=True``, ``None``
     (the config stored in ``out`` is used, finished cells are kept)."""
-    import yaml
-
-    from ..train.rundir import (RunLog, check_output_dir, config_or_resume, environment_info, input_paths,
-                                mark_complete, mark_incomplete, open_run_dir, write_json, write_text)
+    from ..train.rundir import (RunLog, begin_config_run, check_output_dir, config_or_resume, input_paths,
+                                mark_complete, open_run_dir, write_json, write_text)
 
     require_rl("transferkit rl")
     t0 = time.perf_counter()
@@ -431,10 +429,7 @@ def run_rl(config, out: str | Path | None = None, *, overwrite: bool = False, re
     torch.set_num_threads(1)  # SB3's small MLPs: a second thread only adds synchronisation
     try:
         with open_run_dir(final, overwrite=overwrite, resume=resume, inputs=read, kind="rl") as d:
-            if not resume:
-                mark_incomplete(d)
-                write_text(d / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-                write_json(d / "environment.json", environment_info(cfg.seeds))
+            begin_config_run(d, CONFIG_FILE, cfg.to_dict(), cfg.seeds, resume=resume)
             log = RunLog(d / LOG_FILE, echo)
             log(("resuming " if resume else "rl ") + f"{final}: {cfg.algo} from {cfg.source} to "
                 f"{', '.join(map(str, cfg.targets))}; methods {', '.join(cfg.methods)}; {len(cfg.seeds)} seeds; "

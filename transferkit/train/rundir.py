@@ -420,6 +420,19 @@ def run_suite_dir(out, suite: str, args: dict, run, markdown, *, overwrite: bool
     return res
 
 
+def begin_config_run(d, config_file: str, config: dict, seeds, *, resume: bool) -> None:
+    """A new run of one config file (``fewshot``, ``pretrain``, ``rl``) in its directory ``d``:
+    marked incomplete, its config written as ``config_file`` (YAML) and ``environment.json``;
+    nothing on ``resume`` (the directory holds them already)."""
+    if resume:
+        return
+    import yaml
+
+    mark_incomplete(d)
+    write_text(Path(d) / config_file, yaml.safe_dump(config, sort_keys=False))
+    write_json(Path(d) / "environment.json", environment_info(seeds))
+
+
 def config_or_resume(config, out, resume: bool, *, command: str, what: str, stored: str, result: str, key: str,
                      cls: type, from_mapping, from_file, overrides=None, echo=None):
     """The config of a run of one config file (``fewshot``, ``pretrain``): ``(cfg, done, inputs)``.
